@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the whole test suite (lint, then pytest). Extra arguments go to pytest, e.g. -k chat.
+# Installs what the tests need on first run: Python and npm packages, Debian's chromium,
+# espeak-ng and sox.
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+ensure_debian chromium espeak-ng sox
+ensure_python test
+ensure_node_modules
+cd "$ROOT"
+log "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --diff . | head -50; exit 1; }
+log "pytest"
+exec "$VENV/bin/python" -m pytest "$@"

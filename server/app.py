@@ -1,0 +1,120 @@
+"""The aiohttp application factory: wires Socket.IO, media, HTTP API and static pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp_cors
+import socketio
+from aiohttp import web
+
+from .client_bundle import add_client_bundle_routes
+from .connections import register_connection_events
+from .context import SERVER_KEY, RoomServer
+from .events import EventRouter
+from .http_api import api_routes
+from .media.backend import MediaBackend
+from .media.p2p import PeerToPeerMedia
+from .membership import Membership
+from .rooms import Roster
+from .settings import Settings, parse_origins
+from .stats import Stats
+from .zoomclone import register_zoomclone_events
+
+logger = logging.getLogger(__name__)
+
+# Largest Socket.IO message accepted: a 64 KiB SDP plus JSON framing, with room to spare.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class SocketServer(socketio.AsyncServer):
+    """python-socketio's server, with malformed packets dropped quietly instead of raising."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # Our handlers catch their own errors (events.py), so this is a packet that
+            # python-socketio could not decode: bad JSON, no event name, and the like.
+            logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
+
+
+def create_media(settings: Settings, roster: Roster) -> MediaBackend:
+    return PeerToPeerMedia(roster)
+
+
+def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str) -> None:
+    """CORS for the HTTP API, from the same setting python-socketio uses."""
+    allowed = parse_origins(origins)
+    if allowed is None:
+        return  # same origin only: no CORS headers at all
+    options = aiohttp_cors.ResourceOptions(allow_headers="*", expose_headers="*", max_age=600)
+    origins_list = ["*"] if allowed == "*" else list(allowed)
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins_list, options))
+    for route in routes:
+        cors.add(route)
+
+
+def page_handler(path: Path) -> web.RequestHandler:
+    async def serve_page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return serve_page
+
+
+def add_page_routes(app: web.Application, settings: Settings) -> None:
+    """The bundled page at ``/``, or a zoom-clone page and its ``/public`` folder."""
+    index = settings.index or settings.static_dir / "index.html"
+    if not index.is_file():
+        raise FileNotFoundError(f"page not found: {index}")
+    app.router.add_get("/", page_handler(index))
+    if settings.static_dir.is_dir():
+        app.router.add_static("/static", settings.static_dir)
+    if settings.public_dir is not None:
+        if not settings.public_dir.is_dir():
+            raise FileNotFoundError(f"--public-dir is not a folder: {settings.public_dir}")
+        app.router.add_static("/public", settings.public_dir)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the whole server; raises with a clear message when setup is incomplete."""
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+    client_version = add_client_bundle_routes(app, settings.client_dir)
+
+    sio = SocketServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=parse_origins(settings.cors_origins),
+        async_handlers=False,  # keeps every connection's events in order (see events.py)
+        max_http_buffer_size=MAX_MESSAGE_BYTES,
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
+    )
+    sio.attach(app)
+
+    stats = Stats()
+    roster = Roster(sio, settings.max_peers_per_room)
+    media = create_media(settings, roster)
+    router = EventRouter(sio, roster, stats)
+    membership = Membership(sio, roster, media)
+    register_connection_events(sio, settings, roster, router, membership, stats)
+    register_zoomclone_events(router, roster, membership, media)
+
+    app[SERVER_KEY] = RoomServer(
+        settings=settings,
+        sio=sio,
+        roster=roster,
+        stats=stats,
+        media=media,
+        membership=membership,
+        router=router,
+        client_version=client_version,
+    )
+    add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
+    add_page_routes(app, settings)
+
+    async def close_media(app: web.Application) -> None:
+        await media.close()
+
+    app.on_shutdown.append(close_media)
+    return app

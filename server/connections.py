@@ -1,0 +1,48 @@
+"""Socket.IO connect and disconnect: a participant record lives exactly as long as its socket."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from .events import EventRouter
+from .membership import Membership
+from .ratelimit import TokenBucket
+from .rooms import Participant, Roster
+from .settings import Settings
+from .stats import Stats
+
+logger = logging.getLogger(__name__)
+
+
+def register_connection_events(
+    sio: socketio.AsyncServer,
+    settings: Settings,
+    roster: Roster,
+    router: EventRouter,
+    membership: Membership,
+    stats: Stats,
+) -> None:
+    @sio.on("connect")
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        participant = Participant(
+            sid=sid, limiter=TokenBucket(settings.rate_limit, settings.rate_burst)
+        )
+        roster.add(participant)
+        stats.connections_total += 1
+        logger.debug("connected %s as peer %s", sid, participant.peer_id)
+
+    @sio.on("disconnect")
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        await router.settle(sid)
+        participant = roster.get(sid)
+        if participant is None:
+            return
+        try:
+            await membership.leave(participant, reason="disconnect")
+        finally:
+            roster.discard(sid)
+            router.forget(sid)
+        logger.debug("disconnected %s (%s)", sid, reason)

@@ -1,0 +1,32 @@
+"""The running server's parts, shared by the HTTP handlers through the aiohttp app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import socketio
+from aiohttp import web
+
+from .events import EventRouter
+from .media.backend import MediaBackend
+from .membership import Membership
+from .rooms import Roster
+from .settings import Settings
+from .stats import Stats
+
+
+@dataclass
+class RoomServer:
+    """Everything one roomrelay instance is made of."""
+
+    settings: Settings
+    sio: socketio.AsyncServer
+    roster: Roster
+    stats: Stats
+    media: MediaBackend
+    membership: Membership
+    router: EventRouter
+    client_version: str
+
+
+SERVER_KEY = web.AppKey("roomrelay", RoomServer)

@@ -1,0 +1,1 @@
+"""Media backends: how offers, answers and candidates are handled for a room."""

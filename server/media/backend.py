@@ -1,0 +1,40 @@
+"""The interface between room signalling and whatever carries the media."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..rooms import Participant
+from ..validation import IceCandidate
+
+
+class MediaBackend(Protocol):
+    """Receives every media-related signalling event of joined participants."""
+
+    mode: str
+
+    async def on_join(self, participant: Participant, room: str) -> None:
+        """``participant`` has entered ``room`` (already a member)."""
+
+    async def on_leave(self, participant: Participant, room: str) -> None:
+        """``participant`` is leaving ``room`` (still a member); free its media."""
+
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
+        """An SDP offer from ``participant``."""
+
+    async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
+        """An SDP answer from ``participant``."""
+
+    async def on_ice(
+        self, participant: Participant, room: str, candidate: IceCandidate | None
+    ) -> None:
+        """A trickled ICE candidate, or None at the end of gathering."""
+
+    def room_stats(self, room: str) -> dict[str, Any]:
+        """Media facts about one room for ``GET /rooms``."""
+
+    def stats(self) -> dict[str, Any]:
+        """Media facts about the whole server for ``GET /stats``."""
+
+    async def close(self) -> None:
+        """Release everything at shutdown."""

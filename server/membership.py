@@ -1,0 +1,99 @@
+"""Joining and leaving rooms, and telling each kind of client about it in its own words.
+
+Chat-stage clients hear ``welcome(nickname, count)`` and ``bye(nickname, count)``,
+native clients ``user_joined`` / ``user_left``, and every connection hears
+``room_change(rooms)``. Video-stage signalling (``welcome`` with no arguments)
+belongs to the media backend, which knows whether browsers negotiate with each
+other (p2p) or with the server (relay).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import socketio
+
+from .media.backend import MediaBackend
+from .rooms import Dialect, Participant, Roster
+
+logger = logging.getLogger(__name__)
+
+
+class Membership:
+    """Moves participants in and out of rooms and broadcasts the consequences."""
+
+    def __init__(self, sio: socketio.AsyncServer, roster: Roster, media: MediaBackend) -> None:
+        self._sio = sio
+        self._roster = roster
+        self._media = media
+
+    async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
+        """Enter ``room``; returns False when the participant was already in it.
+
+        A connection is in at most one room: joining another one leaves the
+        previous room first, with the usual goodbyes.
+        """
+        current = self._roster.room_of(participant.sid)
+        if current == room:
+            participant.dialect = dialect
+            return False
+        if current is not None:
+            self._roster.check_can_enter(room)  # before giving up the old room
+            await self.leave(participant, reason="moved")
+        participant.dialect = dialect
+        await self._roster.enter(participant, room)
+        logger.info(
+            "%s (%s, %s) joined %r",
+            participant.peer_id,
+            participant.nickname,
+            dialect.value,
+            room,
+        )
+        return True
+
+    async def announce_join(self, participant: Participant, room: str) -> None:
+        """Tell the room (and the lobby) that ``participant`` arrived."""
+        count = self._roster.count(room)
+        await self._roster.emit_to_dialect(
+            room, Dialect.CHAT, "welcome", (participant.nickname, count), skip=participant.sid
+        )
+        await self._roster.emit_to_dialect(
+            room,
+            Dialect.NATIVE,
+            "user_joined",
+            {**participant.describe(), "count": count},
+            skip=participant.sid,
+        )
+        await self._media.on_join(participant, room)
+        await self.broadcast_room_list()
+
+    async def leave(self, participant: Participant, *, reason: str) -> str | None:
+        """Leave the current room, if any, and tell whoever remains."""
+        room = self._roster.room_of(participant.sid)
+        if room is None:
+            return None
+        await self._media.on_leave(participant, room)
+        await self._roster.leave(participant, room)
+        count = self._roster.count(room)
+        logger.info("%s left %r (%s), %d remain", participant.peer_id, room, reason, count)
+        if count:
+            await self._roster.emit_to_dialect(
+                room, Dialect.CHAT, "bye", (participant.nickname, count)
+            )
+            await self._roster.emit_to_dialect(
+                room,
+                Dialect.NATIVE,
+                "user_left",
+                {
+                    "peer_id": participant.peer_id,
+                    "nickname": participant.nickname,
+                    "count": count,
+                    "reason": reason,
+                },
+            )
+        await self.broadcast_room_list()
+        return room
+
+    async def broadcast_room_list(self) -> None:
+        """``room_change(rooms)`` to every connection, as the original server does."""
+        await self._sio.emit("room_change", self._roster.public_rooms())

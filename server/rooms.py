@@ -1,0 +1,156 @@
+"""Participants and rooms, on top of Socket.IO's own room map.
+
+Room membership lives only in python-socketio's manager (``enter_room`` /
+``leave_room``); this module keeps per-connection metadata beside it
+(nickname, client dialect, media state) and answers questions about rooms by
+reading the manager's map.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from .ratelimit import TokenBucket
+from .validation import ProtocolError
+
+NAMESPACE = "/"
+DEFAULT_NICKNAME = "Anon"
+
+
+class Dialect(enum.Enum):
+    """Which family of client a connection belongs to; decides which events it receives."""
+
+    CHAT = "chat"  # zoom-clone chat stage: enter_room / new_message / bye
+    VIDEO = "video"  # zoom-clone video stage: join_room(name) / offer / answer / ice
+    NATIVE = "native"  # roomrelay's own protocol: join_room({room, nickname})
+
+
+@dataclass
+class Participant:
+    """What the server knows about one Socket.IO connection besides its rooms."""
+
+    sid: str
+    limiter: TokenBucket
+    peer_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    nickname: str = DEFAULT_NICKNAME
+    dialect: Dialect | None = None
+    audio_enabled: bool = True
+    video_enabled: bool = True
+    connected_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, object]:
+        """The public view of a participant, as other clients see it."""
+        return {
+            "peer_id": self.peer_id,
+            "nickname": self.nickname,
+            "audio": self.audio_enabled,
+            "video": self.video_enabled,
+        }
+
+
+class Roster:
+    """Participants by connection, and read-only views of the manager's room map."""
+
+    def __init__(self, sio: socketio.AsyncServer, max_per_room: int) -> None:
+        self._sio = sio
+        self._max_per_room = max_per_room
+        self._by_sid: dict[str, Participant] = {}
+        self._by_peer: dict[str, Participant] = {}
+
+    # -- connections -------------------------------------------------------
+
+    def add(self, participant: Participant) -> None:
+        self._by_sid[participant.sid] = participant
+        self._by_peer[participant.peer_id] = participant
+
+    def discard(self, sid: str) -> Participant | None:
+        participant = self._by_sid.pop(sid, None)
+        if participant is not None:
+            self._by_peer.pop(participant.peer_id, None)
+        return participant
+
+    def get(self, sid: str) -> Participant | None:
+        return self._by_sid.get(sid)
+
+    def by_peer_id(self, peer_id: str) -> Participant | None:
+        return self._by_peer.get(peer_id)
+
+    def __len__(self) -> int:
+        return len(self._by_sid)
+
+    def __iter__(self) -> Iterator[Participant]:
+        return iter(list(self._by_sid.values()))
+
+    # -- rooms (read from the Socket.IO manager) ----------------------------
+
+    def _room_map(self) -> dict:
+        return self._sio.manager.rooms.get(NAMESPACE, {})
+
+    def room_of(self, sid: str) -> str | None:
+        """The public room a connection is in (each connection joins at most one)."""
+        for room in self._sio.manager.get_rooms(sid, NAMESPACE):
+            if room != sid:
+                return room
+        return None
+
+    def public_rooms(self) -> list[str]:
+        """Names of rooms people joined: not the per-connection rooms, not the None room."""
+        room_map = self._room_map()
+        sid_rooms = room_map.get(None, {})
+        return sorted(name for name in room_map if name is not None and name not in sid_rooms)
+
+    def member_sids(self, room: str) -> list[str]:
+        return list(self._room_map().get(room, {}).keys())
+
+    def members(self, room: str) -> list[Participant]:
+        return [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
+
+    def count(self, room: str) -> int:
+        return len(self._room_map().get(room, {}))
+
+    def is_member(self, sid: str, room: str) -> bool:
+        return sid in self._room_map().get(room, {})
+
+    def check_can_enter(self, room: str) -> None:
+        """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""
+        if room in self._room_map().get(None, {}):
+            raise ProtocolError("invalid_room_name", "that room name is reserved")
+        if self.count(room) >= self._max_per_room:
+            raise ProtocolError(
+                "room_full", f"room {room!r} is full ({self._max_per_room} participants)"
+            )
+
+    async def enter(self, participant: Participant, room: str) -> None:
+        """Put a connection into ``room``; the caller has made sure it is in no other."""
+        self.check_can_enter(room)
+        await self._sio.enter_room(participant.sid, room)
+
+    async def leave(self, participant: Participant, room: str) -> None:
+        await self._sio.leave_room(participant.sid, room)
+
+    async def emit_to_dialect(
+        self,
+        room: str,
+        dialect: Dialect,
+        event: str,
+        data: Any = None,
+        *,
+        skip: str | None = None,
+    ) -> None:
+        """Emit to the members of ``room`` that speak ``dialect``, except ``skip``.
+
+        ``data`` follows python-socketio: a tuple is several arguments, None none.
+        """
+        skipped = [p.sid for p in self.members(room) if p.dialect is not dialect]
+        if skip is not None and skip not in skipped:
+            skipped.append(skip)
+        if len(skipped) >= self.count(room):
+            return
+        await self._sio.emit(event, data, to=room, skip_sid=skipped)

@@ -1,0 +1,213 @@
+"""Every runtime setting in one place: CLI flag, environment variable, default and help.
+
+The CLI parser and the README's configuration table are both derived from
+``SETTINGS_SPEC`` so they cannot drift apart from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLIENT_DIR = PROJECT_ROOT / "node_modules" / "socket.io-client" / "dist"
+DEFAULT_STATIC_DIR = PROJECT_ROOT / "static"
+
+MEDIA_MODES = ("relay", "p2p")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _setting(
+    default: Any,
+    env: str,
+    help: str,
+    *,
+    choices: Sequence[str] | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """Declare a dataclass field together with its environment variable and help text."""
+    return field(
+        default=default,
+        metadata={"env": env, "help": help, "choices": choices, "parse": parse},
+    )
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_origins(text: str) -> list[str] | str | None:
+    """Turn ``CORS_ORIGINS`` into python-socketio's form: None (same origin), '*' or a list."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "*":
+        return "*"
+    return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration; build it with :func:`load_settings`."""
+
+    host: str = _setting("0.0.0.0", "HOST", "Interface to listen on.")
+    port: int = _setting(8000, "PORT", "TCP port to listen on.", parse=int)
+    log_level: str = _setting("info", "LOG_LEVEL", "Logging verbosity.", choices=LOG_LEVELS)
+    cors_origins: str = _setting(
+        "",
+        "CORS_ORIGINS",
+        "Comma-separated origins allowed to use the HTTP API and Socket.IO from other "
+        "sites; '*' allows any origin; empty means same origin only.",
+    )
+    media: str = _setting(
+        "p2p",
+        "MEDIA",
+        "'relay': the server answers every offer with aiortc and fans media out to the "
+        "room; 'p2p': offer/answer/ice are passed between browsers like the original "
+        "zoom-clone server.",
+        choices=MEDIA_MODES,
+    )
+    max_peers_per_room: int = _setting(
+        16,
+        "MAX_PEERS_PER_ROOM",
+        "Participants allowed in one room; a join beyond it gets a 'room_full' error.",
+        parse=_positive_int,
+    )
+    rate_limit: float = _setting(
+        50.0,
+        "RATE_LIMIT",
+        "Sustained Socket.IO events per second allowed per connection.",
+        parse=_positive_float,
+    )
+    rate_burst: int = _setting(
+        200,
+        "RATE_BURST",
+        "Events a connection may send in a burst above the sustained rate.",
+        parse=_positive_int,
+    )
+    media_timeout: float = _setting(
+        30.0,
+        "MEDIA_TIMEOUT",
+        "Seconds a participant's media connection may take to connect (or stay "
+        "disconnected) before the server closes it.",
+        parse=_positive_float,
+    )
+    public_dir: Path | None = _setting(
+        None,
+        "PUBLIC_DIR",
+        "Folder served at /public, e.g. an existing zoom-clone's src/public.",
+        parse=_optional_path,
+    )
+    index: Path | None = _setting(
+        None,
+        "INDEX_FILE",
+        "HTML file served at / instead of the bundled page, e.g. a zoom-clone's home page "
+        "rendered to HTML.",
+        parse=_optional_path,
+    )
+    static_dir: Path = _setting(
+        DEFAULT_STATIC_DIR,
+        "STATIC_DIR",
+        "Folder of the bundled page (served at / and /static).",
+        parse=Path,
+    )
+    client_dir: Path = _setting(
+        DEFAULT_CLIENT_DIR,
+        "SOCKETIO_CLIENT_DIR",
+        "Folder holding the npm socket.io-client 4.x 'dist' bundle served at "
+        "/socket.io/socket.io.js.",
+        parse=Path,
+    )
+
+
+SETTINGS_SPEC = tuple(fields(Settings))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _converter(spec_field: Any) -> Callable[[str], Any]:
+    parse = spec_field.metadata["parse"]
+    return parse if parse is not None else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """CLI flags for every setting; each help text names the environment fallback."""
+    parser = argparse.ArgumentParser(
+        prog="roomrelay",
+        description="Socket.IO-compatible WebRTC room server (zoom-clone compatible).",
+    )
+    for spec_field in SETTINGS_SPEC:
+        meta = spec_field.metadata
+        kwargs: dict[str, Any] = {
+            "dest": spec_field.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{meta['help']} [env {meta['env']}; default: {spec_field.default}]",
+        }
+        if meta["parse"] is _boolean:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _converter(spec_field)
+            kwargs["metavar"] = meta["env"]
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+                kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+        parser.add_argument(_flag(spec_field.name), **kwargs)
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from CLI flags, falling back to environment variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    namespace = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    for spec_field in SETTINGS_SPEC:
+        meta = spec_field.metadata
+        if spec_field.name in namespace:
+            values[spec_field.name] = namespace[spec_field.name]
+            continue
+        raw = environ.get(meta["env"])
+        if raw is None:
+            continue
+        try:
+            value = _converter(spec_field)(raw)
+        except ValueError as exc:
+            parser.error(f"environment variable {meta['env']}: {exc}")
+        if meta["choices"] and value not in meta["choices"]:
+            parser.error(
+                f"environment variable {meta['env']}: {value!r} is not one of "
+                f"{', '.join(meta['choices'])}"
+            )
+        values[spec_field.name] = value
+    return Settings(**values)

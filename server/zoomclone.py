@@ -1,0 +1,133 @@
+"""The zoom-clone dialect: the course app's chat-stage and video-stage events, unchanged.
+
+Argument order follows the original client: the room name is always the last
+argument, and acknowledgement callbacks are called with no arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import validation
+from .events import EventRouter
+from .media.backend import MediaBackend
+from .membership import Membership
+from .rooms import Dialect, Participant, Roster
+from .validation import ProtocolError, expect_args
+
+OK = {"ok": True}
+
+ObjectJoin = Callable[[Participant, dict[str, Any]], Awaitable[Any]]
+
+
+def current_room(roster: Roster, participant: Participant, named: Any = None) -> str:
+    """The participant's room, checked against the room name a client passed, if any."""
+    room = roster.room_of(participant.sid)
+    if named is not None:
+        named_room = validation.room_name(named)
+        if named_room != room:
+            raise ProtocolError("not_in_room", f"you are not in room {named_room!r}")
+    if room is None:
+        raise ProtocolError("not_in_room", "join a room first")
+    return room
+
+
+def chat_line(participant: Participant, text: str) -> dict[str, Any]:
+    """A chat message as native clients receive it."""
+    return {
+        "peer_id": participant.peer_id,
+        "nickname": participant.nickname,
+        "text": text,
+        "ts": time.time(),
+    }
+
+
+async def deliver_chat(roster: Roster, participant: Participant, room: str, text: str) -> dict:
+    """Send a chat message to the rest of the room, each dialect in its own form."""
+    await roster.emit_to_dialect(
+        room, Dialect.CHAT, "new_message", f"{participant.nickname}: {text}", skip=participant.sid
+    )
+    line = chat_line(participant, text)
+    await roster.emit_to_dialect(room, Dialect.NATIVE, "chat_message", line, skip=participant.sid)
+    return line
+
+
+def register_zoomclone_events(
+    router: EventRouter,
+    roster: Roster,
+    membership: Membership,
+    media: MediaBackend,
+    *,
+    join_with_object: ObjectJoin | None = None,
+) -> None:
+    """Chat stage (``enter_room``, ``nickname``, ``new_message``) and video stage signalling.
+
+    ``join_with_object`` handles ``join_room({...})``, the native protocol's form.
+    """
+
+    @router.on("enter_room")
+    async def enter_room(participant: Participant, *args: Any) -> None:
+        expect_args(args, 1, 2)
+        room = validation.room_name(args[0])
+        if len(args) == 2:
+            participant.nickname = validation.nickname(args[1])
+        if await membership.join(participant, room, Dialect.CHAT):
+            # The original calls done() first, then notifies the room and the lobby.
+            router.after_reply(participant, membership.announce_join(participant, room))
+
+    @router.on("nickname")
+    async def nickname(participant: Participant, *args: Any) -> dict[str, bool]:
+        expect_args(args, 1)
+        participant.nickname = validation.nickname(args[0])
+        room = roster.room_of(participant.sid)
+        if room is not None:
+            await roster.emit_to_dialect(
+                room,
+                Dialect.NATIVE,
+                "user_updated",
+                participant.describe(),
+                skip=participant.sid,
+            )
+        return OK
+
+    @router.on("new_message")
+    async def new_message(participant: Participant, *args: Any) -> None:
+        expect_args(args, 2)
+        text = validation.chat_text(args[0])
+        room = current_room(roster, participant, args[1])
+        await deliver_chat(roster, participant, room, text)
+
+    @router.on("join_room")
+    async def join_room(participant: Participant, *args: Any) -> Any:
+        expect_args(args, 1)
+        if isinstance(args[0], dict) and join_with_object is not None:
+            return await join_with_object(participant, args[0])
+        room = validation.room_name(args[0])
+        if await membership.join(participant, room, Dialect.VIDEO):
+            router.after_reply(participant, membership.announce_join(participant, room))
+        return None
+
+    def signalling_args(participant: Participant, args: tuple[Any, ...]) -> tuple[Any, str]:
+        """(payload, room) from ``payload, roomName`` (zoom-clone) or ``payload`` (native)."""
+        expect_args(args, 1, 2)
+        return args[0], current_room(roster, participant, args[1] if len(args) == 2 else None)
+
+    @router.on("offer")
+    async def offer(participant: Participant, *args: Any) -> dict[str, bool]:
+        payload, room = signalling_args(participant, args)
+        await media.on_offer(participant, room, validation.session_description(payload, "offer"))
+        return OK
+
+    @router.on("answer")
+    async def answer(participant: Participant, *args: Any) -> dict[str, bool]:
+        payload, room = signalling_args(participant, args)
+        await media.on_answer(participant, room, validation.session_description(payload, "answer"))
+        return OK
+
+    @router.on("ice")
+    async def ice(participant: Participant, *args: Any) -> dict[str, bool]:
+        payload, room = signalling_args(participant, args)
+        await media.on_ice(participant, room, validation.ice_candidate(payload))
+        return OK

@@ -1,0 +1,72 @@
+"""Fixtures: real roomrelay processes on loopback, and real Socket.IO clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from tests.support.clients import CLIENT_KINDS, RecordingClient
+from tests.support.server import ServerProcess
+
+
+class ServerPool:
+    """One server process per distinct set of flags, shared by the whole session."""
+
+    def __init__(self) -> None:
+        self._servers: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ServerProcess] = {}
+
+    def get(self, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        key = (args, tuple(sorted((env or {}).items())))
+        server = self._servers.get(key)
+        if server is None or server.process is None or server.process.poll() is not None:
+            server = ServerProcess(args=args, env=dict(env or {})).start()
+            self._servers[key] = server
+        return server
+
+    def stop_all(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_pool() -> Iterator[ServerPool]:
+    pool = ServerPool()
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def p2p_server(server_pool: ServerPool) -> ServerProcess:
+    return server_pool.get("--media", "p2p", "--max-peers-per-room", "4")
+
+
+@pytest.fixture
+def room() -> Callable[[str], str]:
+    """Unique room names, so tests sharing a server never meet."""
+    return lambda label="room": f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=sorted(CLIENT_KINDS))
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+ClientFactory = Callable[..., "RecordingClient"]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., object]]:
+    """``await connect(server, kind)`` gives a connected client, closed after the test."""
+    opened: list[RecordingClient] = []
+
+    async def open_client(server: ServerProcess, kind: str = "python") -> RecordingClient:
+        client = CLIENT_KINDS[kind]()
+        await client.connect(server.url)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()

@@ -1,0 +1,90 @@
+"""Two Chromium pages of a zoom-clone-contract client call each other through --media p2p."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.support.browser import (
+    average_colour,
+    close_to,
+    frames_decoded,
+    launch,
+    wait_until,
+    write_tone,
+    write_y4m,
+)
+from tests.support.server import PROJECT_ROOT, ServerProcess
+
+pytestmark = pytest.mark.browser
+ZOOMCLONE = PROJECT_ROOT / "tests" / "zoomclone"
+RED, BLUE = (220, 40, 40), (40, 70, 220)
+
+
+@pytest.fixture(scope="module")
+def zoomclone_p2p_server():
+    server = ServerProcess(
+        args=(
+            "--media",
+            "p2p",
+            "--public-dir",
+            str(ZOOMCLONE / "public"),
+            "--index",
+            str(ZOOMCLONE / "home.html"),
+        )
+    ).start()
+    yield server
+    server.stop()
+
+
+async def open_zoomclone(browser, url, room_name):
+    page = await (await browser.new_context()).new_page()
+    await page.goto(url)
+    await page.fill("#welcome input", room_name)
+    await page.click("#welcome button")
+    await page.wait_for_selector("#call:not([hidden])")
+    return page
+
+
+async def test_two_pages_call_each_other_and_see_each_others_camera(
+    zoomclone_p2p_server, room, tmp_path
+):
+    name = room("call")
+    async with async_playwright() as playwright:
+        red = await launch(
+            playwright,
+            video=write_y4m(tmp_path / "red.y4m", RED),
+            audio=write_tone(tmp_path / "a.wav", 440),
+        )
+        blue = await launch(
+            playwright,
+            video=write_y4m(tmp_path / "blue.y4m", BLUE),
+            audio=write_tone(tmp_path / "b.wav", 660),
+        )
+        try:
+            red_page = await open_zoomclone(red, zoomclone_p2p_server.url, name)
+            await red_page.wait_for_timeout(300)
+            blue_page = await open_zoomclone(blue, zoomclone_p2p_server.url, name)
+
+            for page in (red_page, blue_page):
+                await wait_until(
+                    lambda page=page: page.evaluate(
+                        "() => myPeerConnection.connectionState === 'connected'"
+                    )
+                )
+                await wait_until(lambda page=page: frames_decoded(page, "myPeerConnection"))
+
+            async def red_sees_blue():
+                return close_to(await average_colour(red_page, "#peerFace"), BLUE)
+
+            async def blue_sees_red():
+                return close_to(await average_colour(blue_page, "#peerFace"), RED)
+
+            await wait_until(red_sees_blue)
+            await wait_until(blue_sees_red)
+            first = await frames_decoded(red_page, "myPeerConnection")
+            await red_page.wait_for_timeout(1000)
+            assert await frames_decoded(red_page, "myPeerConnection") > first
+        finally:
+            await red.close()
+            await blue.close()
