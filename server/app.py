@@ -16,7 +16,9 @@ from .events import EventRouter
 from .http_api import api_routes
 from .media.backend import MediaBackend
 from .media.p2p import PeerToPeerMedia
+from .media.relay import RelayMedia
 from .membership import Membership
+from .native import native_join, register_native_events
 from .rooms import Roster
 from .settings import Settings, parse_origins
 from .stats import Stats
@@ -40,8 +42,10 @@ class SocketServer(socketio.AsyncServer):
             logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
 
 
-def create_media(settings: Settings, roster: Roster) -> MediaBackend:
-    return PeerToPeerMedia(roster)
+def create_media(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> MediaBackend:
+    if settings.media == "p2p":
+        return PeerToPeerMedia(roster)
+    return RelayMedia(settings, sio, roster)
 
 
 def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str) -> None:
@@ -94,11 +98,14 @@ def create_app(settings: Settings) -> web.Application:
 
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
-    media = create_media(settings, roster)
+    media = create_media(settings, sio, roster)
     router = EventRouter(sio, roster, stats)
     membership = Membership(sio, roster, media)
     register_connection_events(sio, settings, roster, router, membership, stats)
-    register_zoomclone_events(router, roster, membership, media)
+    register_zoomclone_events(
+        router, roster, membership, media, join_with_object=native_join(router, roster, membership)
+    )
+    register_native_events(router, roster, membership)
 
     app[SERVER_KEY] = RoomServer(
         settings=settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ def process_facts() -> dict[str, Any]:
         rss = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         pass
+    tasks = asyncio.all_tasks()
     return {
-        "tasks": len(asyncio.all_tasks()),
+        "tasks": len(tasks),
+        "tasks_by_coroutine": dict(Counter(task.get_coro().__qualname__ for task in tasks)),
         "threads": threading.active_count(),
         "rss_bytes": rss,
     }

@@ -87,7 +87,7 @@ class Settings:
         "sites; '*' allows any origin; empty means same origin only.",
     )
     media: str = _setting(
-        "p2p",
+        "relay",
         "MEDIA",
         "'relay': the server answers every offer with aiortc and fans media out to the "
         "room; 'p2p': offer/answer/ice are passed between browsers like the original "

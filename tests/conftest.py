@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from server.client import RoomClient
 from tests.support.clients import CLIENT_KINDS, RecordingClient
+from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
 from tests.support.server import ServerProcess
 
 
@@ -65,6 +67,41 @@ async def connect() -> AsyncIterator[Callable[..., object]]:
         client = CLIENT_KINDS[kind]()
         await client.connect(server.url)
         opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
+def relay_server(server_pool: ServerPool) -> ServerProcess:
+    return server_pool.get("--media", "relay", "--media-timeout", "5")
+
+
+@pytest.fixture
+async def room_clients() -> AsyncIterator[Callable[..., object]]:
+    """``await room_clients(server, room, index)``: a joined native client with identity media.
+
+    Participant ``index`` sends ``COLOURS[index]`` video and a ``TONES[index]`` tone.
+    """
+    opened: list[RoomClient] = []
+
+    async def open_client(
+        server: ServerProcess,
+        room_name: str,
+        index: int,
+        *,
+        publish: bool = True,
+        join: bool = True,
+    ) -> RoomClient:
+        client = RoomClient(server.url, nickname=f"p{index}")
+        opened.append(client)
+        await client.connect()
+        if join:
+            tracks = {"audio": ToneTrack(TONES[index]), "video": ColourTrack(COLOURS[index])}
+            await client.join(room_name, **(tracks if publish else {}))
+            await client.wait_connected()
         return client
 
     yield open_client

@@ -1,0 +1,134 @@
+"""Checking a client's SDP offer before it touches a peer connection, and ICE candidate parsing.
+
+aiortc applies an offer m-line by m-line and cannot roll back, so anything that
+would make ``setRemoteDescription`` fail half-way is refused here first: bad
+syntax, missing ICE or DTLS parameters, no BUNDLE, no codec we can use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiortc import RTCIceCandidate, RTCSessionDescription
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from ..validation import IceCandidate, ProtocolError
+
+SENDING = ("sendrecv", "sendonly")
+RECEIVING = ("sendrecv", "recvonly")
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    """One m-line of an offer, seen from the client: what it sends and wants to receive."""
+
+    mid: str
+    kind: str
+    direction: str
+    codecs: tuple[str, ...]  # mime types we share with the client, in its order
+
+    @property
+    def client_sends(self) -> bool:
+        return self.direction in SENDING
+
+    @property
+    def client_receives(self) -> bool:
+        return self.direction in RECEIVING
+
+
+@dataclass(frozen=True)
+class ParsedOffer:
+    """A validated offer, ready for ``setRemoteDescription``."""
+
+    description: RTCSessionDescription
+    ice_ufrag: str
+    sections: tuple[MediaSection, ...]
+
+    def section(self, mid: str | None) -> MediaSection | None:
+        return next((s for s in self.sections if s.mid == mid), None)
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError("invalid_sdp", message)
+
+
+def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
+    """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever it trips over
+        raise _invalid(f"the offer could not be parsed ({type(exc).__name__})") from None
+    if not parsed.media:
+        raise _invalid("the offer has no media sections")
+    if len(parsed.media) > max_media_sections:
+        raise ProtocolError(
+            "too_large", f"the offer has more than {max_media_sections} media sections"
+        )
+    bundle = next((group for group in parsed.group if group.semantic == "BUNDLE"), None)
+    mids = [media.rtp.muxId for media in parsed.media]
+    if None in mids or len(set(mids)) != len(mids):
+        raise _invalid("every media section needs its own a=mid")
+    if bundle is None or set(bundle.items) != set(mids):
+        raise ProtocolError(
+            "unsupported_sdp", "the offer must BUNDLE all media sections (max-bundle)"
+        )
+    if not all(
+        media.ice
+        and media.ice.usernameFragment
+        and media.ice.password
+        and media.dtls
+        and media.dtls.fingerprints
+        for media in parsed.media
+    ):
+        raise _invalid("the offer needs ICE credentials and a DTLS fingerprint")
+    ufrags = {media.ice.usernameFragment for media in parsed.media}
+    if len(ufrags) != 1:
+        raise _invalid("all media sections must share one ICE username fragment")
+    sections = []
+    for media in parsed.media:
+        if media.kind == "application":
+            sections.append(MediaSection(media.rtp.muxId, media.kind, "sendrecv", ()))
+            continue
+        if media.kind not in CODECS:
+            raise ProtocolError("unsupported_sdp", f"unsupported media kind {media.kind!r}")
+        if media.port == 0:
+            raise ProtocolError(
+                "unsupported_sdp",
+                "stopped transceivers are not supported; set their direction to inactive",
+            )
+        common = find_common_codecs(CODECS[media.kind], media.rtp.codecs)
+        names = tuple(codec.mimeType for codec in common if not codec.mimeType.endswith("/rtx"))
+        if not names:
+            offered = ", ".join(sorted({c.mimeType for c in media.rtp.codecs})) or "none"
+            raise ProtocolError(
+                "no_usable_codec",
+                f"no {media.kind} codec in common (offered: {offered}; "
+                f"supported: {', '.join(c.mimeType for c in CODECS[media.kind])})",
+            )
+        sections.append(
+            MediaSection(media.rtp.muxId, media.kind, media.direction or "sendrecv", names)
+        )
+    return ParsedOffer(
+        description=RTCSessionDescription(sdp=sdp, type="offer"),
+        ice_ufrag=ufrags.pop(),
+        sections=tuple(sections),
+    )
+
+
+def parse_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
+    """An aiortc candidate from a browser's, or None when it marks the end of gathering."""
+    text = candidate.candidate.strip()
+    if not text:
+        return None
+    text = text.removeprefix("candidate:")
+    try:
+        parsed = candidate_from_sdp(text)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise ProtocolError("invalid_candidate", f"unreadable ICE candidate ({exc!r})") from None
+    if candidate.sdp_mid is None and candidate.sdp_mline_index is None:
+        raise ProtocolError("invalid_candidate", "a candidate needs sdpMid or sdpMLineIndex")
+    parsed.sdpMid = candidate.sdp_mid
+    parsed.sdpMLineIndex = candidate.sdp_mline_index
+    return parsed

@@ -1,0 +1,82 @@
+"""roomrelay's own protocol: joins with a nickname, presence, chat, media state, room list.
+
+Media negotiation (``offer`` / ``ice``) shares its events with the zoom-clone
+dialect (see zoomclone.py); the full protocol is documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import validation
+from .events import EventRouter
+from .membership import Membership
+from .rooms import Dialect, Participant, Roster
+from .validation import ProtocolError, expect_args
+from .zoomclone import ObjectJoin, current_room, deliver_chat
+
+
+def native_join(router: EventRouter, roster: Roster, membership: Membership) -> ObjectJoin:
+    """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
+
+    async def join(participant: Participant, request: dict[str, Any]) -> dict[str, Any]:
+        room = validation.room_name(request.get("room"))
+        if request.get("nickname") is not None:
+            participant.nickname = validation.nickname(request["nickname"])
+        if await membership.join(participant, room, Dialect.NATIVE):
+            router.after_reply(participant, membership.announce_join(participant, room))
+        return {
+            "ok": True,
+            "peer_id": participant.peer_id,
+            "room": room,
+            "nickname": participant.nickname,
+            "participants": [p.describe() for p in roster.members(room) if p is not participant],
+        }
+
+    return join
+
+
+def register_native_events(router: EventRouter, roster: Roster, membership: Membership) -> None:
+    @router.on("leave_room")
+    async def leave_room(participant: Participant, *args: Any) -> dict[str, Any]:
+        expect_args(args, 0)
+        room = await membership.leave(participant, reason="left")
+        if room is None:
+            raise ProtocolError("not_in_room", "you are not in a room")
+        return {"ok": True, "room": room}
+
+    @router.on("chat_message")
+    async def chat_message(participant: Participant, *args: Any) -> dict[str, Any]:
+        expect_args(args, 1)
+        text = validation.chat_text(validation.mapping(args[0], "message").get("text"))
+        room = current_room(roster, participant)
+        return {"ok": True, "message": await deliver_chat(roster, participant, room, text)}
+
+    @router.on("media_state")
+    async def media_state(participant: Participant, *args: Any) -> dict[str, Any]:
+        expect_args(args, 1)
+        state = validation.mapping(args[0], "media state")
+        if not {"audio", "video"} & state.keys():
+            raise validation.bad_request("media state needs 'audio' and/or 'video'")
+        audio = validation.boolean(state.get("audio", participant.audio_enabled), "audio")
+        video = validation.boolean(state.get("video", participant.video_enabled), "video")
+        room = current_room(roster, participant)
+        participant.audio_enabled, participant.video_enabled = audio, video
+        await roster.emit_to_dialect(
+            room,
+            Dialect.NATIVE,
+            "media_state",
+            {"peer_id": participant.peer_id, "audio": audio, "video": video},
+            skip=participant.sid,
+        )
+        return {"ok": True}
+
+    @router.on("list_rooms")
+    async def list_rooms(participant: Participant, *args: Any) -> dict[str, Any]:
+        expect_args(args, 0)
+        return {
+            "ok": True,
+            "rooms": [
+                {"name": name, "participants": roster.count(name)} for name in roster.public_rooms()
+            ],
+        }
