@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from aiortc import MediaStreamTrack
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
     from .publication import Publication
 
+logger = logging.getLogger(__name__)
+
 
 class OutboundTrack(MediaStreamTrack):
     """A slot's track; which publication feeds it can change at any time."""
@@ -28,6 +31,7 @@ class OutboundTrack(MediaStreamTrack):
         super().__init__()
         self.kind = kind
         self.source: Publication | None = None
+        self._closing = False
 
     def attach(self, publication: Publication) -> None:
         """Feed this slot from ``publication`` (replacing any previous source)."""
@@ -37,7 +41,15 @@ class OutboundTrack(MediaStreamTrack):
         """Stop feeding this slot; the sender waits quietly until the next attach."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """End the slot: the server no longer sends on this m-line."""
+        self._closing = True
+        self.stop()
+
     def stop(self) -> None:
+        if not self._closing and self.readyState == "live":
+            # aiortc's sender stops its track when it dies (e.g. an encoder error).
+            logger.warning("a %s sender stopped unexpectedly; its slot is gone", self.kind)
         self.detach()
         super().stop()
 

@@ -238,7 +238,7 @@ class MediaPeer:
             self.slots.append(Slot(transceiver, track))
         elif not section.client_receives and slot is not None:
             self.slots.remove(slot)
-            slot.track.stop()
+            slot.track.close()
 
     # -- allocation ------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ class MediaPeer:
         for publication in publications:
             await publication.close()
         for slot in slots:
-            slot.track.stop()
+            slot.track.close()
         self._announced = {}
         self._tracks_sent = None
         await pc.close()
@@ -331,6 +331,7 @@ class MediaPeer:
             "published": sorted(p.kind for p in self.publications.values()),
             "slots": len(self.slots),
             "receiving": sum(1 for slot in self.slots if slot.source is not None),
+            "receiving_from": [stream_of(slot) for slot in self.slots],
         }
 
 

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 
 if TYPE_CHECKING:
+    from av.frame import Frame
+
     from .outbound import OutboundTrack
 
 logger = logging.getLogger(__name__)
 
 # ssrc-audio-level is -dBov: 0 is the loudest, 127 silence.
 SILENCE_DBOV = 127
+
+
+class ServerClockVideo(MediaStreamTrack):
+    """Re-stamps decoded video frames with the server's clock.
+
+    Each publisher's frames carry their own timeline, but a subscriber's slot
+    may switch publishers, and its VP8 encoder refuses timestamps that go
+    backwards. Stamping once here, before ``MediaRelay`` shares the frame
+    object among subscribers, keeps every slot's timeline monotonic without a
+    per-subscriber copy (encoders read ``pts`` from other threads).
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self._source = source
+        self._last_pts = -1
+
+    async def recv(self) -> Frame:
+        frame = await self._source.recv()
+        pts = max(int(time.monotonic() * VIDEO_CLOCK_RATE), self._last_pts + 1)
+        frame.pts, frame.time_base, self._last_pts = pts, VIDEO_TIME_BASE, pts
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
 
 
 class Publication:
@@ -31,7 +63,9 @@ class Publication:
         self.mid = mid
         self.kind: str = receiver.track.kind
         self.receiver = receiver
-        self.track: MediaStreamTrack = receiver.track
+        self.track: MediaStreamTrack = (
+            ServerClockVideo(receiver.track) if self.kind == "video" else receiver.track
+        )
         self._relay = relay
         self._drain = MediaBlackhole()
         self._drain.addTrack(relay.subscribe(self.track, buffered=False))

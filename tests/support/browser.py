@@ -69,10 +69,16 @@ def write_y4m(path: Path, rgb: RGB, width: int = 320, height: int = 240, frames:
     return path
 
 
-def write_tone(path: Path, frequency: float, seconds: float = 2.0, rate: int = 48000) -> Path:
-    """A sine tone WAV for ``--use-file-for-fake-audio-capture``."""
+def write_tone(
+    path: Path,
+    frequency: float,
+    seconds: float = 2.0,
+    rate: int = 48000,
+    amplitude: int = 12000,
+) -> Path:
+    """A sine tone WAV for ``--use-file-for-fake-audio-capture`` (amplitude 0: silence)."""
     samples = (
-        int(12000 * math.sin(2 * math.pi * frequency * n / rate))
+        int(amplitude * math.sin(2 * math.pi * frequency * n / rate))
         for n in range(int(rate * seconds))
     )
     with wave.open(str(path), "wb") as out:

@@ -1,0 +1,125 @@
+"""zoom-clone-contract pages in relay mode: the server is each page's peer."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.support.browser import (
+    average_colour,
+    close_to,
+    frames_decoded,
+    launch,
+    wait_until,
+    write_tone,
+    write_y4m,
+)
+from tests.support.server import PROJECT_ROOT, ServerProcess
+
+pytestmark = pytest.mark.browser
+ZOOMCLONE = PROJECT_ROOT / "tests" / "zoomclone"
+RED, GREEN, BLUE = (220, 40, 40), (40, 190, 60), (40, 70, 220)
+
+
+@pytest.fixture(scope="module")
+def zoomclone_relay_server():
+    server = ServerProcess(
+        args=(
+            "--media",
+            "relay",
+            "--public-dir",
+            str(ZOOMCLONE / "public"),
+            "--index",
+            str(ZOOMCLONE / "home.html"),
+        )
+    ).start()
+    yield server
+    server.stop()
+
+
+async def join(browser, url, room_name):
+    page = await (await browser.new_context()).new_page()
+    await page.goto(url)
+    await page.fill("#welcome input", room_name)
+    await page.click("#welcome button")
+    return page
+
+
+async def decoding(page):
+    await wait_until(
+        lambda: page.evaluate(
+            "() => myPeerConnection && myPeerConnection.connectionState === 'connected'"
+        )
+    )
+    first = await wait_until(lambda: frames_decoded(page, "myPeerConnection"))
+    await wait_until(lambda: _more_frames(page, first))
+
+
+async def _more_frames(page, than):
+    return await frames_decoded(page, "myPeerConnection") > than
+
+
+async def shows(page, colour):
+    await wait_until(lambda: _shows(page, colour), timeout=30)
+
+
+async def _shows(page, colour):
+    return close_to(await average_colour(page, "#peerFace"), colour)
+
+
+async def test_room_of_two_each_page_sees_the_other(zoomclone_relay_server, room, tmp_path):
+    name = room("pair")
+    async with async_playwright() as playwright:
+        red = await launch(
+            playwright,
+            video=write_y4m(tmp_path / "r.y4m", RED),
+            audio=write_tone(tmp_path / "r.wav", 440),
+        )
+        blue = await launch(
+            playwright,
+            video=write_y4m(tmp_path / "b.y4m", BLUE),
+            audio=write_tone(tmp_path / "b.wav", 660),
+        )
+        try:
+            red_page = await join(red, zoomclone_relay_server.url, name)
+            blue_page = await join(blue, zoomclone_relay_server.url, name)
+            for page in (red_page, blue_page):
+                await decoding(page)
+            await shows(red_page, BLUE)
+            await shows(blue_page, RED)
+            media = {r["name"]: r for r in zoomclone_relay_server.get_json("/rooms")["rooms"]}
+            assert all(p["connection"] == "connected" for p in media[name]["media"]["peers"])
+        finally:
+            await red.close()
+            await blue.close()
+
+
+async def test_room_of_three_follows_the_active_speaker(zoomclone_relay_server, room, tmp_path):
+    """Red and green are silent; blue speaks, so the other two end up watching blue."""
+    name = room("trio")
+    async with async_playwright() as playwright:
+        browsers = {
+            colour: await launch(
+                playwright,
+                video=write_y4m(tmp_path / f"{label}.y4m", colour),
+                audio=write_tone(tmp_path / f"{label}.wav", 500, amplitude=amplitude),
+            )
+            for label, colour, amplitude in (("r", RED, 0), ("g", GREEN, 0), ("b", BLUE, 14000))
+        }
+        try:
+            pages = {}
+            for colour, browser in browsers.items():
+                pages[colour] = await join(browser, zoomclone_relay_server.url, name)
+                await pages[colour].wait_for_timeout(300)
+            for page in pages.values():
+                await decoding(page)
+            await shows(pages[RED], BLUE)
+            await shows(pages[GREEN], BLUE)
+            await shows(pages[BLUE], RED)  # nobody else spoke: the earliest arrival
+            rooms = {r["name"]: r for r in zoomclone_relay_server.get_json("/rooms")["rooms"]}
+            speaker = rooms[name]["media"]["active_speaker"]
+            blue_peer = rooms[name]["peers"][2]["peer_id"]
+            assert speaker == blue_peer
+        finally:
+            for browser in browsers.values():
+                await browser.close()
