@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
+
 from server.settings import SETTINGS_SPEC
+from tests.support.browser import write_tone
 from tests.support.server import PROJECT_ROOT
 
 
@@ -17,3 +22,27 @@ def test_ci_runs_the_readme_test_command():
     readme = (PROJECT_ROOT / "README.md").read_text()
     ci = (PROJECT_ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in readme and "scripts/test.sh" in ci
+
+
+async def test_readme_python_client_example_runs(relay_server, room_clients, tmp_path):
+    """The README's Python client example, run as written against a real server."""
+    speaker = await room_clients(relay_server, "standup", 0)
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python client") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("http://localhost:8000", relay_server.url)
+    write_tone(tmp_path / "greeting.wav", 440)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin"},
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    joined = [info["nickname"] for event, info in speaker.events if event == "user_joined"]
+    assert "recorder-bot" in joined
