@@ -18,6 +18,7 @@ DEFAULT_CLIENT_DIR = PROJECT_ROOT / "node_modules" / "socket.io-client" / "dist"
 DEFAULT_STATIC_DIR = PROJECT_ROOT / "static"
 
 MEDIA_MODES = ("relay", "p2p")
+FORWARDING_MODES = ("forward", "transcode")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -93,6 +94,15 @@ class Settings:
         "room; 'p2p': offer/answer/ice are passed between browsers like the original "
         "zoom-clone server.",
         choices=MEDIA_MODES,
+    )
+    forwarding: str = _setting(
+        "forward",
+        "FORWARDING",
+        "How relay mode feeds subscribers: 'forward' passes each publisher's encoded "
+        "frames through without decoding (re-encoding only for a subscriber that lacks "
+        "the publisher's codec); 'transcode' is the naive aiortc MediaRelay path, one "
+        "encoder per subscriber, kept as a benchmark baseline.",
+        choices=FORWARDING_MODES,
     )
     max_peers_per_room: int = _setting(
         16,

@@ -76,7 +76,16 @@ async def connect() -> AsyncIterator[Callable[..., object]]:
 
 @pytest.fixture
 def relay_server(server_pool: ServerPool) -> ServerProcess:
+    """Relay mode with the default forwarding of encoded frames."""
     return server_pool.get("--media", "relay", "--media-timeout", "5")
+
+
+@pytest.fixture(params=["forward", "transcode"])
+def any_relay_server(server_pool: ServerPool, request: pytest.FixtureRequest) -> ServerProcess:
+    """Relay mode, once forwarding encoded frames and once with the transcoding baseline."""
+    return server_pool.get(
+        "--media", "relay", "--media-timeout", "5", "--forwarding", request.param
+    )
 
 
 @pytest.fixture

@@ -29,6 +29,12 @@ def media_of(server, room_name):
     return rooms[room_name]["media"] if room_name in rooms else None
 
 
+def shape(peers):
+    """The parts of a room's media state that only change when the room changes."""
+    keys = ("peer_id", "connection", "published", "receiving_from")
+    return [{key: peer[key] for key in keys} for peer in peers]
+
+
 async def eventually(check, timeout: float = 15.0, interval: float = 0.1):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -197,7 +203,7 @@ async def test_bad_offers_are_refused_without_side_effects(
         assert ack[0]["ok"] is False and ack[0]["error"]["code"] == code, ack
         assert (await client.wait_for("error"))[0]["code"] == code
         after = media_of(relay_server, name)
-        assert after["peers"][:2] == before["peers"][:2]
+        assert shape(after["peers"][:2]) == shape(before["peers"][:2])
         assert len(after["peers"]) <= 2 or after["peers"][2]["connection"] is None
         assert await identify_video(viewer.subscribe(host.peer_id, "video")) == COLOURS[0]
     finally:

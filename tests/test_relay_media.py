@@ -52,11 +52,11 @@ async def assert_receives_exactly(client, senders: dict[str, int]) -> None:
 
 
 async def test_room_of_four_each_receives_the_other_three_and_nothing_else(
-    relay_server, room, room_clients
+    any_relay_server, room, room_clients
 ):
     main, other = room("main"), room("other")
-    members = [await room_clients(relay_server, main, i) for i in range(4)]
-    outsiders = [await room_clients(relay_server, other, i) for i in (4, 5)]
+    members = [await room_clients(any_relay_server, main, i) for i in range(4)]
+    outsiders = [await room_clients(any_relay_server, other, i) for i in (4, 5)]
 
     await asyncio.gather(
         *(
@@ -69,7 +69,7 @@ async def test_room_of_four_each_receives_the_other_three_and_nothing_else(
         assert_receives_exactly(outsiders[1], {outsiders[0].peer_id: 4}),
     )
 
-    rooms = {entry["name"]: entry for entry in relay_server.get_json("/rooms")["rooms"]}
+    rooms = {entry["name"]: entry for entry in any_relay_server.get_json("/rooms")["rooms"]}
     media = rooms[main]["media"]
     assert media["publications"] == 8
     assert all(peer["connection"] == "connected" for peer in media["peers"])
@@ -77,14 +77,14 @@ async def test_room_of_four_each_receives_the_other_three_and_nothing_else(
 
 
 async def test_late_joiner_receives_everyone_and_everyone_receives_it(
-    relay_server, room, room_clients
+    any_relay_server, room, room_clients
 ):
     name = room()
-    first = [await room_clients(relay_server, name, i) for i in range(2)]
+    first = [await room_clients(any_relay_server, name, i) for i in range(2)]
     for a, b in ((0, 1), (1, 0)):
         await first[a].wait_for_media([first[b].peer_id])
 
-    late = await room_clients(relay_server, name, 2)
+    late = await room_clients(any_relay_server, name, 2)
 
     await assert_receives_exactly(late, {first[0].peer_id: 0, first[1].peer_id: 1})
     for index, client in enumerate(first):
@@ -92,9 +92,9 @@ async def test_late_joiner_receives_everyone_and_everyone_receives_it(
         await assert_receives_exactly(client, expected)
 
 
-async def test_early_leaver_disappears_and_slots_are_reused(relay_server, room, room_clients):
+async def test_early_leaver_disappears_and_slots_are_reused(any_relay_server, room, room_clients):
     name = room()
-    clients = [await room_clients(relay_server, name, i) for i in range(3)]
+    clients = [await room_clients(any_relay_server, name, i) for i in range(3)]
     await clients[0].wait_for_media([clients[1].peer_id, clients[2].peer_id])
 
     leaver = clients[1]
@@ -106,30 +106,32 @@ async def test_early_leaver_disappears_and_slots_are_reused(relay_server, room, 
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(gone(), 10)
-    newcomer = await room_clients(relay_server, name, 3)
+    newcomer = await room_clients(any_relay_server, name, 3)
     await assert_receives_exactly(clients[0], {clients[2].peer_id: 2, newcomer.peer_id: 3})
     await assert_receives_exactly(newcomer, {clients[0].peer_id: 0, clients[2].peer_id: 2})
-    media = relay_server.get_json("/stats")["media"]
+    media = any_relay_server.get_json("/stats")["media"]
     peers = {
-        p["peer_id"] for r in relay_server.get_json("/rooms")["rooms"] for p in r["media"]["peers"]
+        p["peer_id"]
+        for r in any_relay_server.get_json("/rooms")["rooms"]
+        for p in r["media"]["peers"]
     }
     assert leaver_id not in peers
     assert media["peer_connections"] >= 3
 
 
-async def test_viewer_without_camera_receives_everyone(relay_server, room, room_clients):
+async def test_viewer_without_camera_receives_everyone(any_relay_server, room, room_clients):
     name = room()
-    speakers = [await room_clients(relay_server, name, i) for i in range(2)]
-    viewer = await room_clients(relay_server, name, 2, publish=False)
+    speakers = [await room_clients(any_relay_server, name, i) for i in range(2)]
+    viewer = await room_clients(any_relay_server, name, 2, publish=False)
 
     await assert_receives_exactly(viewer, {speakers[0].peer_id: 0, speakers[1].peer_id: 1})
     await asyncio.sleep(0.5)
     assert viewer.peer_id not in {p for p, info in speakers[0].peers.items() if info.tracks}
 
 
-async def test_simultaneous_joins_of_five_converge(relay_server, room, room_clients):
+async def test_simultaneous_joins_of_five_converge(any_relay_server, room, room_clients):
     name = room()
-    clients = await asyncio.gather(*(room_clients(relay_server, name, i) for i in range(5)))
+    clients = await asyncio.gather(*(room_clients(any_relay_server, name, i) for i in range(5)))
 
     for index, client in enumerate(clients):
         expected = {c.peer_id: i for i, c in enumerate(clients) if i != index}

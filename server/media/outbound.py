@@ -2,19 +2,34 @@
 
 An ``RTCRtpSender`` stops for good when its track raises ``MediaStreamError``,
 and ``replaceTrack`` only takes effect after the old track yields a frame. So a
-slot keeps one track for its whole life and switches *what feeds it* instead:
-``attach`` a publication, ``detach`` it, never end while the slot exists.
+slot keeps one track for its whole life and switches *what feeds it* instead.
+
+A slot is fed one of two ways, chosen per publication:
+
+* **forwarded**: the publisher's encoded frames, unchanged, as ``av.Packet``; the
+  sender only re-packetizes them. Used whenever the slot's codec is the
+  publisher's codec.
+* **decoded**: frames from the publication's ``MediaRelay`` proxy, which the
+  sender encodes itself. The fallback for a codec mismatch, and the whole of
+  the ``transcode`` baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import logging
+import time
+from collections import deque
 from typing import TYPE_CHECKING
 
-from aiortc import MediaStreamTrack
+import av
+from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
+
+from .aiortc_hooks import force_encoder_keyframe, negotiated_codecs, route_keyframe_requests
+from .encoded import EncodedFrame
 
 if TYPE_CHECKING:
     from av.frame import Frame
@@ -22,6 +37,9 @@ if TYPE_CHECKING:
     from .publication import Publication
 
 logger = logging.getLogger(__name__)
+
+# Frames a slot may fall behind before it drops: ~1 s of video at 30 fps, 1 s of audio.
+MAX_QUEUED = {"video": 32, "audio": 50}
 
 
 class OutboundTrack(MediaStreamTrack):
@@ -33,7 +51,7 @@ class OutboundTrack(MediaStreamTrack):
         self.source: Publication | None = None
         self._closing = False
 
-    def attach(self, publication: Publication) -> None:
+    def attach(self, publication: Publication, *, again: bool = False) -> None:
         """Feed this slot from ``publication`` (replacing any previous source)."""
         raise NotImplementedError
 
@@ -54,62 +72,178 @@ class OutboundTrack(MediaStreamTrack):
         super().stop()
 
 
-class DecodedOutboundTrack(OutboundTrack):
-    """Feeds decoded frames from a ``MediaRelay`` proxy; the sender re-encodes them.
+class SlotTrack(OutboundTrack):
+    """Forwards encoded frames when it can, decodes and re-encodes when it must."""
 
-    This is the naive path (one encoder per subscriber). It is the benchmark
-    baseline and the fallback for a subscriber that cannot take the
-    publisher's codec.
-    """
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
+    def __init__(self, transceiver: RTCRtpTransceiver, *, forwarding: bool) -> None:
+        super().__init__(transceiver.kind)
+        self._transceiver = transceiver
+        self._forwarding = forwarding
+        self._queue: deque[EncodedFrame] = deque()
+        self._max_queued = MAX_QUEUED[self.kind]
+        self._wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._proxy: MediaStreamTrack | None = None
-        self._switched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._forwarded = False
+        self._awaiting_keyframe = False
+        self._offset: int | None = None
+        self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
+        self.dropped = 0
+        self.forwarded_frames = 0
+        if forwarding:
+            route_keyframe_requests(transceiver.sender, self.keyframe_requested)
 
-    def attach(self, publication: Publication) -> None:
-        if publication is self.source:
+    @property
+    def codec_mime(self) -> str:
+        """The codec this slot's sender uses (the first agreed one)."""
+        return negotiated_codecs(self._transceiver)[0].mimeType.lower()
+
+    @property
+    def mode(self) -> str | None:
+        if self.source is None:
+            return None
+        return "forward" if self._forwarded else "decode"
+
+    # -- switching sources -------------------------------------------------------------
+
+    def attach(self, publication: Publication, *, again: bool = False) -> None:
+        """Feed from ``publication``; ``again`` re-decides the mode after a codec change."""
+        if publication is self.source and not again:
             return
         self.detach()
         self.source = publication
-        self._proxy = publication.decoded()
         publication.subscribers.add(self)
-        self._signal_switch()
+        self._offset = None
+        if (
+            self._forwarding
+            and publication.forwardable
+            and (publication.mime_type == self.codec_mime)
+        ):
+            self._forwarded = True
+            self._awaiting_keyframe = self.kind == "video"
+            publication.forwarders.add(self)
+            publication.request_keyframe()
+        else:
+            self._forwarded = False
+            self._proxy = publication.decoded()
+            if self.kind == "video":
+                force_encoder_keyframe(self._transceiver.sender)
+        self._wake()
 
     def detach(self) -> None:
-        if self.source is not None:
-            self.source.subscribers.discard(self)
+        source, self.source = self.source, None
+        if source is not None:
+            source.subscribers.discard(self)
+            source.forwarders.discard(self)  # type: ignore[arg-type]
         if self._proxy is not None:
             self._proxy.stop()
-        self.source = None
-        self._proxy = None
-        self._signal_switch()
+            self._proxy = None
+            if source is not None:
+                source.release_decoded()
+        self._queue.clear()
+        self._forwarded = False
+        self._wake()
 
-    def _signal_switch(self) -> None:
-        if not self._switched.done():
-            self._switched.set_result(None)
-        self._switched = asyncio.get_running_loop().create_future()
+    def keyframe_requested(self) -> None:
+        """The subscriber sent PLI/FIR: ask whoever produces this slot's frames."""
+        if self.source is None:
+            return
+        if self._forwarded:
+            self.source.request_keyframe()
+        else:
+            force_encoder_keyframe(self._transceiver.sender)
 
-    async def recv(self) -> Frame:
+    # -- forwarding ----------------------------------------------------------------------
+
+    def push(self, frame: EncodedFrame) -> None:
+        """A new encoded frame from the source (called on the event loop)."""
+        if self._awaiting_keyframe:
+            if not frame.keyframe:
+                return
+            self._awaiting_keyframe = False
+        if len(self._queue) >= self._max_queued:
+            self.dropped += len(self._queue) if self.kind == "video" else 1
+            if self.kind == "video":
+                # A missing frame smears everything after it: wait for a fresh keyframe.
+                self._queue.clear()
+                self._awaiting_keyframe = not frame.keyframe
+                if self._awaiting_keyframe:
+                    if self.source is not None:
+                        self.source.request_keyframe()
+                    return
+            else:
+                self._queue.popleft()
+        self._queue.append(frame)
+        self._wake()
+
+    def _packet(self, frame: EncodedFrame) -> av.Packet:
+        """Wrap a frame for the sender, on a timeline that stays continuous across sources."""
+        now = time.monotonic()
+        if self._offset is None:
+            if self._last_out is None:
+                self._offset = -frame.timestamp
+            else:
+                last_timestamp, last_time = self._last_out
+                step = max(1, int((now - last_time) * frame.clock_rate))
+                self._offset = last_timestamp + step - frame.timestamp
+        timestamp = frame.timestamp + self._offset
+        self._last_out = (timestamp, now)
+        packet = av.Packet(frame.data)
+        packet.pts = timestamp
+        packet.time_base = fractions.Fraction(1, frame.clock_rate)
+        self.forwarded_frames += 1
+        return packet
+
+    # -- the sender's side -----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _sleep(self) -> None:
+        if self._wakeup.done():
+            self._wakeup = asyncio.get_running_loop().create_future()
+        await self._wakeup
+
+    async def recv(self) -> av.Packet | Frame:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            proxy, switched = self._proxy, self._switched
-            if proxy is None:
-                await switched
+            if self._queue:
+                return self._packet(self._queue.popleft())
+            if self._proxy is None:
+                await self._sleep()
                 continue
-            pending = asyncio.ensure_future(proxy.recv())
-            try:
-                await asyncio.wait((pending, switched), return_when=asyncio.FIRST_COMPLETED)
-            finally:  # also when the sender itself is cancelled while we wait
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
-                        await pending
-            if pending.cancelled():
-                continue
-            try:
-                return pending.result()
-            except MediaStreamError:
-                if proxy is self._proxy:  # the source ended: wait for the next attach
-                    self.detach()
+            frame = await self._next_decoded(self._proxy)
+            if frame is not None:
+                return frame
+
+    async def _next_decoded(self, proxy: MediaStreamTrack) -> Frame | None:
+        """The proxy's next frame, or None if the slot was switched meanwhile."""
+        if self._wakeup.done():
+            self._wakeup = asyncio.get_running_loop().create_future()
+        wakeup = self._wakeup
+        pending = asyncio.ensure_future(proxy.recv())
+        try:
+            await asyncio.wait((pending, wakeup), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the sender itself is cancelled while we wait
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
+                    await pending
+        if pending.cancelled():
+            return None
+        try:
+            return pending.result()
+        except MediaStreamError:
+            if proxy is self._proxy:  # the source ended: wait for the next attach
+                self.detach()
+            return None
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "codec": self.codec_mime,
+            "forwarded": self.forwarded_frames,
+            "dropped": self.dropped,
+            "queued": len(self._queue),
+        }

@@ -25,9 +25,9 @@ from aiortc import (
 
 from ..rooms import Dialect, Participant
 from ..validation import ProtocolError
-from .aiortc_hooks import observe_audio_levels, set_stream_id
+from .aiortc_hooks import negotiated_codecs, observe_audio_levels, prefer_codecs, set_stream_id
 from .offer import MediaSection, ParsedOffer
-from .outbound import OutboundTrack
+from .outbound import SlotTrack
 from .publication import Publication
 from .slots import Slot, apply_plan, plan_every_source, plan_follow_speaker
 
@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[None]]
+
+# Codec order we steer every m-line to, so that everyone shares the first one.
+CODEC_PREFERENCE = {
+    "video": ["video/VP8", "video/H264"],
+    "audio": ["audio/opus", "audio/G722", "audio/PCMU", "audio/PCMA"],
+}
 
 
 def server_direction(section: MediaSection) -> str:
@@ -57,12 +63,13 @@ class MediaPeer:
         self,
         participant: Participant,
         room: RelayRoom,
-        make_outbound: Callable[[str], OutboundTrack],
+        *,
+        forwarding: bool,
         connect_timeout: float,
     ) -> None:
         self.participant = participant
         self.room = room
-        self._make_outbound = make_outbound
+        self._forwarding = forwarding
         self._connect_timeout = connect_timeout
         self.pc: RTCPeerConnection | None = None
         self.publications: dict[str, Publication] = {}
@@ -148,9 +155,12 @@ class MediaPeer:
             self._remote_ufrag = offer.ice_ufrag
             await self._sync_transceivers(offer)
             self.room.reallocate()
+            self._steer_new_slots()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             self._announced = {slot: stream_of(slot) for slot in self.slots}
+            for slot in self.slots:
+                slot.codec = slot.codec or slot.track.codec_mime
             await self.room.signal.send(
                 self.participant,
                 "answer",
@@ -202,15 +212,42 @@ class MediaPeer:
                 await self.close_connection("media_timeout")
 
     async def _sync_transceivers(self, offer: ParsedOffer) -> None:
-        """Publications for what the client sends, slots for what it wants to receive."""
+        """Publications for what the client sends, slots for what it wants to receive.
+
+        Codecs are steered first: VP8 (then H.264) so that publishers and
+        subscribers share one codec and frames can be forwarded untouched; a
+        slot keeps the codec of its first answer, since its sender cannot change.
+        """
         assert self.pc is not None
         for transceiver in self.pc.getTransceivers():
             section = offer.section(transceiver.mid)
             if section is None:
                 continue
+            slot = self._slot_of(transceiver)
+            locked = [slot.codec] if slot is not None and slot.codec else []
+            prefer_codecs(transceiver, [*locked, *CODEC_PREFERENCE[transceiver.kind]])
             await self._sync_publication(transceiver, section)
             self._sync_slot(transceiver, section)
             transceiver.direction = server_direction(section)
+
+    def _slot_of(self, transceiver: RTCRtpTransceiver) -> Slot | None:
+        return next((s for s in self.slots if s.transceiver is transceiver), None)
+
+    def _steer_new_slots(self) -> None:
+        """Give a new receive-only slot its source's codec when the client supports it.
+
+        This is how an H.264-only publisher reaches a VP8-and-H.264 subscriber
+        without transcoding. Send-and-receive m-lines keep the common order, since
+        reordering them would also change what the client sends.
+        """
+        for slot in self.slots:
+            source = slot.source
+            if slot.codec or source is None or slot.mid in self.publications:
+                continue
+            supported = {c.mimeType.lower() for c in negotiated_codecs(slot.transceiver)}
+            if source.mime_type != slot.track.codec_mime and source.mime_type in supported:
+                prefer_codecs(slot.transceiver, [source.mime_type, *CODEC_PREFERENCE[slot.kind]])
+                slot.track.attach(source, again=True)
 
     async def _sync_publication(
         self, transceiver: RTCRtpTransceiver, section: MediaSection
@@ -218,7 +255,9 @@ class MediaPeer:
         mid = section.mid
         publication = self.publications.get(mid)
         if section.client_sends and publication is None and transceiver.receiver.track:
-            publication = Publication(self.peer_id, mid, transceiver.receiver, self.room.relay)
+            publication = Publication(
+                self.peer_id, transceiver, self.room.relay, forward=self._forwarding
+            )
             if publication.kind == "audio":
                 peer_id = self.peer_id
                 observe_audio_levels(
@@ -231,9 +270,9 @@ class MediaPeer:
             await publication.close()
 
     def _sync_slot(self, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
-        slot = next((s for s in self.slots if s.transceiver is transceiver), None)
+        slot = self._slot_of(transceiver)
         if section.client_receives and slot is None:
-            track = self._make_outbound(section.kind)
+            track = SlotTrack(transceiver, forwarding=self._forwarding)
             transceiver.sender.replaceTrack(track)
             self.slots.append(Slot(transceiver, track))
         elif not section.client_receives and slot is not None:
@@ -329,9 +368,13 @@ class MediaPeer:
             "peer_id": self.peer_id,
             "connection": self.pc.connectionState if self.pc else None,
             "published": sorted(p.kind for p in self.publications.values()),
+            "publications": {mid: p.stats() for mid, p in self.publications.items()},
             "slots": len(self.slots),
             "receiving": sum(1 for slot in self.slots if slot.source is not None),
             "receiving_from": [stream_of(slot) for slot in self.slots],
+            "slot_details": {
+                slot.mid: {"from": stream_of(slot), **slot.track.stats()} for slot in self.slots
+            },
         }
 
 

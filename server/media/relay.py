@@ -16,7 +16,6 @@ from ..settings import Settings
 from ..validation import IceCandidate, ProtocolError
 from .aiortc_hooks import check_aiortc_internals
 from .offer import parse_candidate, parse_offer
-from .outbound import DecodedOutboundTrack, OutboundTrack
 from .peer import MediaPeer
 from .publication import Publication
 from .speaker import SpeakerDetector
@@ -113,9 +112,6 @@ class RelayMedia:
         # A client may receive from everyone else and publish a few tracks of its own.
         self._max_media_sections = 4 * settings.max_peers_per_room + 8
 
-    def _make_outbound(self, kind: str) -> OutboundTrack:
-        return DecodedOutboundTrack(kind)
-
     def _peer_for(self, participant: Participant, room: str) -> MediaPeer:
         peer = self._peers.get(participant.sid)
         if peer is None:
@@ -123,7 +119,10 @@ class RelayMedia:
             if relay_room is None:
                 relay_room = self._rooms[room] = RelayRoom(room, self._signal, self._relay)
             peer = MediaPeer(
-                participant, relay_room, self._make_outbound, self._settings.media_timeout
+                participant,
+                relay_room,
+                forwarding=self._settings.forwarding == "forward",
+                connect_timeout=self._settings.media_timeout,
             )
             self._peers[participant.sid] = peer
             relay_room.peers[participant.sid] = peer
@@ -174,7 +173,7 @@ class RelayMedia:
         peers = list(self._peers.values())
         return {
             "mode": self.mode,
-            "forwarding": "transcode",
+            "forwarding": self._settings.forwarding,
             "rooms": len(self._rooms),
             "peer_connections": sum(1 for peer in peers if peer.pc is not None),
             "publications": sum(len(peer.publications) for peer in peers),

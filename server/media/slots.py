@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiortc import RTCRtpTransceiver
 
-from .outbound import OutboundTrack
+from .outbound import SlotTrack
 from .publication import Publication
 
 Plan = dict["Slot", "Publication | None"]
@@ -24,7 +24,8 @@ class Slot:
     """An m-line on which the server sends one relayed track to a subscriber."""
 
     transceiver: RTCRtpTransceiver
-    track: OutboundTrack
+    track: SlotTrack
+    codec: str | None = None  # the codec of its first answer; its sender keeps it for good
 
     @property
     def kind(self) -> str:
