@@ -31,6 +31,8 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
@@ -64,9 +66,18 @@ class RemotePeer:
 class RoomClient:
     """One participant: a Socket.IO connection and one RTCPeerConnection to the server."""
 
-    def __init__(self, url: str, *, nickname: str = "bot", answer_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        nickname: str = "bot",
+        video_codecs: Iterable[str] | None = None,
+        answer_timeout: float = 20.0,
+    ) -> None:
+        """``video_codecs`` limits the video codecs offered, e.g. ``["video/H264"]``."""
         self.url = url
         self.nickname = nickname
+        self._video_codecs = [c.lower() for c in video_codecs] if video_codecs else None
         self.peer_id: str | None = None
         self.room: str | None = None
         self.peers: dict[str, RemotePeer] = {}
@@ -339,13 +350,20 @@ class RoomClient:
                 # A sender stops its track when its connection closes: give it a relay
                 # proxy so the caller's track survives a reconnection.
                 proxy = self._relay.subscribe(track, buffered=False)
-                self._pc.addTransceiver(proxy, direction="sendonly")
+                self._restrict_codecs(self._pc.addTransceiver(proxy, direction="sendonly"))
                 self._sending.add(track)
         have = self._receive_slots()
         for kind in KINDS:
             for _ in range(self._wanted[kind] - have[kind]):
-                self._pc.addTransceiver(kind, direction="recvonly")
+                self._restrict_codecs(self._pc.addTransceiver(kind, direction="recvonly"))
         return self._pc
+
+    def _restrict_codecs(self, transceiver: RTCRtpTransceiver) -> None:
+        if transceiver.kind != "video" or self._video_codecs is None:
+            return
+        capabilities = RTCRtpSender.getCapabilities("video").codecs
+        wanted = [c for c in capabilities if c.mimeType.lower() in self._video_codecs]
+        transceiver.setCodecPreferences(wanted)
 
     async def _drain(self, track: MediaStreamTrack) -> None:
         drain = MediaBlackhole()

@@ -103,7 +103,9 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_order: Sequence[str]) -> 
     Our answer lists them in this order, so the browser sends with the first one,
     and our sender for this m-line will use the first one too.
     """
-    rank = {mime.lower(): index for index, mime in enumerate(mime_order)}
+    rank: dict[str, int] = {}
+    for index, mime in enumerate(mime_order):
+        rank.setdefault(mime.lower(), index)
     codecs = list(transceiver._codecs)
     primaries = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
     primaries.sort(key=lambda c: rank.get(c.mimeType.lower(), len(rank)))
