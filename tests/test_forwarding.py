@@ -94,7 +94,9 @@ async def test_subscriber_pli_gets_a_keyframe_and_many_requests_cost_few(relay_s
             mids.append(client.mid_of(publisher.peer_id, "video"))
         await asyncio.sleep(1.5)  # let join-time keyframe requests settle
         before = room_media(relay_server, name)[publisher.peer_id]["publications"]["1"]
-        counts = [sum(k for _, k in c.encoded[mid]) for c, mid in zip(subscribers, mids)]
+        counts = [
+            sum(k for _, k in c.encoded[mid]) for c, mid in zip(subscribers, mids, strict=False)
+        ]
 
         for client, mid in zip(subscribers, mids, strict=True):  # everybody loses a picture
             receiver = client.receivers[mid]
@@ -104,7 +106,7 @@ async def test_subscriber_pli_gets_a_keyframe_and_many_requests_cost_few(relay_s
         async def everyone_got_a_new_keyframe():
             while any(
                 sum(k for _, k in c.encoded[mid]) <= count
-                for c, mid, count in zip(subscribers, mids, counts)
+                for c, mid, count in zip(subscribers, mids, counts, strict=False)
             ):
                 await asyncio.sleep(0.05)
 
