@@ -66,8 +66,9 @@ class OutboundTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         if not self._closing and self.readyState == "live":
-            # aiortc's sender stops its track when it dies (e.g. an encoder error).
-            logger.warning("a %s sender stopped unexpectedly; its slot is gone", self.kind)
+            # aiortc's sender stops its track when it ends: the connection closed, or an
+            # encoder error (which aiortc logs itself, with a traceback).
+            logger.debug("a %s sender stopped before its slot was closed", self.kind)
         self.detach()
         super().stop()
 
