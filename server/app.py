@@ -9,6 +9,8 @@ import aiohttp_cors
 import socketio
 from aiohttp import web
 
+from .audio.hub import AudioHub, SocketRoomOutput, build_consumers
+from .audio.transcripts import TranscriptStore
 from .client_bundle import add_client_bundle_routes
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
@@ -42,10 +44,23 @@ class SocketServer(socketio.AsyncServer):
             logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
 
 
-def create_media(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> MediaBackend:
+def create_media(
+    settings: Settings, sio: socketio.AsyncServer, roster: Roster, audio: AudioHub
+) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerMedia(roster)
-    return RelayMedia(settings, sio, roster)
+    return RelayMedia(settings, sio, roster, audio)
+
+
+def create_audio(settings: Settings, sio: socketio.AsyncServer) -> AudioHub:
+    """Audio consumers from the settings; they only get audio in relay mode."""
+    transcripts = TranscriptStore()
+    consumers = build_consumers(
+        settings.record_dir, settings.stt, settings.audio_consumers, transcripts
+    )
+    if consumers and settings.media != "relay":
+        raise ValueError("recording, captions and audio consumers need --media relay")
+    return AudioHub(consumers, SocketRoomOutput(sio), transcripts, settings.tap_buffer_seconds)
 
 
 def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str) -> None:
@@ -98,12 +113,17 @@ def create_app(settings: Settings) -> web.Application:
 
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
-    media = create_media(settings, sio, roster)
+    audio = create_audio(settings, sio)
+    media = create_media(settings, sio, roster, audio)
     router = EventRouter(sio, roster, stats)
     membership = Membership(sio, roster, media)
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
-        router, roster, membership, media, join_with_object=native_join(router, roster, membership)
+        router,
+        roster,
+        membership,
+        media,
+        join_with_object=native_join(router, roster, membership, audio),
     )
     register_native_events(router, roster, membership)
 
@@ -113,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
         roster=roster,
         stats=stats,
         media=media,
+        audio=audio,
         membership=membership,
         router=router,
         client_version=client_version,
@@ -120,8 +141,13 @@ def create_app(settings: Settings) -> web.Application:
     add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
     add_page_routes(app, settings)
 
+    async def start_audio(app: web.Application) -> None:
+        await audio.start()
+
     async def close_media(app: web.Application) -> None:
         await media.close()
+        await audio.close()
 
+    app.on_startup.append(start_audio)
     app.on_shutdown.append(close_media)
     return app

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level)
     try:
         app = create_app(settings)
-    except (ClientBundleMissing, FileNotFoundError) as exc:
+    except (ClientBundleMissing, FileNotFoundError, ValueError, ImportError) as exc:
         logger.error("cannot start: %s", exc)
         raise SystemExit(2) from None
     logger.info(

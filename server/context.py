@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import socketio
 from aiohttp import web
 
+from .audio.hub import AudioHub
 from .events import EventRouter
 from .media.backend import MediaBackend
 from .membership import Membership
@@ -24,6 +25,7 @@ class RoomServer:
     roster: Roster
     stats: Stats
     media: MediaBackend
+    audio: AudioHub
     membership: Membership
     router: EventRouter
     client_version: str

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, validation
+from .audio.recorder import safe_name
 from .context import SERVER_KEY, RoomServer
 
 
@@ -42,6 +43,7 @@ def describe_room(server: RoomServer, name: str) -> dict[str, Any]:
             {**p.describe(), "dialect": p.dialect.value if p.dialect else None} for p in members
         ],
         "media": server.media.room_stats(name),
+        "recording": server.audio.is_recording(name),
     }
 
 
@@ -86,9 +88,28 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
+async def transcript(request: web.Request) -> web.StreamResponse:
+    """A room's captions so far: JSON entries, or ``?format=text`` as a download."""
+    server = request.app[SERVER_KEY]
+    try:
+        room = validation.room_name(request.match_info["room"])
+    except validation.ProtocolError as error:
+        return web.json_response({"error": error.code, "message": error.message}, status=400)
+    store = server.audio.transcripts
+    if request.query.get("format") == "text":
+        filename = safe_name(room) + "-transcript.txt"
+        return web.Response(
+            text=store.as_text(room),
+            content_type="text/plain",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return web.json_response({"room": room, "entries": store.entries(room)})
+
+
 def api_routes() -> list[web.RouteDef]:
     return [
         web.get("/health", health),
         web.get("/rooms", rooms),
+        web.get("/rooms/{room}/transcript", transcript),
         web.get("/stats", stats),
     ]

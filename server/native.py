@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import validation
+from .audio.hub import AudioHub
 from .events import EventRouter
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
@@ -16,7 +17,9 @@ from .validation import ProtocolError, expect_args
 from .zoomclone import ObjectJoin, current_room, deliver_chat
 
 
-def native_join(router: EventRouter, roster: Roster, membership: Membership) -> ObjectJoin:
+def native_join(
+    router: EventRouter, roster: Roster, membership: Membership, audio: AudioHub
+) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
 
     async def join(participant: Participant, request: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +34,8 @@ def native_join(router: EventRouter, roster: Roster, membership: Membership) -> 
             "room": room,
             "nickname": participant.nickname,
             "participants": [p.describe() for p in roster.members(room) if p is not participant],
+            "recording": audio.is_recording(room),
+            "captions": any(consumer.name == "captions" for consumer in audio.consumers),
         }
 
     return join

@@ -64,6 +64,14 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"expected true/false, got {text!r}")
 
 
+def _import_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(part.strip() for part in text.split(",") if part.strip())
+    for path in paths:
+        if ":" not in path:
+            raise ValueError(f"expected module:Class, got {path!r}")
+    return paths
+
+
 def parse_origins(text: str) -> list[str] | str | None:
     """Turn ``CORS_ORIGINS`` into python-socketio's form: None (same origin), '*' or a list."""
     text = text.strip()
@@ -154,6 +162,35 @@ class Settings:
         "Folder holding the npm socket.io-client 4.x 'dist' bundle served at "
         "/socket.io/socket.io.js.",
         parse=Path,
+    )
+    record_dir: Path | None = _setting(
+        None,
+        "RECORD_DIR",
+        "Relay mode: record every participant's audio as a WAV file per participant and "
+        "session, DIR/<room>/<date>-<nickname>-<peer>.wav (crash-safe, written as it "
+        "arrives).",
+        parse=_optional_path,
+    )
+    stt: bool = _setting(
+        False,
+        "STT",
+        "Relay mode: live captions from an offline speech recognizer (PocketSphinx, "
+        "English); rooms get 'transcript' events and GET /rooms/<room>/transcript.",
+        parse=_boolean,
+    )
+    audio_consumers: tuple[str, ...] = _setting(
+        (),
+        "AUDIO_CONSUMERS",
+        "Comma-separated 'module:Class' audio consumers of your own, created with no "
+        "arguments (see README, Audio consumers).",
+        parse=_import_paths,
+    )
+    tap_buffer_seconds: float = _setting(
+        5.0,
+        "TAP_BUFFER_SECONDS",
+        "Audio a slow audio consumer may fall behind by before its oldest audio is "
+        "dropped (and counted in /stats).",
+        parse=_positive_float,
     )
 
 

@@ -11,6 +11,7 @@ from server.client import RoomClient
 from tests.support.clients import CLIENT_KINDS, RecordingClient
 from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
 from tests.support.server import ServerProcess
+from tests.support.speech import speech_maker
 
 
 class ServerPool:
@@ -116,3 +117,9 @@ async def room_clients() -> AsyncIterator[Callable[..., object]]:
     yield open_client
     for client in opened:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def speak(tmp_path_factory: pytest.TempPathFactory):
+    """``speak(text, rate=16000)``: espeak-ng speech as mono s16le PCM."""
+    return speech_maker(tmp_path_factory.mktemp("speech"))

@@ -15,7 +15,10 @@ def test_readme_configuration_table_lists_every_setting():
     readme = (PROJECT_ROOT / "README.md").read_text()
     for spec in SETTINGS_SPEC:
         flag = "--" + spec.name.replace("_", "-")
-        assert f"`{flag}` | `{spec.metadata['env']}`" in readme, flag
+        documented = f"`{flag}` | `{spec.metadata['env']}`" in readme or (
+            f"`{flag}` / `--no-{flag[2:]}` | `{spec.metadata['env']}`" in readme
+        )
+        assert documented, flag
 
 
 def test_ci_runs_the_readme_test_command():

@@ -265,8 +265,10 @@ class MediaPeer:
                 )
             await publication.start()
             self.publications[mid] = publication
+            self.room.audio.attach(publication, self.room.name, lambda: self.participant.nickname)
         elif not section.client_sends and publication is not None:
             del self.publications[mid]
+            self.room.audio.detach(publication)
             await publication.close()
 
     def _sync_slot(self, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
@@ -341,6 +343,7 @@ class MediaPeer:
         publications, self.publications = list(self.publications.values()), {}
         slots, self.slots = self.slots, []
         for publication in publications:
+            self.room.audio.detach(publication)
             await publication.close()
         for slot in slots:
             slot.track.close()

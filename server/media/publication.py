@@ -128,13 +128,17 @@ class Publication:
         if self.kind == "video" and not self.closed:
             self.keyframes.request()
 
-    def decoded(self) -> MediaStreamTrack:
-        """A relay proxy of the decoded track (latest frame only); pair with ``release_decoded``."""
+    def decoded(self, *, buffered: bool = False) -> MediaStreamTrack:
+        """A relay proxy of the decoded track; pair with ``release_decoded``.
+
+        Unbuffered proxies keep only the latest frame (a slow encoder skips
+        frames); a buffered one keeps every frame, for a reader that is always quick.
+        """
         self._decoded_users += 1
         if self._tap is not None and not self._tap.decoding:
             self._tap.decoding = True
             self.request_keyframe()  # the decoder starts mid-stream
-        return self._relay.subscribe(self.track, buffered=False)
+        return self._relay.subscribe(self.track, buffered=buffered)
 
     def release_decoded(self) -> None:
         self._decoded_users -= 1

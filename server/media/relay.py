@@ -10,6 +10,7 @@ from typing import Any
 import socketio
 from aiortc.contrib.media import MediaRelay
 
+from ..audio.hub import AudioHub
 from ..events import error_payload
 from ..rooms import Dialect, Participant, Roster
 from ..settings import Settings
@@ -43,10 +44,11 @@ class Signal:
 class RelayRoom:
     """The media side of one Socket.IO room: its peers, their tracks, its active speaker."""
 
-    def __init__(self, name: str, signal: Signal, relay: MediaRelay) -> None:
+    def __init__(self, name: str, signal: Signal, relay: MediaRelay, audio: AudioHub) -> None:
         self.name = name
         self.signal = signal
         self.relay = relay
+        self.audio = audio
         self.peers: dict[str, MediaPeer] = {}
         self.speaker = SpeakerDetector()
         self._speaker_task = asyncio.create_task(self._follow_speaker())
@@ -102,9 +104,12 @@ class RelayMedia:
 
     mode = "relay"
 
-    def __init__(self, settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> None:
+    def __init__(
+        self, settings: Settings, sio: socketio.AsyncServer, roster: Roster, audio: AudioHub
+    ) -> None:
         check_aiortc_internals()
         self._settings = settings
+        self._audio = audio
         self._signal = Signal(sio, roster)
         self._relay = MediaRelay()
         self._rooms: dict[str, RelayRoom] = {}
@@ -117,7 +122,9 @@ class RelayMedia:
         if peer is None:
             relay_room = self._rooms.get(room)
             if relay_room is None:
-                relay_room = self._rooms[room] = RelayRoom(room, self._signal, self._relay)
+                relay_room = self._rooms[room] = RelayRoom(
+                    room, self._signal, self._relay, self._audio
+                )
             peer = MediaPeer(
                 participant,
                 relay_room,
@@ -174,6 +181,7 @@ class RelayMedia:
         return {
             "mode": self.mode,
             "forwarding": self._settings.forwarding,
+            "audio": self._audio.stats(),
             "rooms": len(self._rooms),
             "peer_connections": sum(1 for peer in peers if peer.pc is not None),
             "publications": sum(len(peer.publications) for peer in peers),

@@ -78,6 +78,39 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+class PcmTrack(MediaStreamTrack):
+    """Plays mono s16le PCM once, paced in real time, then silence for as long as asked."""
+
+    kind = "audio"
+
+    def __init__(self, pcm: bytes, rate: int = AUDIO_RATE) -> None:
+        super().__init__()
+        self._pcm = pcm
+        self._rate = rate
+        self._samples = 0
+        self._start: float | None = None
+        self.started_at: float | None = None  # wall clock of the first frame
+
+    async def recv(self) -> AudioFrame:
+        per_frame = int(AUDIO_PTIME * self._rate)
+        if self._start is None:
+            self._start, self.started_at = time.monotonic(), time.time()
+        else:
+            wait = self._start + self._samples / self._rate - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        data = self._pcm[2 * self._samples : 2 * (self._samples + per_frame)]
+        data += bytes(2 * per_frame - len(data))
+        frame = AudioFrame.from_ndarray(
+            np.frombuffer(data, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self._rate
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, self._rate)
+        self._samples += per_frame
+        return frame
+
+
 def mean_colour(frame: VideoFrame) -> RGB:
     image = frame.to_ndarray(format="rgb24")
     red, green, blue = image.reshape(-1, 3).mean(axis=0)

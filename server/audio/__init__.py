@@ -1,0 +1,52 @@
+"""Audio consumers: what the relay does with each participant's decoded 16 kHz audio.
+
+The relay's tap calls every :class:`AudioConsumer` with :class:`AudioChunk` objects;
+this package holds the contract and the bundled consumers (recording, live captions).
+"""
+
+from .consumer import (
+    BYTES_PER_SECOND,
+    CHANNELS,
+    SAMPLE_RATE,
+    SAMPLE_WIDTH,
+    AudioChunk,
+    AudioConsumer,
+    BaseConsumer,
+    RoomOutput,
+    dbfs,
+    rms,
+)
+from .recorder import WavRecorder, safe_name
+from .stt import (
+    PocketSphinxRecognizer,
+    Recognizer,
+    RecognizerFactory,
+    RecognizerStats,
+    SpeechRecognizer,
+    Utterance,
+    VoiceSegmenter,
+)
+from .transcripts import TranscriptStore
+
+__all__ = [
+    "BYTES_PER_SECOND",
+    "CHANNELS",
+    "SAMPLE_RATE",
+    "SAMPLE_WIDTH",
+    "AudioChunk",
+    "AudioConsumer",
+    "BaseConsumer",
+    "PocketSphinxRecognizer",
+    "Recognizer",
+    "RecognizerFactory",
+    "RecognizerStats",
+    "RoomOutput",
+    "SpeechRecognizer",
+    "TranscriptStore",
+    "Utterance",
+    "VoiceSegmenter",
+    "WavRecorder",
+    "dbfs",
+    "rms",
+    "safe_name",
+]

@@ -1,0 +1,137 @@
+"""The server's audio consumers and the taps that feed them, created from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from .consumer import AudioConsumer
+from .recorder import WavRecorder
+from .stt import SpeechRecognizer
+from .tap import AudioTap
+from .transcripts import TranscriptStore
+
+if TYPE_CHECKING:
+    from ..media.publication import Publication
+
+logger = logging.getLogger(__name__)
+
+
+class SocketRoomOutput:
+    """Consumers' results go to everyone in the room, as Socket.IO events."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def emit(self, room: str, event: str, data: dict[str, Any]) -> None:
+        await self._sio.emit(event, data, to=room)
+
+
+def load_consumer(path: str) -> AudioConsumer:
+    """Instantiate ``package.module:Class`` (no arguments), a consumer of your own."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'module:Class', got {path!r}")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    return factory()
+
+
+def build_consumers(
+    record_dir: Path | None, stt: bool, extra: Sequence[str], transcripts: TranscriptStore
+) -> list[AudioConsumer]:
+    consumers: list[AudioConsumer] = []
+    if record_dir is not None:
+        consumers.append(WavRecorder(record_dir))
+    if stt:
+        consumers.append(SpeechRecognizer(store=transcripts))
+    consumers.extend(load_consumer(path) for path in extra)
+    return consumers
+
+
+class AudioHub:
+    """Starts the consumers, taps every audio publication while any exist, reports drops.
+
+    With no consumer configured nothing is tapped, so forwarded audio is never decoded.
+    """
+
+    def __init__(
+        self,
+        consumers: list[AudioConsumer],
+        output: SocketRoomOutput,
+        transcripts: TranscriptStore,
+        buffer_seconds: float,
+    ) -> None:
+        self.consumers = consumers
+        self.transcripts = transcripts
+        self._output = output
+        self._buffer_seconds = buffer_seconds
+        self._taps: dict[Publication, AudioTap] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._dropped_before: dict[str, int] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.consumers)
+
+    async def start(self) -> None:
+        for consumer in self.consumers:
+            await consumer.start(self._output)
+            logger.info("audio consumer %s started", consumer.name)
+
+    def attach(self, publication: Publication, room: str, nickname: Callable[[], str]) -> None:
+        """Tap an audio publication (no-op without consumers)."""
+        if self.enabled and publication.kind == "audio" and publication not in self._taps:
+            self._taps[publication] = AudioTap(
+                publication, room, nickname, self.consumers, self._buffer_seconds
+            )
+
+    def detach(self, publication: Publication) -> None:
+        """Stop tapping; consumers finish and finalize in the background."""
+        tap = self._taps.pop(publication, None)
+        if tap is None:
+            return
+        for lane in tap.lanes:
+            self._dropped_before[lane.consumer.name] = (
+                self._dropped_before.get(lane.consumer.name, 0) + lane.dropped
+            )
+        task = asyncio.create_task(tap.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def is_recording(self, room: str) -> bool:
+        return any(
+            isinstance(consumer, WavRecorder) and consumer.is_recording(room)
+            for consumer in self.consumers
+        )
+
+    def stats(self) -> dict[str, Any]:
+        dropped = dict(self._dropped_before)
+        delivered: dict[str, int] = {}
+        for tap in self._taps.values():
+            for lane in tap.lanes:
+                name = lane.consumer.name
+                dropped[name] = dropped.get(name, 0) + lane.dropped
+                delivered[name] = delivered.get(name, 0) + lane.delivered
+        return {
+            "consumers": [consumer.name for consumer in self.consumers],
+            "taps": len(self._taps),
+            "delivered_chunks": delivered,
+            "dropped_chunks": dropped,
+        }
+
+    async def close(self) -> None:
+        for publication in list(self._taps):
+            self.detach(publication)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        for consumer in self.consumers:
+            try:
+                await consumer.close()
+            except Exception:
+                logger.exception("audio consumer %s failed to close", consumer.name)

@@ -1,0 +1,138 @@
+"""The relay's audio tap: one participant's decoded audio, resampled, fed to each consumer.
+
+Every consumer gets its own bounded lane per participant: a consumer that falls
+behind loses its oldest audio (counted), never slows the relay or the other
+consumers, and sees one participant's chunks strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import av
+from aiortc.mediastreams import MediaStreamError
+
+from .consumer import BYTES_PER_SECOND, SAMPLE_RATE, SAMPLE_WIDTH, AudioChunk, AudioConsumer
+
+if TYPE_CHECKING:
+    from ..media.publication import Publication
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SECONDS = 0.02  # aiortc decodes Opus in 20 ms frames
+RESYNC_AFTER = 0.5  # seconds of clock drift before chunk timestamps jump to wall clock
+
+
+class ConsumerLane:
+    """A bounded, drop-oldest queue and a task that feeds one consumer in order."""
+
+    def __init__(self, consumer: AudioConsumer, capacity: int) -> None:
+        self.consumer = consumer
+        self.dropped = 0
+        self.delivered = 0
+        self._capacity = capacity
+        self._chunks: deque[AudioChunk] = deque()
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run())
+
+    def offer(self, chunk: AudioChunk) -> None:
+        if len(self._chunks) >= self._capacity:
+            self._chunks.popleft()
+            self.dropped += 1
+        self._chunks.append(chunk)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            while not self._chunks:
+                if self._closing:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            chunk = self._chunks.popleft()
+            try:
+                await self.consumer.on_audio(chunk)
+                self.delivered += 1
+            except Exception:
+                logger.exception("audio consumer %s failed", self.consumer.name)
+
+    async def finish(self, room: str, peer_id: str, timeout: float) -> None:
+        """Deliver what is queued (within ``timeout``), then let the consumer finalize."""
+        self._closing = True
+        self._ready.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.consumer.participant_left(room, peer_id)
+        except Exception:
+            logger.exception("audio consumer %s failed to finalize %s", self.consumer.name, peer_id)
+
+
+class AudioTap:
+    """Reads one audio publication's decoded frames and fans 16 kHz mono PCM out to lanes."""
+
+    def __init__(
+        self,
+        publication: Publication,
+        room: str,
+        nickname: Callable[[], str],
+        consumers: list[AudioConsumer],
+        buffer_seconds: float,
+    ) -> None:
+        self.publication = publication
+        self.room = room
+        self.peer_id = publication.peer_id
+        self._nickname = nickname
+        self._source = publication.decoded(buffered=True)  # our reader is quick: keep every frame
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        capacity = max(1, round(buffer_seconds / CHUNK_SECONDS))
+        self.lanes = [ConsumerLane(consumer, capacity) for consumer in consumers]
+        self._next_timestamp: float | None = None
+        self._reader = asyncio.create_task(self._read())
+
+    def _timestamp(self, duration: float) -> float:
+        """Wall-clock start of the next chunk: continuous, re-synced after a gap."""
+        now = time.time()
+        expected = self._next_timestamp
+        if expected is None or abs(now - duration - expected) > RESYNC_AFTER:
+            expected = now - duration
+        self._next_timestamp = expected + duration
+        return expected
+
+    async def _read(self) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await self._source.recv()
+                for resampled in self._resampler.resample(frame):
+                    pcm = bytes(resampled.planes[0])[: resampled.samples * SAMPLE_WIDTH]
+                    chunk = AudioChunk(
+                        room=self.room,
+                        peer_id=self.peer_id,
+                        nickname=self._nickname(),
+                        pcm=pcm,
+                        timestamp=self._timestamp(len(pcm) / BYTES_PER_SECOND),
+                    )
+                    for lane in self.lanes:
+                        lane.offer(chunk)
+
+    async def close(self, finalize_timeout: float = 15.0) -> None:
+        """Stop reading, let every consumer catch up and finalize this participant."""
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        self._source.stop()
+        self.publication.release_decoded()
+        await asyncio.gather(
+            *(lane.finish(self.room, self.peer_id, finalize_timeout) for lane in self.lanes)
+        )
