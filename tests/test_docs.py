@@ -49,3 +49,25 @@ async def test_readme_python_client_example_runs(relay_server, room_clients, tmp
     assert process.returncode == 0, stderr.decode()
     joined = [info["nickname"] for event, info in speaker.events if event == "user_joined"]
     assert "recorder-bot" in joined
+
+
+async def test_readme_audio_consumer_example_works():
+    """The README's custom consumer, executed as written, emits to the room when loud."""
+    from server.audio import AudioChunk  # noqa: PLC0415
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Audio consumers") :]
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    emitted = []
+
+    class Room:
+        async def emit(self, room, event, data):
+            emitted.append((room, event, data))
+
+    consumer = namespace["LoudnessAlarm"]()
+    await consumer.start(Room())
+    quiet, loud = (bytes(640), (30000).to_bytes(2, "little", signed=True) * 320)
+    await consumer.on_audio(AudioChunk("r", "p", "ada", quiet, 0.0))
+    await consumer.on_audio(AudioChunk("r", "p", "ada", loud, 0.02))
+    assert [(room, event) for room, event, _ in emitted] == [("r", "too_loud")]
