@@ -1,0 +1,284 @@
+// The call view: who is here, their tiles, chat and controls, kept in step with the server;
+// after a lost connection it rejoins by itself.
+
+import { Chat } from "./chat.js";
+import { bindMediaToggle, bindShortcuts } from "./controls.js";
+import { DevicePicker } from "./devices.js";
+import { describeError } from "./errors.js";
+import { Grid } from "./grid.js";
+import { copyRoomLink, showRoomInUrl } from "./links.js";
+import { SidePanel } from "./panels.js";
+import { ParticipantList } from "./participants.js";
+import { MediaLink } from "./peer.js";
+import { QualityIndicator } from "./quality.js";
+import { activeRoom } from "./storage.js";
+import { byId, showBanner } from "./ui.js";
+
+const SELF = "self"; // your own tile's id: your peer_id changes when you rejoin
+
+export class Call {
+  #signaling;
+  #media;
+  #onExit;
+  #room = null;
+  #nickname = null;
+  #peerId = null;
+  #people = new Map(); // peer_id → {nickname, audio, video}
+  #remoteTracks = new Map(); // peer_id → {audio, video}, from the media link
+  #speaker = null;
+  #sentState = null;
+  #link;
+  #grid = new Grid(byId("grid"));
+  #list = new ParticipantList(byId("participant-list"), byId("participant-count"));
+  #quality;
+  #chat;
+  #panel;
+
+  /** ``onExit(message | null)``: the call is over (left, or refused on rejoin); show the lobby. */
+  constructor({ signaling, media, onExit }) {
+    this.#signaling = signaling;
+    this.#media = media;
+    this.#onExit = onExit;
+    this.#link = new MediaLink(signaling);
+    this.#quality = new QualityIndicator(byId("quality"), () => this.#link.pc);
+    this.#chat = new Chat({
+      log: byId("chat-log"),
+      form: byId("chat-form"),
+      input: byId("chat-input"),
+      badge: byId("chat-unread"),
+      button: byId("toggle-chat"),
+      send: async (text) => (await signaling.request("chat_message", { text })).message,
+    });
+    this.#panel = new SidePanel(byId("side-panel"), {
+      participants: { section: byId("participants-panel"), button: byId("toggle-participants") },
+      chat: { section: byId("chat-panel"), button: byId("toggle-chat") },
+    });
+    this.#panel.addEventListener("change", () => {
+      this.#chat.setVisible(this.#panel.current === "chat");
+      if (this.#panel.current === "chat") this.#chat.focus();
+    });
+    this.#bindControls();
+    this.#bindServerEvents();
+    this.#bindMedia();
+  }
+
+  get active() {
+    return this.#room !== null;
+  }
+
+  /** The current RTCPeerConnection, for diagnostics and tests. */
+  get pc() {
+    return this.#link.pc;
+  }
+
+  /** Join ``room``; throws the server's refusal (room full, invalid name…) for the lobby to show. */
+  async enter(room, nickname) {
+    await this.#media.ready;
+    const reply = await this.#signaling.request("join_room", { room, nickname });
+    this.#room = reply.room;
+    this.#nickname = reply.nickname;
+    activeRoom.set(this.#room);
+    showRoomInUrl(this.#room);
+    document.title = `${this.#room} · roomrelay`;
+    byId("call-room").textContent = this.#room;
+    byId("call").hidden = false;
+    this.#quality.start();
+    this.#joined(reply);
+    byId("toggle-mic").focus();
+  }
+
+  leave() {
+    if (!this.active) return;
+    this.#signaling.request("leave_room").catch(() => {}); // the socket may already be gone
+    this.#end(null);
+  }
+
+  // -- membership -------------------------------------------------------------------
+
+  /** Apply a join ack, first or after reconnecting: keep the tiles of who is still here. */
+  #joined(reply) {
+    this.#peerId = reply.peer_id;
+    this.#sentState = null;
+    const present = new Set(reply.participants.map((person) => person.peer_id));
+    for (const id of this.#people.keys()) if (!present.has(id)) this.#forget(id);
+    for (const person of reply.participants) this.#remember(person);
+    this.#renderSelf();
+    this.#sendMediaState();
+    this.#showRecording(Boolean(reply.recording));
+    const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
+    this.#link.start(tracks, reply.participants.length);
+  }
+
+  async #rejoin() {
+    try {
+      this.#joined(await this.#signaling.request("join_room", { room: this.#room, nickname: this.#nickname }));
+    } catch (error) {
+      if (error.code !== "offline") this.#end(describeError(error)); // offline: the next "connect" retries
+    }
+  }
+
+  #end(message) {
+    this.#link.stop();
+    this.#quality.stop();
+    for (const id of [...this.#people.keys()]) this.#forget(id);
+    this.#grid.clear();
+    this.#chat.clear();
+    this.#showRecording(false);
+    this.#room = this.#peerId = this.#speaker = null;
+    activeRoom.clear();
+    byId("call").hidden = true;
+    showBanner(null);
+    this.#onExit(message);
+  }
+
+  /** Everyone must be able to see that the server is recording the call's audio. */
+  #showRecording(active) {
+    byId("recording-indicator").hidden = !active;
+  }
+
+  #remember(person) {
+    const { peer_id: id, nickname, audio, video } = person;
+    this.#people.set(id, { nickname, audio, video });
+    this.#grid.upsert(id, { nickname, audio, video });
+    this.#grid.setTracks(id, tracksOf(this.#remoteTracks.get(id)));
+    this.#renderList();
+  }
+
+  #forget(id) {
+    this.#people.delete(id);
+    this.#grid.remove(id);
+    this.#renderList();
+  }
+
+  #update(id, changes) {
+    const person = this.#people.get(id);
+    if (!person) return;
+    Object.assign(person, changes);
+    this.#grid.upsert(id, person);
+    this.#renderList();
+  }
+
+  #bindServerEvents() {
+    const on = (event, handler) => this.#signaling.on(event, (payload) => this.active && handler(payload));
+    on("user_joined", (person) => {
+      this.#remember(person);
+      this.#chat.note(`${person.nickname} joined`);
+      this.#link.expectPeers(this.#people.size);
+    });
+    on("user_left", ({ peer_id: id, nickname }) => {
+      if (!this.#people.has(id)) return;
+      this.#forget(id);
+      this.#chat.note(`${nickname} left`);
+    });
+    on("user_updated", ({ peer_id: id, nickname }) => this.#update(id, { nickname }));
+    on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
+    on("active_speaker", ({ peer_id: id }) => {
+      this.#speaker = id === this.#peerId ? SELF : id;
+      this.#grid.setSpeaker(this.#speaker);
+      this.#renderList();
+    });
+    on("chat_message", (message) => this.#chat.receive(message));
+    on("recording", ({ active }) => this.#showRecording(active));
+    // The server removed us from the room along with the old connection: rejoin on the new one.
+    on("connect", () => this.#rejoin());
+    on("disconnect", () => {
+      this.#link.stop();
+      this.#quality.setPhase("offline");
+    });
+  }
+
+  // -- media ----------------------------------------------------------------------------
+
+  #bindMedia() {
+    this.#link.addEventListener("tracks", ({ detail }) => {
+      this.#remoteTracks = detail;
+      for (const id of this.#people.keys()) this.#grid.setTracks(id, tracksOf(detail.get(id)));
+    });
+    this.#link.addEventListener("state", ({ detail: state }) => {
+      if (!this.active || !this.#signaling.connected) return;
+      this.#quality.setPhase(state);
+      showBanner(state === "reconnecting" ? "Media connection lost. Reconnecting…" : null);
+    });
+    this.#grid.addEventListener("autoplayblocked", () => {
+      byId("unmute-audio").hidden = false;
+    });
+    this.#media.addEventListener("change", () => {
+      if (!this.active) return;
+      this.#renderSelf();
+      this.#sendMediaState();
+    });
+    this.#media.addEventListener("trackchange", ({ detail: { kind, track } }) => {
+      if (this.active) this.#link.replaceTrack(kind, track);
+    });
+  }
+
+  #renderSelf() {
+    const self = { nickname: this.#nickname, audio: this.#media.isOn("audio"), video: this.#media.isOn("video") };
+    this.#grid.upsert(SELF, { ...self, self: true });
+    // Your own tile shows your camera only; your microphone is for the others.
+    this.#grid.setTracks(SELF, tracksOf({ video: this.#media.track("video") }));
+    this.#renderList();
+  }
+
+  /** Tell the room when your microphone or camera went on or off (or is missing). */
+  #sendMediaState() {
+    const state = { audio: this.#media.isOn("audio"), video: this.#media.isOn("video") };
+    if (this.#sentState?.audio === state.audio && this.#sentState?.video === state.video) return;
+    this.#sentState = state;
+    this.#signaling.request("media_state", state).catch(() => {
+      this.#sentState = null; // try again with the next change or rejoin
+    });
+  }
+
+  #renderList() {
+    const self = {
+      id: SELF,
+      self: true,
+      nickname: this.#nickname ?? "",
+      audio: this.#media.isOn("audio"),
+      video: this.#media.isOn("video"),
+    };
+    const others = [...this.#people].map(([id, person]) => ({ id, ...person }));
+    this.#list.render(this.active ? [self, ...others] : [], this.#speaker);
+  }
+
+  // -- controls ---------------------------------------------------------------------------
+
+  #bindControls() {
+    bindMediaToggle(byId("toggle-mic"), this.#media, "audio");
+    bindMediaToggle(byId("toggle-cam"), this.#media, "video");
+    const dialog = byId("devices-dialog");
+    const devices = new DevicePicker(
+      this.#media,
+      { video: byId("call-camera"), audio: byId("call-microphone") },
+      (message) => {
+        byId("devices-error").hidden = !message;
+        byId("devices-error").textContent = message ?? "";
+      },
+    );
+    byId("open-devices").addEventListener("click", () => {
+      devices.refresh();
+      dialog.showModal();
+    });
+    byId("leave").addEventListener("click", () => this.leave());
+    byId("call-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
+    byId("unmute-audio").addEventListener("click", () => {
+      this.#grid.unmuteAll();
+      byId("unmute-audio").hidden = true;
+    });
+    const toggle = (kind) => this.#media.track(kind) && this.#media.setEnabled(kind, !this.#media.enabled[kind]);
+    bindShortcuts(
+      {
+        m: () => toggle("audio"),
+        v: () => toggle("video"),
+        c: () => this.#panel.toggle("chat"),
+        p: () => this.#panel.toggle("participants"),
+      },
+      () => this.active,
+    );
+  }
+}
+
+function tracksOf(entry) {
+  return [entry?.audio, entry?.video].filter(Boolean);
+}

@@ -1,0 +1,157 @@
+// The local camera and microphone: opening them, choosing devices, muting.
+//
+// Dispatches "change" whenever tracks or their on/off state change, and
+// "trackchange" {kind, track} when a device switch replaced a track (peers
+// swap it in with replaceTrack).
+
+import { prefs } from "./storage.js";
+
+const KINDS = ["audio", "video"];
+// Moderate capture size: the server re-encodes video for every viewer.
+const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } };
+const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+const BASE = { audio: AUDIO_CONSTRAINTS, video: VIDEO_CONSTRAINTS };
+const DEVICE_PREF = { audio: "microphone", video: "camera" };
+
+export class LocalMedia extends EventTarget {
+  stream = new MediaStream();
+  /** What the user asked for; survives device switches and reconnections. */
+  enabled = { audio: true, video: true };
+  /** The getUserMedia error that left us without some device, or null. */
+  problem = null;
+  /** True while asking for the devices (the browser may be showing its permission prompt). */
+  opening = false;
+
+  get supported() {
+    return Boolean(navigator.mediaDevices?.getUserMedia);
+  }
+
+  /** The live track of ``kind``; an unplugged device's track has ended and no longer counts. */
+  track(kind) {
+    return this.stream.getTracks().find((t) => t.kind === kind && t.readyState === "live") ?? null;
+  }
+
+  isOn(kind) {
+    return this.track(kind) !== null && this.enabled[kind];
+  }
+
+  /** Settles when the last open() has: joining waits for it, so it publishes what we got. */
+  ready = Promise.resolve();
+
+  /**
+   * Open camera and microphone, settling for whichever of them works
+   * (audio-only, video-only, or nothing: the caller then joins as a viewer).
+   */
+  open() {
+    this.ready = this.#openDevices();
+    return this.ready;
+  }
+
+  async #openDevices() {
+    this.stop();
+    this.problem = null;
+    if (!this.supported) {
+      this.problem = { name: "InsecureContext" };
+      this.#changed();
+      return;
+    }
+    this.opening = true;
+    this.#changed();
+    for (const kinds of [KINDS, ["audio"], ["video"]]) {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia(constraints(kinds));
+        stream.getTracks().forEach((track) => this.#adopt(track));
+        break;
+      } catch (error) {
+        this.problem ??= error;
+      }
+    }
+    this.opening = false;
+    this.#changed();
+  }
+
+  /** Move ``kind`` to another device; the new track keeps the on/off state. */
+  async switchDevice(kind, deviceId) {
+    const old = this.stream.getTracks().find((t) => t.kind === kind) ?? null;
+    // Stop first: many phones cannot open two cameras at once.
+    old?.stop();
+    let fresh;
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({
+        [kind]: { ...BASE[kind], deviceId: { exact: deviceId } },
+      });
+      [fresh] = stream.getTracks();
+    } catch (error) {
+      if (old) await this.#reopen(kind, old);
+      throw error;
+    }
+    if (old) this.stream.removeTrack(old);
+    this.#adopt(fresh);
+    prefs.set(DEVICE_PREF[kind], deviceId);
+    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track: fresh } }));
+    this.#changed();
+    return fresh;
+  }
+
+  setEnabled(kind, on) {
+    this.enabled[kind] = on;
+    const track = this.track(kind);
+    if (track) track.enabled = on;
+    this.#changed();
+  }
+
+  /** Current device id of ``kind``, if any. */
+  deviceId(kind) {
+    return this.track(kind)?.getSettings().deviceId ?? null;
+  }
+
+  async devices() {
+    if (!navigator.mediaDevices?.enumerateDevices) return { audio: [], video: [] };
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return {
+      audio: all.filter((device) => device.kind === "audioinput" && device.deviceId),
+      video: all.filter((device) => device.kind === "videoinput" && device.deviceId),
+    };
+  }
+
+  stop() {
+    for (const track of this.stream.getTracks()) {
+      track.stop();
+      this.stream.removeTrack(track);
+    }
+  }
+
+  async #reopen(kind, old) {
+    const stream = await navigator.mediaDevices
+      .getUserMedia({ [kind]: { ...BASE[kind], deviceId: { ideal: old.getSettings().deviceId } } })
+      .catch(() => null);
+    this.stream.removeTrack(old);
+    const track = stream?.getTracks()[0];
+    if (track) {
+      this.#adopt(track);
+      this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track } }));
+    }
+    this.#changed();
+  }
+
+  #adopt(track) {
+    track.enabled = this.enabled[track.kind];
+    // A device unplugged mid-call ends its track: reflect it in the controls.
+    track.addEventListener("ended", () => this.#changed());
+    this.stream.addTrack(track);
+  }
+
+  #changed() {
+    this.dispatchEvent(new Event("change"));
+  }
+}
+
+/** getUserMedia constraints for ``kinds``, preferring the devices chosen last time. */
+function constraints(kinds) {
+  const result = {};
+  for (const kind of kinds) {
+    const saved = prefs.get(DEVICE_PREF[kind]);
+    result[kind] = saved ? { ...BASE[kind], deviceId: { ideal: saved } } : BASE[kind];
+  }
+  return result;
+}

@@ -1,0 +1,392 @@
+"""The bundled page (static/) in headless Chromium against a relay-mode server.
+
+Each browser has its own fake camera colour and microphone tone, so a page can tell
+whose video a tile shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.support.browser import frames_decoded, launch, wait_until, write_tone, write_y4m
+from tests.support.page import (
+    PC,
+    fill_and_join,
+    inbound_audio_packets,
+    join,
+    open_and_join,
+    open_lobby,
+    remote_nicknames,
+    tile,
+    wait_colour,
+    wait_decoding,
+    wait_for_remotes,
+    wait_hidden,
+    wait_visible,
+)
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.browser
+
+RED, GREEN, BLUE = (220, 40, 40), (40, 190, 70), (40, 70, 220)
+DENY_MEDIA = ["--use-fake-ui-for-media-stream=deny"]  # the permission prompt answers "block"
+
+
+@pytest.fixture
+def relay(server_pool):
+    return server_pool.get("--media", "relay")
+
+
+@pytest.fixture
+async def playwright():
+    async with async_playwright() as running:
+        yield running
+
+
+@pytest.fixture
+async def browsers(playwright, tmp_path):
+    """``await browsers(n)``: n Chromiums, the i-th filming RED, GREEN, BLUE with its own tone."""
+    opened = []
+
+    async def open_browsers(count, colours=(RED, GREEN, BLUE), *, files=True, **options):
+        new = []
+        for index in range(count):
+            if files:
+                stem = tmp_path / f"device-{len(opened)}"
+                options["video"] = write_y4m(stem.with_suffix(".y4m"), colours[index])
+                options["audio"] = write_tone(stem.with_suffix(".wav"), 300 + 150 * index)
+            browser = await launch(playwright, **options)
+            opened.append(browser)
+            new.append(browser)
+        return new
+
+    yield open_browsers
+    for browser in opened:
+        await browser.close()
+
+
+async def test_three_pages_see_each_other_and_another_room_sees_none(relay, room, browsers):
+    name, elsewhere = room("trio"), room("elsewhere")
+    red, green, blue = await browsers(3)
+    people = {"Ada": (red, RED), "Grace": (green, GREEN), "Linus": (blue, BLUE)}
+    pages = {
+        nickname: await open_and_join(browser, relay.url, name, nickname)
+        for nickname, (browser, _) in people.items()
+    }
+
+    for nickname, page in pages.items():
+        others = [other for other in people if other != nickname]
+        await wait_for_remotes(page, others)
+        await wait_decoding(page, others)
+        for other in others:
+            await wait_colour(page, other, people[other][1])
+        assert await frames_decoded(page, PC) > 0
+        assert await page.get_attribute(f"{tile(nickname)}", "data-self") is not None
+
+    # The lobby lists the busy room; someone joining another room sees nobody from it.
+    outsider = await open_lobby(red, relay.url)
+    await wait_visible(outsider, f'#room-list button[data-room="{name}"]')
+    assert "3 people" in await outsider.inner_text(f'#room-list button[data-room="{name}"]')
+    await join(outsider, elsewhere, "Outsider")
+    await outsider.wait_for_timeout(2000)  # room for a wrong tile to show up, if one would
+    assert await remote_nicknames(outsider) == []
+    assert await frames_decoded(outsider, PC) == 0
+    for nickname, page in pages.items():
+        assert "Outsider" not in await remote_nicknames(page), nickname
+
+
+async def test_chat_media_state_and_leaving_reach_everyone(relay, room, browsers):
+    name = room("chat")
+    (browser,) = await browsers(1)
+    ada, grace, linus = [
+        await open_and_join(browser, relay.url, name, nickname)
+        for nickname in ("Ada", "Grace", "Linus")
+    ]
+    for page, others in ((ada, ["Grace", "Linus"]), (grace, ["Ada", "Linus"])):
+        await wait_for_remotes(page, others)
+
+    # Chat: the closed panel counts unread messages; opening it shows author and time.
+    await ada.click("#toggle-chat")
+    await ada.fill("#chat-input", "hello from Ada")
+    await ada.press("#chat-input", "Enter")
+    await wait_visible(ada, "#chat-log li:has-text('hello from Ada')")
+    for page in (grace, linus):
+        await wait_visible(page, "#chat-unread")
+        assert await page.inner_text("#chat-unread") == "1"
+        await page.click("#toggle-chat")
+        message = page.locator("#chat-log li", has_text="hello from Ada")
+        await message.wait_for()
+        assert "Ada" in await message.locator(".author").inner_text()
+        assert await message.locator("time").get_attribute("datetime")
+        await wait_hidden(page, "#chat-unread")
+
+    # Mute with the keyboard shortcut, camera off with the button: both show on other tiles.
+    await ada.click("#toggle-chat")  # close the panel, so the focus leaves the chat input
+    await ada.keyboard.press("m")
+    await ada.click("#toggle-cam")
+    assert await ada.evaluate("() => window.roomrelay.media.track('audio').enabled") is False
+    assert await ada.evaluate("() => window.roomrelay.media.track('video').enabled") is False
+    for page in (grace, linus):
+        await wait_visible(page, f"{tile('Ada')} .mic-off")
+        await wait_visible(page, f"{tile('Ada')} .cam-off")
+        await wait_visible(page, f"{tile('Ada')} .placeholder")
+        assert await page.inner_text(f"{tile('Ada')} .avatar") == "AD"
+    await ada.keyboard.press("m")
+    for page in (grace, linus):
+        await wait_hidden(page, f"{tile('Ada')} .mic-off")
+        assert await page.is_visible(f"{tile('Ada')} .cam-off")
+
+    # Leaving removes the tile everywhere, and takes Ada back to the lobby.
+    await ada.click("#leave")
+    await wait_visible(ada, "#lobby")
+    for page, others in ((grace, ["Linus"]), (linus, ["Grace"])):
+        await wait_for_remotes(page, others)
+        await wait_visible(page, "#chat-log li.system:has-text('Ada left')")
+
+
+async def test_reload_rejoins_the_room_from_the_link(relay, room, browsers):
+    name = room("reload")
+    red, green = await browsers(2)
+    ada = await open_and_join(red, relay.url, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await wait_decoding(ada, ["Grace"])
+    assert f"?room={name}" in grace.url
+
+    await grace.reload()
+    await wait_visible(grace, "#call")
+    assert await grace.is_hidden("#lobby")
+    assert await grace.inner_text("#call-room") == name
+    await wait_for_remotes(grace, ["Ada"])
+    await wait_decoding(grace, ["Ada"])
+    await wait_colour(grace, "Ada", RED)
+    # Ada sees the rejoined Grace once, on a new connection, with her video.
+    await wait_for_remotes(ada, ["Grace"])
+    await wait_decoding(ada, ["Grace"])
+    await wait_colour(ada, "Grace", GREEN)
+
+    # A link opened in a new tab shows the lobby with the room filled in, not an instant join.
+    fresh = await open_lobby(red, f"{relay.url}/?room={name}")
+    assert await fresh.input_value("#room-input") == name
+
+
+async def test_denied_camera_and_microphone_join_as_a_viewer(relay, room, browsers):
+    name = room("viewer")
+    (denied,) = await browsers(1, extra_flags=DENY_MEDIA)
+    (red,) = await browsers(1)
+
+    viewer = await open_lobby(denied, relay.url)
+    await wait_visible(viewer, "#media-problem")
+    assert "blocked" in await viewer.inner_text("#media-problem-text")
+
+    async def offers_viewer():
+        return await viewer.inner_text("#join-button") == "Join as viewer"
+
+    await wait_until(offers_viewer, 10)
+    await join(viewer, name, "Viewer")  # alone, with nothing to send or receive yet
+
+    ada = await open_and_join(red, relay.url, name, "Ada")
+    await wait_for_remotes(viewer, ["Ada"])
+    await wait_decoding(viewer, ["Ada"])
+    await wait_colour(viewer, "Ada", RED)
+    # Ada sees the viewer with microphone and camera off.
+    await wait_for_remotes(ada, ["Viewer"])
+    await wait_visible(ada, f"{tile('Viewer')} .mic-off")
+    await wait_visible(ada, f"{tile('Viewer')} .cam-off")
+    await wait_visible(ada, f"{tile('Viewer')} .placeholder")
+    assert await viewer.is_disabled("#toggle-mic")
+    assert await viewer.is_disabled("#toggle-cam")
+
+
+async def test_recording_is_shown_to_everyone_in_the_room(server_pool, room, browsers, tmp_path):
+    server = server_pool.get("--media", "relay", "--record-dir", str(tmp_path / "recordings"))
+    name = room("recorded")
+    (red,) = await browsers(1)
+    (denied,) = await browsers(1, extra_flags=DENY_MEDIA)
+    ada = await open_and_join(red, server.url, name, "Ada")
+    await wait_visible(ada, "#recording-indicator")  # her own audio started the recording
+
+    # A viewer sends no audio: only the join ack can tell it the room is being recorded.
+    viewer = await open_and_join(denied, server.url, name, "Viewer")
+    await wait_visible(viewer, "#recording-indicator")
+    await viewer.click("#leave")
+    await wait_visible(viewer, "#lobby")
+    assert await viewer.get_attribute("#recording-indicator", "hidden") is not None
+
+
+async def test_without_a_camera_joins_with_audio_only(relay, room, browsers):
+    name = room("audio-only")
+    (no_camera,) = await browsers(
+        1, files=False, extra_flags=["--use-fake-device-for-media-stream=device-count=0"]
+    )
+    (red,) = await browsers(1)
+    ada = await open_and_join(red, relay.url, name, "Ada")
+
+    voice = await open_lobby(no_camera, relay.url)
+    await wait_visible(voice, "#media-problem")
+    assert "No camera" in await voice.inner_text("#media-problem-text")
+    await fill_and_join(voice, name, "Voice")
+    await wait_visible(voice, "#call")
+    await wait_decoding(voice, ["Ada"])
+    await wait_colour(voice, "Ada", RED)
+
+    await wait_for_remotes(ada, ["Voice"])
+    await wait_visible(ada, f"{tile('Voice')} .cam-off")
+    assert await ada.is_hidden(f"{tile('Voice')} .mic-off")
+
+    async def hears_voice():
+        return await inbound_audio_packets(ada, "Voice") > 50
+
+    await wait_until(hears_voice, 30)
+
+
+async def test_a_full_room_is_explained_in_the_lobby(server_pool, room, browsers):
+    server = server_pool.get("--media", "relay", "--max-peers-per-room", "2")
+    name = room("full")
+    (browser,) = await browsers(1)
+    await open_and_join(browser, server.url, name, "Ada")
+    await open_and_join(browser, server.url, name, "Grace")
+
+    late = await open_lobby(browser, server.url)
+    await fill_and_join(late, name, " ")
+    await wait_visible(late, "#join-error")
+    assert await late.inner_text("#join-error") == "Enter a name."
+    assert await late.get_attribute("#nickname-input", "aria-invalid") == "true"
+    await fill_and_join(late, name, "Linus")
+    await wait_visible(late, "#join-error:has-text('full')")
+    assert "full" in (await late.inner_text("#join-error")).lower()
+    assert await late.is_hidden("#call")
+    assert await late.is_visible("#lobby")
+
+
+async def test_rejoins_by_itself_after_the_connection_drops(relay, room, browsers):
+    name = room("drop")
+    red, green = await browsers(2)
+    ada = await open_and_join(red, relay.url, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await wait_decoding(grace, ["Ada"])
+    await grace.evaluate("() => { window.oldPc = window.roomrelay.pc; }")
+
+    # Cut the Socket.IO transport under the page: the server drops Grace from the room.
+    await grace.evaluate("() => window.roomrelay.signaling.socket.io.engine.close()")
+
+    async def new_connection():
+        return await grace.evaluate(
+            "() => window.roomrelay.pc !== null && window.roomrelay.pc !== window.oldPc"
+        )
+
+    await wait_until(new_connection, 30)
+    await wait_for_remotes(grace, ["Ada"])
+    await wait_decoding(grace, ["Ada"])
+    await wait_colour(grace, "Ada", RED)
+    await wait_for_remotes(ada, ["Grace"])
+    await wait_decoding(ada, ["Grace"])
+    await wait_hidden(grace, "#banner")
+
+
+async def test_switching_camera_replaces_the_track_without_renegotiating(relay, room, browsers):
+    name = room("switch")
+    # Chromium's second fake camera imitates a depth sensor (no colour frames): use the third.
+    (cameras,) = await browsers(
+        1, files=False, extra_flags=["--use-fake-device-for-media-stream=device-count=3"]
+    )
+    (red,) = await browsers(1)
+    ada = await open_and_join(cameras, relay.url, name, "Ada")
+    grace = await open_and_join(red, relay.url, name, "Grace")
+    await wait_decoding(grace, ["Ada"])
+    await wait_decoding(ada, ["Grace"])
+    sdp_before = await ada.evaluate(f"() => {PC}.localDescription.sdp")
+    old_track = await ada.evaluate("() => window.roomrelay.media.track('video').id")
+
+    await ada.click("#open-devices")
+    labels = await ada.eval_on_selector_all(
+        "#call-camera option", "(options) => options.map((o) => o.textContent)"
+    )
+    assert labels == ["fake_device_0", "fake_device_1", "fake_device_2"]
+    assert await ada.input_value("#call-camera") == await ada.evaluate(
+        "() => window.roomrelay.media.deviceId('video')"
+    )
+    await ada.select_option("#call-camera", label="fake_device_2")
+
+    async def switched():
+        return await ada.evaluate(
+            """(old) => {
+                const senders = window.roomrelay.pc.getSenders();
+                const sender = senders.find((s) => s.track?.kind === "video");
+                return sender && sender.track.id !== old && sender.track.readyState === "live";
+            }""",
+            old_track,
+        )
+
+    await wait_until(switched, 20)
+    await ada.click("#devices-dialog button[type=submit]")
+    await wait_decoding(grace, ["Ada"])
+    assert await ada.evaluate(f"() => {PC}.localDescription.sdp") == sdp_before
+
+
+async def test_restarts_media_when_the_server_closes_it(relay, room, browsers):
+    name = room("media-closed")
+    red, green = await browsers(2)
+    ada = await open_and_join(red, relay.url, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await wait_decoding(grace, ["Ada"])
+
+    # Grace's connection dies under the page; the server notices and sends media_closed.
+    await grace.evaluate("() => { window.oldPc = window.roomrelay.pc; window.oldPc.close(); }")
+
+    async def reconnected():
+        return await grace.evaluate(
+            "() => window.roomrelay.pc !== window.oldPc"
+            " && window.roomrelay.pc?.connectionState === 'connected'"
+        )
+
+    await wait_until(reconnected, 30)
+    await wait_decoding(grace, ["Ada"])
+    await wait_colour(grace, "Ada", RED)
+    await wait_decoding(ada, ["Grace"])
+    await wait_colour(ada, "Grace", GREEN)
+    assert await remote_nicknames(ada) == ["Grace"]
+
+
+async def test_survives_a_server_restart(room, browsers):
+    """Pages say the server is gone, refuse to join meanwhile, and rejoin once it is back."""
+    name = room("restart")
+    red, green = await browsers(2)
+    server = ServerProcess(args=("--media", "relay")).start()
+    pages = []
+    try:
+        ada = await open_and_join(red, server.url, name, "Ada")
+        grace = await open_and_join(green, server.url, name, "Grace")
+        waiting = await open_lobby(green, server.url)
+        pages = [ada, grace, waiting]
+        await wait_decoding(ada, ["Grace"])
+
+        grace_before = await ada.get_attribute(tile("Grace"), "data-peer-id")
+
+        server.kill()
+        for page in (ada, grace):
+            await wait_visible(page, "#banner")
+            text = (await page.inner_text("#banner")).lower()
+            assert "reconnecting" in text or "can't reach the server" in text, text
+        await fill_and_join(waiting, name, "Linus")
+        await wait_visible(waiting, '#join-error:has-text("Can\'t reach the server")')
+
+        server = ServerProcess(args=("--media", "relay"), port=server.port).start()
+
+        async def grace_rejoined():
+            peer_id = await ada.get_attribute(tile("Grace"), "data-peer-id")
+            return peer_id not in (None, grace_before)
+
+        await wait_until(grace_rejoined, 30)  # a new connection, a new peer_id
+        await wait_for_remotes(ada, ["Grace"])
+        await wait_for_remotes(grace, ["Ada"])
+        await wait_decoding(ada, ["Grace"])
+        await wait_decoding(grace, ["Ada"])
+        for page in (ada, grace, waiting):
+            await wait_hidden(page, "#banner")
+        await join(waiting, name, "Linus")
+        await wait_for_remotes(waiting, ["Ada", "Grace"])
+    finally:
+        for page in pages:  # the server only stops promptly with no client connected
+            await page.context.close()
+        server.stop()
