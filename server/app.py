@@ -123,7 +123,7 @@ def create_app(settings: Settings) -> web.Application:
         roster,
         membership,
         media,
-        join_with_object=native_join(router, roster, membership, audio),
+        join_with_object=native_join(router, roster, membership, media, audio),
     )
     register_native_events(router, roster, membership)
 
@@ -144,10 +144,14 @@ def create_app(settings: Settings) -> web.Application:
     async def start_audio(app: web.Application) -> None:
         await audio.start()
 
-    async def close_media(app: web.Application) -> None:
+    async def shut_down(app: web.Application) -> None:
+        # Tell every client we are going (open websockets and long polls would
+        # otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
+        await sio.eio.disconnect()
+        await sio.shutdown()
         await media.close()
         await audio.close()
 
     app.on_startup.append(start_audio)
-    app.on_shutdown.append(close_media)
+    app.on_shutdown.append(shut_down)
     return app

@@ -15,6 +15,9 @@ from .settings import load_settings
 
 logger = logging.getLogger("roomrelay")
 
+# Seconds aiohttp waits for open requests (websockets, long polls) when stopping.
+SHUTDOWN_TIMEOUT = 1.0
+
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
@@ -43,4 +46,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.port,
         settings.media,
     )
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )

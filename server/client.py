@@ -151,38 +151,39 @@ class RoomClient:
         track = self.peers[peer_id].tracks[kind]
         return self._relay.subscribe(track, buffered=False)
 
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Wait until ``condition()`` holds; it is re-checked after every server event."""
+
+        async def until() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
     async def wait_for_media(
         self, peer_ids: Iterable[str], kinds: Iterable[str] = KINDS, timeout: float = 20.0
     ) -> None:
         """Wait until a track of every ``kind`` is mapped to each of ``peer_ids``."""
         peer_ids, kinds = list(peer_ids), list(kinds)
-
-        def ready() -> bool:
-            return all(
+        await self.wait_until(
+            lambda: all(
                 peer in self.peers and all(kind in self.peers[peer].tracks for kind in kinds)
                 for peer in peer_ids
-            )
-
-        async def until_ready() -> None:
-            while not ready():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until_ready(), timeout)
+            ),
+            timeout,
+        )
 
     async def wait_connected(self, timeout: float = 20.0) -> None:
         """Wait until the media connection to the server is up and the last offer answered."""
-
-        async def until_connected() -> None:
-            while not (
+        await self.wait_until(
+            lambda: (
                 self.connection_state == "connected"
                 and self._negotiation is not None
                 and self._negotiation.done()
-            ):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until_connected(), timeout)
+            ),
+            timeout,
+        )
 
     async def chat(self, text: str) -> dict[str, Any]:
         return (await self._call("chat_message", {"text": text}))["message"]

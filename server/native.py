@@ -11,6 +11,7 @@ from typing import Any
 from . import validation
 from .audio.hub import AudioHub
 from .events import EventRouter
+from .media.backend import MediaBackend
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError, expect_args
@@ -18,7 +19,11 @@ from .zoomclone import ObjectJoin, current_room, deliver_chat
 
 
 def native_join(
-    router: EventRouter, roster: Roster, membership: Membership, audio: AudioHub
+    router: EventRouter,
+    roster: Roster,
+    membership: Membership,
+    media: MediaBackend,
+    audio: AudioHub,
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
 
@@ -34,6 +39,7 @@ def native_join(
             "room": room,
             "nickname": participant.nickname,
             "participants": [p.describe() for p in roster.members(room) if p is not participant],
+            "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": any(consumer.name == "captions" for consumer in audio.consumers),
         }

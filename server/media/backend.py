@@ -30,6 +30,9 @@ class MediaBackend(Protocol):
     ) -> None:
         """A trickled ICE candidate, or None at the end of gathering."""
 
+    def active_speaker(self, room: str) -> str | None:
+        """The peer id of the room's dominant speaker, if the server knows it."""
+
     def room_stats(self, room: str) -> dict[str, Any]:
         """Media facts about one room for ``GET /rooms``."""
 

@@ -55,6 +55,9 @@ class PeerToPeerMedia:
         payload = (candidate.as_dict() if candidate else None,)
         await self._to_others(participant, room, "ice", payload)
 
+    def active_speaker(self, room: str) -> str | None:
+        return None  # browsers exchange media directly: the server hears nothing
+
     def room_stats(self, room: str) -> dict[str, Any]:
         return {"mode": self.mode}
 

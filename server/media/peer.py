@@ -306,7 +306,12 @@ class MediaPeer:
 
     async def flush_notices(self) -> None:
         """Tell a native client about slot changes: ``tracks``, then ``renegotiate``."""
-        if self.negotiating or self.closed or self.participant.dialect is not Dialect.NATIVE:
+        if (
+            self.negotiating
+            or self.closed
+            or self.pc is None  # being closed: media_closed is coming, not slot changes
+            or self.participant.dialect is not Dialect.NATIVE
+        ):
             return
         tracks = self.describe_tracks()
         if tracks != self._tracks_sent:

@@ -172,6 +172,10 @@ class RelayMedia:
             raise ProtocolError("no_pending_offer", "send an offer before ICE candidates")
         await peer.add_candidate(parse_candidate(candidate) if candidate else None)
 
+    def active_speaker(self, room: str) -> str | None:
+        relay_room = self._rooms.get(room)
+        return relay_room.speaker.dominant if relay_room else None
+
     def room_stats(self, room: str) -> dict[str, Any]:
         relay_room = self._rooms.get(room)
         return {"mode": self.mode, **(relay_room.stats() if relay_room else {"peers": []})}
