@@ -147,7 +147,8 @@ def create_app(settings: Settings) -> web.Application:
     async def shut_down(app: web.Application) -> None:
         # Tell every client we are going (open websockets and long polls would
         # otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
-        await sio.eio.disconnect()
+        if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
+            await sio.eio.disconnect()
         await sio.shutdown()
         await media.close()
         await audio.close()

@@ -136,8 +136,8 @@ class RoomClient:
                 info["peer_id"], info["nickname"], info["audio"], info["video"]
             )
         self._published = [track for track in (audio, video) if track is not None]
-        # A good first guess for receive slots; the server asks for more if needed.
-        self._wanted = Counter({kind: len(self.peers) for kind in KINDS})
+        # One receive slot per track already published; the server asks for more later.
+        self._wanted = Counter(reply["published"])
         self._start_negotiation()
         return reply
 

@@ -39,6 +39,7 @@ def native_join(
             "room": room,
             "nickname": participant.nickname,
             "participants": [p.describe() for p in roster.members(room) if p is not participant],
+            "published": media.published(room),
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": any(consumer.name == "captions" for consumer in audio.consumers),

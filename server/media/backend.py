@@ -30,6 +30,9 @@ class MediaBackend(Protocol):
     ) -> None:
         """A trickled ICE candidate, or None at the end of gathering."""
 
+    def published(self, room: str) -> dict[str, int]:
+        """How many tracks of each kind the room's participants publish to the server."""
+
     def active_speaker(self, room: str) -> str | None:
         """The peer id of the room's dominant speaker, if the server knows it."""
 

@@ -55,6 +55,9 @@ class PeerToPeerMedia:
         payload = (candidate.as_dict() if candidate else None,)
         await self._to_others(participant, room, "ice", payload)
 
+    def published(self, room: str) -> dict[str, int]:
+        return {"audio": 0, "video": 0}  # nothing is published to the server in p2p mode
+
     def active_speaker(self, room: str) -> str | None:
         return None  # browsers exchange media directly: the server hears nothing
 

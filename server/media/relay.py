@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Any
 
 import socketio
@@ -171,6 +172,11 @@ class RelayMedia:
         if peer is None:
             raise ProtocolError("no_pending_offer", "send an offer before ICE candidates")
         await peer.add_candidate(parse_candidate(candidate) if candidate else None)
+
+    def published(self, room: str) -> dict[str, int]:
+        relay_room = self._rooms.get(room)
+        kinds = Counter(p.kind for p in relay_room.publications()) if relay_room else Counter()
+        return {"audio": kinds["audio"], "video": kinds["video"]}
 
     def active_speaker(self, room: str) -> str | None:
         relay_room = self._rooms.get(room)

@@ -106,7 +106,7 @@ export class Call {
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
     const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
-    this.#link.start(tracks, reply.participants.length);
+    this.#link.start(tracks, reply.published);
   }
 
   async #rejoin() {

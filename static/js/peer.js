@@ -53,12 +53,12 @@ export class MediaLink extends EventTarget {
     return this.#pc;
   }
 
-  /** Begin media for a fresh room membership with ``others`` participants already there. */
-  start(tracks, others) {
+  /** Begin media for a fresh room membership; ``published`` counts the room's tracks by kind. */
+  start(tracks, published) {
     this.stop();
     this.#active = true;
     this.#tracks = { audio: tracks.audio ?? null, video: tracks.video ?? null };
-    this.#wanted = { audio: others, video: others };
+    this.#wanted = { audio: published.audio, video: published.video };
     this.#negotiate();
   }
 
