@@ -325,6 +325,8 @@ class RoomClient:
     def _start_negotiation(self) -> None:
         if self.room is None:
             return
+        if self._pc is None and not self._published and not any(self._wanted.values()):
+            return  # nothing to send or receive yet: the server says when there is
         if self._negotiation is not None and not self._negotiation.done():
             self._again = True
             return

@@ -144,3 +144,16 @@ async def test_simultaneous_joins_of_five_converge(any_relay_server, room, room_
             for index, client in enumerate(clients)
         )
     )
+
+
+async def test_a_viewer_who_came_first_is_invited_when_someone_publishes(
+    any_relay_server, room, room_clients
+):
+    name = room()
+    viewer = await room_clients(any_relay_server, name, 0, publish=False, join=False)
+    await viewer.join(name)
+    assert viewer.connection_state is None  # nothing to send or receive: no connection yet
+    speaker = await room_clients(any_relay_server, name, 1)
+
+    await assert_receives_exactly(viewer, {speaker.peer_id: 1})
+    assert [e for e, _ in viewer.events].count("renegotiate") >= 1

@@ -51,6 +51,7 @@ class RelayRoom:
         self.relay = relay
         self.audio = audio
         self.peers: dict[str, MediaPeer] = {}
+        self._invited: dict[str, dict[str, int]] = {}  # sid -> slots we asked a viewer for
         self.speaker = SpeakerDetector()
         self._speaker_task = asyncio.create_task(self._follow_speaker())
 
@@ -72,6 +73,25 @@ class RelayRoom:
     async def flush(self) -> None:
         for peer in list(self.peers.values()):
             await peer.flush_notices()
+        await self._invite_viewers()
+
+    async def _invite_viewers(self) -> None:
+        """Native members with no media session yet learn when there is something to receive.
+
+        They have nothing to offer until someone publishes, and the server never
+        offers, so it asks them (``renegotiate``) to open a connection with slots.
+        """
+        kinds = Counter(publication.kind for publication in self.publications())
+        wanted = {"audio": kinds["audio"], "video": kinds["video"]}
+        members = self.signal.roster.members(self.name)
+        present = {member.sid for member in members}
+        self._invited = {sid: asked for sid, asked in self._invited.items() if sid in present}
+        for member in members:
+            if member.dialect is not Dialect.NATIVE or member.sid in self.peers:
+                continue
+            if any(wanted.values()) and self._invited.get(member.sid) != wanted:
+                self._invited[member.sid] = wanted
+                await self.signal.send(member, "renegotiate", wanted)
 
     async def refresh(self) -> None:
         self.reallocate()
