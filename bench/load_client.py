@@ -1,13 +1,14 @@
 """Load generator for relay_bench.py (run as ``python -m bench.load_client``).
 
-Publishers and subscribers live together in this one separate process.
-
 Publishers send pre-encoded clips (no encoding cost). Subscribers count the
 encoded frames they receive per stream without decoding them (aiortc would
 otherwise decode every stream), identify each frame by its hash when it
 arrives byte-identical, and a few "probe" subscribers decode to check the
-picture and measure latency. Prints ``READY`` when the room is set up, then
-measures for ``--duration`` seconds and prints one JSON line of results.
+picture and measure latency. Several of these processes can share one room
+(each runs some of the publishers and subscribers). A process prints ``READY``
+when the room is set up, waits for ``GO`` on stdin, so that all of them measure
+the same window, measures for ``--duration`` seconds and prints one JSON line
+of raw results.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import argparse
 import asyncio
 import json
 import logging
-import statistics
+import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 
-from bench.synthetic import ClipTrack, EncodedClip, encode_clip, frame_digest, read_picture
+from bench.synthetic import ClipTrack, EncodedClip, frame_digest, load_clip, read_picture
 from server.client import RoomClient
 from server.media.aiortc_hooks import route_keyframe_requests, tap_encoded_frames
 from server.media.encoded import is_keyframe
@@ -31,19 +32,32 @@ from server.media.encoded import is_keyframe
 logger = logging.getLogger("load_client")
 
 
+def publisher_name(identity: int) -> str:
+    return f"pub{identity}"
+
+
+def identity_of(nickname: str | None) -> int | None:
+    if nickname and nickname.startswith("pub") and nickname[3:].isdigit():
+        return int(nickname[3:])
+    return None
+
+
 class Catalogue:
-    """Which publisher and clip frame an encoded frame is, by its bytes."""
+    """Which publisher and clip frame an encoded frame is, by its bytes.
 
-    def __init__(self) -> None:
-        self._frames: dict[bytes, tuple[str, int]] = {}
-        self.tracks: dict[str, ClipTrack] = {}
+    Every load process knows every publisher's clip (they are deterministic), so a
+    subscriber can identify frames from publishers running in another process; send
+    times, for latency, only exist for the publishers of this process.
+    """
 
-    def add(self, peer_id: str, track: ClipTrack) -> None:
-        self.tracks[peer_id] = track
-        for digest, index in track.clip.digest_index().items():
-            self._frames[digest] = (peer_id, index)
+    def __init__(self, clips: list[EncodedClip]) -> None:
+        self._frames: dict[bytes, tuple[int, int]] = {}
+        for clip in clips:
+            for digest, index in clip.digest_index().items():
+                self._frames[digest] = (clip.identity, index)
+        self.tracks: dict[int, ClipTrack] = {}  # local publishers by identity
 
-    def lookup(self, data: bytes) -> tuple[str, int] | None:
+    def lookup(self, data: bytes) -> tuple[int, int] | None:
         return self._frames.get(frame_digest(data))
 
 
@@ -72,10 +86,13 @@ class BenchClient(RoomClient):
         if fresh:
             pc.remove_all_listeners("track")  # count frames instead of decoding them
             pc.on("track", self._on_remote_track)
-            if self.clip_track is not None:  # sent as-is; a PLI jumps to its next keyframe
-                transceiver = pc.addTransceiver(self.clip_track, direction="sendonly")
-                route_keyframe_requests(transceiver.sender, self.clip_track.request_keyframe)
         return pc
+
+    def _add_published(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        """The clip is sent as-is (no relay proxy); a PLI jumps to its next keyframe."""
+        assert isinstance(track, ClipTrack)
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        route_keyframe_requests(transceiver.sender, track.request_keyframe)
 
     def _on_remote_track(self, track: MediaStreamTrack) -> None:
         assert self._pc is not None
@@ -101,27 +118,41 @@ class BenchClient(RoomClient):
         if found is None:
             self.unidentified += self.measuring
             return
-        publisher, index = found
-        if publisher != self._mid_owner.get(mid):
+        identity, index = found
+        if identity != self.slot_identity(mid):
             self.mismatched += self.measuring
-        elif self.measuring and (sent := self.catalogue.tracks[publisher].sent_at.get(index)):
-            self.latencies.append(now - sent)
+        elif self.measuring and (track := self.catalogue.tracks.get(identity)):
+            sent = track.sent_at.get(index)
+            if sent is not None:
+                self.latencies.append(now - sent)
+
+    def slot_identity(self, mid: str) -> int | None:
+        """The publisher identity the server says this slot carries."""
+        owner = self._mid_owner.get(mid)
+        peer = self.peers.get(owner) if owner else None
+        return identity_of(peer.nickname if peer else None)
+
+    def publishers_seen(self) -> set[str]:
+        return {
+            peer_id
+            for peer_id, peer in self.peers.items()
+            if identity_of(peer.nickname) is not None
+        }
 
     async def _read_decoded(self, mid: str, track: MediaStreamTrack) -> None:
-        identities = {peer: t.clip.identity for peer, t in self.catalogue.tracks.items()}
         while True:
             frame = await track.recv()
             identity, number = read_picture(frame)
-            owner = self._mid_owner.get(mid)
-            if not self.measuring or owner is None:
+            expected = self.slot_identity(mid)
+            if not self.measuring or expected is None:
                 continue
-            if identities.get(owner) == identity:
-                self.decoded_ok += 1
-                sent = self.catalogue.tracks[owner].sent_at.get(number)
-                if sent is not None:
-                    self.decoded_latencies.append(time.time() - sent)
-            else:
+            if expected != identity:
                 self.decoded_wrong += 1
+                continue
+            self.decoded_ok += 1
+            local = self.catalogue.tracks.get(identity)
+            if local is not None and (sent := local.sent_at.get(number)) is not None:
+                self.decoded_latencies.append(time.time() - sent)
 
     async def close(self) -> None:
         for reader in self._readers:
@@ -141,11 +172,8 @@ async def join(
     client = BenchClient(url, name, catalogue, probe=probe)
     await client.connect()
     if clip is not None:
-        client.clip_track = ClipTrack(clip)
-    await client.join(room)
-    if clip is not None:
-        assert client.peer_id is not None and client.clip_track is not None
-        catalogue.add(client.peer_id, client.clip_track)
+        client.clip_track = catalogue.tracks[clip.identity] = ClipTrack(clip)
+    await client.join(room, video=client.clip_track)
     return client
 
 
@@ -153,15 +181,12 @@ def ms(seconds: float) -> float:
     return round(1000 * seconds, 1)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
-
-
-async def time_to_first_frame(url: str, room: str, catalogue: Catalogue, publishers: int) -> dict:
+async def time_to_first_frame(
+    url: str, room: str, name: str, catalogue: Catalogue, publishers: int
+) -> dict:
     """A late joiner: seconds from join() until it has a frame from every publisher."""
     started = time.monotonic()
-    client = await join(url, room, "late-joiner", None, False, catalogue=catalogue)
+    client = await join(url, room, name, None, False, catalogue=catalogue)
     client.measuring = True
     try:
         while len([m for m, f in client.frames.items() if f]) < publishers:
@@ -175,27 +200,27 @@ async def time_to_first_frame(url: str, room: str, catalogue: Catalogue, publish
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    catalogue = Catalogue()
-    clips = [encode_clip(i) for i in range(args.publishers)]
-    clients: list[BenchClient] = []
-    batch = 8
-    specs = [(f"pub{i}", clips[i], False) for i in range(args.publishers)] + [
-        (f"sub{i}", None, i < args.probes) for i in range(args.subscribers)
+    first, last = (int(part) for part in args.publishers_here.split(":"))
+    catalogue = Catalogue([load_clip(i) for i in range(args.publishers)])
+    specs = [(publisher_name(i), load_clip(i), False) for i in range(first, last)] + [
+        (f"{args.name}{i}", None, i < args.probes) for i in range(args.subscribers)
     ]
-    for start in range(0, len(specs), batch):
+    clients: list[BenchClient] = []
+    for start in range(0, len(specs), 8):
         clients += await asyncio.gather(
             *(
                 join(args.url, args.room, *spec, catalogue=catalogue)
-                for spec in specs[start : start + batch]
+                for spec in specs[start : start + 8]
             )
         )
-    expected = {c.peer_id for c in clients if c.clip_track is not None}
-    for client in clients:
-        others = expected - {client.peer_id}
-        await client.wait_for_media(others, kinds=["video"], timeout=120)
-        await client.wait_connected(timeout=120)
+    for client in clients:  # every publisher, wherever it runs, reaches every client
+        wanted = args.publishers - (client.clip_track is not None)
+        await client.wait_until(lambda c=client, w=wanted: len(c.publishers_seen()) >= w, 180)
+        await client.wait_for_media(client.publishers_seen(), kinds=["video"], timeout=180)
+        await client.wait_connected(timeout=180)
     await asyncio.sleep(args.warmup)
     print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "GO"
 
     for client in clients:
         client.measuring = True
@@ -209,26 +234,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         len(arrivals) / window
         for client in clients
         for mid, arrivals in client.frames.items()
-        if client._mid_owner.get(mid) in expected
+        if client.slot_identity(mid) is not None
     ]
     late = [
-        await time_to_first_frame(args.url, args.room, catalogue, args.publishers)
-        for _ in range(args.late_joiners)
+        await time_to_first_frame(
+            args.url, args.room, f"{args.name}late{i}", catalogue, args.publishers
+        )
+        for i in range(args.late_joiners)
     ]
-    latencies = [value for client in clients for value in client.latencies]
-    decoded = [value for client in clients for value in client.decoded_latencies]
     result = {
-        "streams": len(fps),
-        "fps_median": statistics.median(fps) if fps else 0.0,
-        "fps_min": min(fps) if fps else 0.0,
-        "fps_p10": percentile(fps, 0.10),
+        "fps": [round(value, 3) for value in fps],
         "identity_mismatched": sum(c.mismatched for c in clients),
         "unidentified_frames": sum(c.unidentified for c in clients),
         "probe_decoded_ok": sum(c.decoded_ok for c in clients),
         "probe_decoded_wrong": sum(c.decoded_wrong for c in clients),
-        "arrival_latency_ms_median": ms(statistics.median(latencies)) if latencies else None,
-        "arrival_latency_ms_p95": ms(percentile(latencies, 0.95)) if latencies else None,
-        "decoded_latency_ms_median": ms(statistics.median(decoded)) if decoded else None,
+        "arrival_latency_ms": [ms(v) for c in clients for v in c.latencies],
+        "decoded_latency_ms": [ms(v) for c in clients for v in c.decoded_latencies],
         "late_join_s": [round(entry["seconds"], 3) for entry in late],
         "late_join_keyframe_first": all(entry["keyframe_first"] for entry in late),
     }
@@ -241,13 +262,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--room", default="bench")
-    parser.add_argument("--publishers", type=int, default=2)
-    parser.add_argument("--subscribers", type=int, default=8)
+    parser.add_argument("--publishers", type=int, default=2, help="publishers in the room")
+    parser.add_argument(
+        "--publishers-here", default=None, help="FIRST:END publishers run by this process"
+    )
+    parser.add_argument("--subscribers", type=int, default=8, help="subscribers of this process")
+    parser.add_argument("--name", default="sub", help="subscriber nickname prefix")
     parser.add_argument("--probes", type=int, default=1, help="subscribers that also decode")
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--late-joiners", type=int, default=2)
     args = parser.parse_args()
+    args.publishers_here = args.publishers_here or f"0:{args.publishers}"
     logging.basicConfig(level=logging.WARNING)
     result = asyncio.run(run(args))
     print("RESULT " + json.dumps(result), flush=True)

@@ -350,16 +350,22 @@ class RoomClient:
             self._pc.on("connectionstatechange", self._changed.set)
         for track in self._published:
             if track not in self._sending:
-                # A sender stops its track when its connection closes: give it a relay
-                # proxy so the caller's track survives a reconnection.
-                proxy = self._relay.subscribe(track, buffered=False)
-                self._restrict_codecs(self._pc.addTransceiver(proxy, direction="sendonly"))
+                self._add_published(self._pc, track)
                 self._sending.add(track)
         have = self._receive_slots()
         for kind in KINDS:
             for _ in range(self._wanted[kind] - have[kind]):
                 self._restrict_codecs(self._pc.addTransceiver(kind, direction="recvonly"))
         return self._pc
+
+    def _add_published(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        """Send ``track`` on a new sendonly m-line.
+
+        A sender stops its track when its connection closes: it gets a relay proxy,
+        so that the caller's track survives a reconnection.
+        """
+        proxy = self._relay.subscribe(track, buffered=False)
+        self._restrict_codecs(pc.addTransceiver(proxy, direction="sendonly"))
 
     def _restrict_codecs(self, transceiver: RTCRtpTransceiver) -> None:
         if transceiver.kind != "video" or self._video_codecs is None:

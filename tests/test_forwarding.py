@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiortc.clock
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 
@@ -243,3 +244,13 @@ def test_vp8_and_h264_keyframes_are_recognised():
     assert is_keyframe("video/H264", b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x65\x88")
     assert not is_keyframe("video/H264", b"\x00\x00\x00\x01\x41\x9a")
     assert is_keyframe("audio/opus", b"\x78")
+
+
+def test_the_fast_clock_reads_the_same_clock_as_aiortcs():
+    before_ntp, before_ms = aiortc_hooks._current_ntp_time(), aiortc_hooks._current_ms()
+    reference_ntp, reference_ms = (
+        aiortc.clock.datetime_to_ntp(aiortc.clock.current_datetime()),
+        (int((aiortc.clock.current_datetime() - aiortc.clock.NTP_EPOCH).total_seconds() * 1000)),
+    )
+    assert abs(reference_ntp - before_ntp) / 2**32 < 0.05
+    assert abs(reference_ms - before_ms) < 50

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import inspect
 import queue
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiortc
+import aiortc.clock
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -120,6 +122,30 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_order: Sequence[str]) -> 
     transceiver._codecs = ordered
 
 
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def _current_ntp_time() -> int:
+    now = time.time()
+    seconds = int(now)
+    return ((seconds + NTP_UNIX_OFFSET) << 32) | int((now - seconds) * 2**32)
+
+
+def _current_ms() -> int:
+    return int((time.time() + NTP_UNIX_OFFSET) * 1000)
+
+
+def use_fast_clock() -> None:
+    """Replace aiortc's NTP clock helpers with equivalents that skip ``datetime``.
+
+    aiortc reads the NTP clock twice for every RTP packet it sends and once per
+    packet it receives, through timezone-aware datetimes; that was ~6% of the
+    relay's CPU when forwarding. Same clock (``time.time``), same values.
+    """
+    aiortc.clock.current_ntp_time = _current_ntp_time
+    aiortc.clock.current_ms = _current_ms
+
+
 def _require(condition: bool, what: str) -> None:
     if not condition:
         raise AiortcInternalsChanged(
@@ -163,3 +189,7 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpReceiver, "__decoder_queue"), "RTCRtpReceiver.__decoder_queue")
     _require(_assigns(RTCRtpSender, "_stream_id"), "RTCRtpSender._stream_id")
     _require(_assigns(RTCRtpTransceiver, "_codecs"), "RTCRtpTransceiver._codecs")
+    _require(
+        all(hasattr(aiortc.clock, name) for name in ("current_ntp_time", "current_ms")),
+        "aiortc.clock.current_ntp_time / current_ms",
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import functools
 import logging
 import time
 from collections import deque
@@ -40,6 +41,30 @@ logger = logging.getLogger(__name__)
 
 # Frames a slot may fall behind before it drops: ~1 s of video at 30 fps, 1 s of audio.
 MAX_QUEUED = {"video": 32, "audio": 50}
+
+
+@functools.cache
+def time_base(clock_rate: int) -> fractions.Fraction:
+    return fractions.Fraction(1, clock_rate)
+
+
+class ForwardedPacket:
+    """What a forwarding slot hands its sender: an encoded frame, its timestamp and clock.
+
+    aiortc's VP8 and audio packetizers only need ``bytes(packet)``, ``pts`` and
+    ``time_base``; this avoids copying every frame into and out of an ``av.Packet``
+    per subscriber. (Its H.264 packetizer insists on ``av.Packet``.)
+    """
+
+    __slots__ = ("data", "pts", "time_base")
+
+    def __init__(self, data: bytes, pts: int, clock_rate: int) -> None:
+        self.data = data
+        self.pts = pts
+        self.time_base = time_base(clock_rate)
+
+    def __bytes__(self) -> bytes:
+        return self.data
 
 
 class OutboundTrack(MediaStreamTrack):
@@ -85,6 +110,7 @@ class SlotTrack(OutboundTrack):
         self._wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._proxy: MediaStreamTrack | None = None
         self._forwarded = False
+        self._needs_av_packet = False
         self._awaiting_keyframe = False
         self._offset: int | None = None
         self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
@@ -120,6 +146,7 @@ class SlotTrack(OutboundTrack):
             and (publication.mime_type == self.codec_mime)
         ):
             self._forwarded = True
+            self._needs_av_packet = publication.mime_type == "video/h264"
             self._awaiting_keyframe = self.kind == "video"
             publication.forwarders.add(self)
             publication.request_keyframe()
@@ -176,7 +203,7 @@ class SlotTrack(OutboundTrack):
         self._queue.append(frame)
         self._wake()
 
-    def _packet(self, frame: EncodedFrame) -> av.Packet:
+    def _packet(self, frame: EncodedFrame) -> av.Packet | ForwardedPacket:
         """Wrap a frame for the sender, on a timeline that stays continuous across sources."""
         now = time.monotonic()
         if self._offset is None:
@@ -188,11 +215,12 @@ class SlotTrack(OutboundTrack):
                 self._offset = last_timestamp + step - frame.timestamp
         timestamp = frame.timestamp + self._offset
         self._last_out = (timestamp, now)
-        packet = av.Packet(frame.data)
-        packet.pts = timestamp
-        packet.time_base = fractions.Fraction(1, frame.clock_rate)
         self.forwarded_frames += 1
-        return packet
+        if self._needs_av_packet:
+            packet = av.Packet(frame.data)
+            packet.pts, packet.time_base = timestamp, time_base(frame.clock_rate)
+            return packet
+        return ForwardedPacket(frame.data, timestamp, frame.clock_rate)
 
     # -- the sender's side -----------------------------------------------------------------
 
@@ -205,7 +233,7 @@ class SlotTrack(OutboundTrack):
             self._wakeup = asyncio.get_running_loop().create_future()
         await self._wakeup
 
-    async def recv(self) -> av.Packet | Frame:
+    async def recv(self) -> av.Packet | ForwardedPacket | Frame:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError

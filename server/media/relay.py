@@ -16,7 +16,7 @@ from ..events import error_payload
 from ..rooms import Dialect, Participant, Roster
 from ..settings import Settings
 from ..validation import IceCandidate, ProtocolError
-from .aiortc_hooks import check_aiortc_internals
+from .aiortc_hooks import check_aiortc_internals, use_fast_clock
 from .offer import parse_candidate, parse_offer
 from .peer import MediaPeer
 from .publication import Publication
@@ -129,6 +129,7 @@ class RelayMedia:
         self, settings: Settings, sio: socketio.AsyncServer, roster: Roster, audio: AudioHub
     ) -> None:
         check_aiortc_internals()
+        use_fast_clock()
         self._settings = settings
         self._audio = audio
         self._signal = Signal(sio, roster)
