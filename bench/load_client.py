@@ -20,9 +20,13 @@ import logging
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver
+from aiortc.codecs import CODECS
+from aiortc.codecs.vpx import vp8_depayload
+from aiortc.rtp import RtpPacket
 
 from bench.synthetic import ClipTrack, EncodedClip, frame_digest, load_clip, read_picture
 from server.client import RoomClient
@@ -30,6 +34,9 @@ from server.media.aiortc_hooks import route_keyframe_requests, tap_encoded_frame
 from server.media.encoded import is_keyframe
 
 logger = logging.getLogger("load_client")
+
+# Subscribers here are aiortc peers, so the server's answer keeps aiortc's payload types.
+VP8_PAYLOAD_TYPE = next(c.payloadType for c in CODECS["video"] if c.mimeType == "video/VP8")
 
 
 def publisher_name(identity: int) -> str:
@@ -59,6 +66,33 @@ class Catalogue:
 
     def lookup(self, data: bytes) -> tuple[int, int] | None:
         return self._frames.get(frame_digest(data))
+
+
+def count_frames(receiver: RTCRtpReceiver, on_frame: Callable[[bytes], None]) -> None:
+    """Take over a receiver's RTP handling with a bare VP8 frame reassembler.
+
+    aiortc's receive path (jitter buffer, NACK and bandwidth estimation, all in
+    Python) costs the load generator more CPU per stream than the server spends
+    forwarding it, which on a 2-core machine would starve the server being
+    measured. On loopback, packets arrive in order, so frames are simply the
+    payloads between marker bits. Packet loss shows up as unidentified frames.
+    """
+    parts: list[bytes] = []
+    timestamp: int | None = None
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal timestamp
+        if packet.payload_type != VP8_PAYLOAD_TYPE or not packet.payload:
+            return  # RTX, padding
+        if packet.timestamp != timestamp:
+            parts.clear()
+            timestamp = packet.timestamp
+        parts.append(vp8_depayload(packet.payload))
+        if packet.marker:
+            on_frame(b"".join(parts))
+            parts.clear()
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
 class BenchClient(RoomClient):
@@ -100,21 +134,25 @@ class BenchClient(RoomClient):
         if track.kind != "video":
             return
         mid = transceiver.mid
-        tap = tap_encoded_frames(
-            transceiver.receiver, lambda codec, frame: self._on_frame(mid, codec, frame)
-        )
-        if self.probe:
+
+        def on_frame(data: bytes) -> None:
+            self._on_frame(mid, data)
+
+        if self.probe:  # aiortc's full receive path: jitter buffer, NACK, decoding
+            tap = tap_encoded_frames(transceiver.receiver, lambda _, frame: on_frame(frame.data))
             tap.decoding = True
             self._readers.append(asyncio.ensure_future(self._read_decoded(mid, track)))
+        else:
+            count_frames(transceiver.receiver, on_frame)
 
-    def _on_frame(self, mid: str, codec: Any, frame: Any) -> None:
+    def _on_frame(self, mid: str, data: bytes) -> None:
         now = time.time()
         arrivals = self.frames[mid]
         if not arrivals and mid not in self.keyframe_first:
-            self.keyframe_first[mid] = is_keyframe(codec.mimeType, frame.data)
+            self.keyframe_first[mid] = is_keyframe("video/vp8", data)
         if self.measuring:
             arrivals.append(now)
-        found = self.catalogue.lookup(frame.data)
+        found = self.catalogue.lookup(data)
         if found is None:
             self.unidentified += self.measuring
             return
@@ -218,6 +256,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.wait_until(lambda c=client, w=wanted: len(c.publishers_seen()) >= w, 180)
         await client.wait_for_media(client.publishers_seen(), kinds=["video"], timeout=180)
         await client.wait_connected(timeout=180)
+    # Late joiners arrive while everyone is still here (other load processes leave as soon
+    # as their measuring window ends).
+    late = [
+        await time_to_first_frame(
+            args.url, args.room, f"{args.name}late{i}", catalogue, args.publishers
+        )
+        for i in range(args.late_joiners)
+    ]
     await asyncio.sleep(args.warmup)
     print("READY", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "GO"
@@ -235,12 +281,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for client in clients
         for mid, arrivals in client.frames.items()
         if client.slot_identity(mid) is not None
-    ]
-    late = [
-        await time_to_first_frame(
-            args.url, args.room, f"{args.name}late{i}", catalogue, args.publishers
-        )
-        for i in range(args.late_joiners)
     ]
     result = {
         "fps": [round(value, 3) for value in fps],
