@@ -6,6 +6,8 @@ whose video a tile shows.
 
 from __future__ import annotations
 
+import wave
+
 import pytest
 from playwright.async_api import async_playwright
 
@@ -390,3 +392,39 @@ async def test_survives_a_server_restart(room, browsers):
         for page in pages:  # the server only stops promptly with no client connected
             await page.context.close()
         server.stop()
+
+
+async def test_live_captions_show_under_the_video_and_the_transcript_downloads(
+    server_pool, room, browsers, speak, tmp_path
+):
+    server = server_pool.get("--media", "relay", "--stt")
+    name = room("captioned")
+    speech = tmp_path / "speech.wav"
+    with wave.open(str(speech), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes(speak("one two three four five", rate=48000) + bytes(48000 * 2))
+    (speaker,) = await browsers(
+        1, files=False, video=write_y4m(tmp_path / "s.y4m", RED), audio=speech
+    )
+    (listener,) = await browsers(1, [GREEN])
+    ada = await open_and_join(speaker, server.url, name, "Ada")
+    grace = await open_and_join(listener, server.url, name, "Grace")
+    await wait_visible(grace, "#toggle-captions")
+
+    async def caption_from_ada():
+        text = (await grace.inner_text("#captions")) if await grace.is_visible("#captions") else ""
+        return "Ada:" in text and {"one", "two", "three", "four", "five"} & set(text.split())
+
+    await wait_until(caption_from_ada, 45)
+    await grace.click("#toggle-captions")  # off: the captions go away, and stay away
+    assert await grace.get_attribute("#toggle-captions", "aria-pressed") == "false"
+    assert await grace.is_hidden("#captions")
+    await grace.click("#toggle-captions")
+    assert await grace.get_attribute("#toggle-captions", "aria-pressed") == "true"
+
+    href = await grace.get_attribute("#download-transcript", "href")
+    transcript = await grace.evaluate("async (url) => (await fetch(url)).text()", href)
+    assert "Ada: " in transcript
+    await ada.close()

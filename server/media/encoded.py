@@ -50,7 +50,7 @@ class KeyframeRequests:
     def __init__(
         self,
         send: Callable[[], Awaitable[None]],
-        interval: float = 0.5,
+        interval: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send

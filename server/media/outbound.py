@@ -114,6 +114,7 @@ class SlotTrack(OutboundTrack):
         self._awaiting_keyframe = False
         self._offset: int | None = None
         self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
+        self._sending = False  # whether the sender has started reading
         self.dropped = 0
         self.forwarded_frames = 0
         if forwarding:
@@ -234,6 +235,12 @@ class SlotTrack(OutboundTrack):
         await self._wakeup
 
     async def recv(self) -> av.Packet | ForwardedPacket | Frame:
+        if not self._sending:
+            # The sender starts once DTLS is up, well after the slot was attached: a
+            # keyframe requested then may have come and gone, so ask again now.
+            self._sending = True
+            if self._awaiting_keyframe and self.source is not None:
+                self.source.request_keyframe()
         while True:
             if self.readyState != "live":
                 raise MediaStreamError

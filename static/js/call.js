@@ -1,6 +1,7 @@
 // The call view: who is here, their tiles, chat and controls, kept in step with the server;
 // after a lost connection it rejoins by itself.
 
+import { Captions } from "./captions.js";
 import { Chat } from "./chat.js";
 import { bindMediaToggle, bindShortcuts } from "./controls.js";
 import { DevicePicker } from "./devices.js";
@@ -32,6 +33,11 @@ export class Call {
   #list = new ParticipantList(byId("participant-list"), byId("participant-count"));
   #quality;
   #chat;
+  #captions = new Captions({
+    region: byId("captions"),
+    toggle: byId("toggle-captions"),
+    download: byId("download-transcript"),
+  });
   #panel;
 
   /** ``onExit(message | null)``: the call is over (left, or refused on rejoin); show the lobby. */
@@ -105,6 +111,7 @@ export class Call {
     this.#renderSelf();
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
+    this.#captions.setAvailable(Boolean(reply.captions), this.#room);
     const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
     this.#link.start(tracks, reply.published);
   }
@@ -123,6 +130,7 @@ export class Call {
     for (const id of [...this.#people.keys()]) this.#forget(id);
     this.#grid.clear();
     this.#chat.clear();
+    this.#captions.reset();
     this.#showRecording(false);
     this.#room = this.#peerId = this.#speaker = null;
     activeRoom.clear();
@@ -179,6 +187,7 @@ export class Call {
     });
     on("chat_message", (message) => this.#chat.receive(message));
     on("recording", ({ active }) => this.#showRecording(active));
+    on("transcript", (entry) => this.#captions.receive(entry));
     // The server removed us from the room along with the old connection: rejoin on the new one.
     on("connect", () => this.#rejoin());
     on("disconnect", () => {
