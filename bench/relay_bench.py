@@ -20,6 +20,7 @@ receives everyone else (240 streams). Results are printed, saved as JSON under
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -101,6 +102,12 @@ class Sample:
         return int(self.result.get("streams", 0))
 
 
+def split(total: int, parts: int) -> list[tuple[int, int]]:
+    """``total`` items as ``parts`` contiguous (first, end) ranges, sizes differing by one."""
+    bounds = [round(total * i / parts) for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
+
+
 def measure(
     server: Server,
     room: str,
@@ -110,37 +117,72 @@ def measure(
     *,
     warmup: float = 3.0,
     late_joiners: int = 2,
+    processes: int = 1,
 ) -> Sample:
-    """Run a load client against ``server``; sample both processes during its window."""
-    client = subprocess.Popen(
-        [sys.executable, "-m", "bench.load_client", "--url", server.url, "--room", room,
-         "--publishers", str(publishers), "--subscribers", str(subscribers),
-         "--duration", str(duration), "--warmup", str(warmup),
-         "--late-joiners", str(late_joiners), "--probes", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert client.stdout is not None
-    for line in client.stdout:
-        if line.startswith("READY"):
-            break
-    else:
-        raise RuntimeError(f"load client ended before READY (exit {client.wait()})")
+    """Run load processes against ``server``; sample everyone's CPU during the same window.
+
+    Publishers and subscribers are split over ``processes`` load processes, so that
+    the load generator is not the bottleneck on a multi-core machine.
+    """
+    clients = []
+    publisher_ranges, subscriber_ranges = (
+        split(publishers, processes),
+        split(subscribers, processes),
+    )
+    for index, ((first, end), (sub_first, sub_end)) in enumerate(
+        zip(publisher_ranges, subscriber_ranges, strict=True)
+    ):
+        options = {
+            "--url": server.url,
+            "--room": room,
+            "--publishers": publishers,
+            "--publishers-here": f"{first}:{end}",
+            "--subscribers": sub_end - sub_first,
+            "--name": f"p{index}-sub",
+            "--duration": duration,
+            "--warmup": warmup,
+            "--late-joiners": late_joiners if index == 0 else 0,
+            "--probes": 1 if index == 0 else 0,
+        }
+        command = [sys.executable, "-m", "bench.load_client"]
+        for option, value in options.items():
+            command += [option, str(value)]
+        clients.append(
+            subprocess.Popen(
+                command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )
+    for client in clients:
+        assert client.stdout is not None
+        if not any(line.startswith("READY") for line in client.stdout):
+            raise RuntimeError(f"a load process ended before READY (exit {client.wait()})")
+    for client in clients:
+        assert client.stdin is not None
+        client.stdin.write("GO\n")
+        client.stdin.flush()
+    pids = [server.process.pid] + [client.pid for client in clients]
     server_cpu, client_cpu, rss = [], [], []
     started = stamp = time.monotonic()
-    server_before, client_before = cpu_seconds(server.process.pid), cpu_seconds(client.pid)
+    before = [cpu_seconds(pid) for pid in pids]
     while time.monotonic() - started < duration - 0.5:
         time.sleep(1.0)
         now = time.monotonic()
-        server_now, client_now = cpu_seconds(server.process.pid), cpu_seconds(client.pid)
-        server_cpu.append(100 * (server_now - server_before) / (now - stamp))
-        client_cpu.append(100 * (client_now - client_before) / (now - stamp))
+        current = [cpu_seconds(pid) for pid in pids]
+        server_cpu.append(100 * (current[0] - before[0]) / (now - stamp))
+        client_cpu.append(
+            100 * sum(c - b for c, b in zip(current[1:], before[1:], strict=True)) / (now - stamp)
+        )
         rss.append(rss_mb(server.process.pid))
-        stamp, server_before, client_before = now, server_now, client_now
-    result: dict[str, Any] = {}
-    for line in client.stdout:
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT ") :])
-    client.wait(120)
+        stamp, before = now, current
+    results = []
+    for client in clients:
+        assert client.stdout is not None
+        results += [
+            json.loads(line[len("RESULT ") :])
+            for line in client.stdout
+            if line.startswith("RESULT ")
+        ]
+        client.wait(120)
     return Sample(
         mode=server.forwarding,
         publishers=publishers,
@@ -148,8 +190,35 @@ def measure(
         server_cpu_percent=statistics.median(server_cpu),
         client_cpu_percent=statistics.median(client_cpu),
         rss_mb=rss,
-        result=result,
+        result=merge(results),
     )
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the raw results of several load processes into one summary."""
+    fps = [value for r in results for value in r["fps"]]
+    arrival = [value for r in results for value in r["arrival_latency_ms"]]
+    decoded = [value for r in results for value in r["decoded_latency_ms"]]
+    return {
+        "streams": len(fps),
+        "fps_median": statistics.median(fps),
+        "fps_min": min(fps),
+        "fps_p10": percentile(fps, 0.10),
+        "identity_mismatched": sum(r["identity_mismatched"] for r in results),
+        "unidentified_frames": sum(r["unidentified_frames"] for r in results),
+        "probe_decoded_ok": sum(r["probe_decoded_ok"] for r in results),
+        "probe_decoded_wrong": sum(r["probe_decoded_wrong"] for r in results),
+        "arrival_latency_ms_median": statistics.median(arrival) if arrival else None,
+        "arrival_latency_ms_p95": percentile(arrival, 0.95) if arrival else None,
+        "decoded_latency_ms_median": statistics.median(decoded) if decoded else None,
+        "late_join_s": [value for r in results for value in r["late_join_s"]],
+        "late_join_keyframe_first": all(r["late_join_keyframe_first"] for r in results),
+    }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -247,7 +316,11 @@ def write_report(summary: dict[str, Any]) -> None:
             f"- frame rate per stream: median {mesh['fps_median']:.2f}, "
             f"slowest stream {mesh['fps_min']:.2f} fps, 10th percentile {mesh['fps_p10']:.2f}",
         ]
-    lines += ["", "Raw figures: `bench/results/latest.json`.", ""]
+    lines += [
+        "",
+        "Raw figures of the latest run stay on the machine in `bench/results/latest.json`.",
+        "",
+    ]
     REPORT.write_text("\n".join(lines))
 
 
@@ -301,7 +374,7 @@ def main() -> None:
         server = Server("forward")
         try:
             print("96 subscribers x 2 publishers, 60 s:", flush=True)
-            fan = measure(server, "fanout", 2, 96, 60, warmup=5)
+            fan = measure(server, "fanout", 2, 96, 60, warmup=5, processes=2)
             report_line(fan)
             summary["fanout"] = {
                 "streams": fan.streams,
@@ -318,7 +391,7 @@ def main() -> None:
                 "rss_trend": memory_trend(fan.rss_mb),
             }
             print("16-person room (240 streams):", flush=True)
-            mesh = measure(server, "mesh", 16, 0, 20, warmup=5, late_joiners=1)
+            mesh = measure(server, "mesh", 16, 0, 20, warmup=5, late_joiners=1, processes=2)
             report_line(mesh)
             summary["mesh"] = {
                 "streams": mesh.streams,

@@ -14,36 +14,17 @@ from tests.support.browser import (
     write_tone,
     write_y4m,
 )
-from tests.support.server import PROJECT_ROOT, ServerProcess
+from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
 pytestmark = pytest.mark.browser
-ZOOMCLONE = PROJECT_ROOT / "tests" / "zoomclone"
 RED, BLUE = (220, 40, 40), (40, 70, 220)
 
 
 @pytest.fixture(scope="module")
 def zoomclone_p2p_server():
-    server = ServerProcess(
-        args=(
-            "--media",
-            "p2p",
-            "--public-dir",
-            str(ZOOMCLONE / "public"),
-            "--index",
-            str(ZOOMCLONE / "home.html"),
-        )
-    ).start()
+    server = zoomclone_server("p2p")
     yield server
     server.stop()
-
-
-async def open_zoomclone(browser, url, room_name):
-    page = await (await browser.new_context()).new_page()
-    await page.goto(url)
-    await page.fill("#welcome input", room_name)
-    await page.click("#welcome button")
-    await page.wait_for_selector("#call:not([hidden])")
-    return page
 
 
 async def test_two_pages_call_each_other_and_see_each_others_camera(

@@ -14,35 +14,17 @@ from tests.support.browser import (
     write_tone,
     write_y4m,
 )
-from tests.support.server import PROJECT_ROOT, ServerProcess
+from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
 pytestmark = pytest.mark.browser
-ZOOMCLONE = PROJECT_ROOT / "tests" / "zoomclone"
 RED, GREEN, BLUE = (220, 40, 40), (40, 190, 60), (40, 70, 220)
 
 
 @pytest.fixture(scope="module")
 def zoomclone_relay_server():
-    server = ServerProcess(
-        args=(
-            "--media",
-            "relay",
-            "--public-dir",
-            str(ZOOMCLONE / "public"),
-            "--index",
-            str(ZOOMCLONE / "home.html"),
-        )
-    ).start()
+    server = zoomclone_server("relay")
     yield server
     server.stop()
-
-
-async def join(browser, url, room_name):
-    page = await (await browser.new_context()).new_page()
-    await page.goto(url)
-    await page.fill("#welcome input", room_name)
-    await page.click("#welcome button")
-    return page
 
 
 async def decoding(page):
@@ -81,8 +63,8 @@ async def test_room_of_two_each_page_sees_the_other(zoomclone_relay_server, room
             audio=write_tone(tmp_path / "b.wav", 660),
         )
         try:
-            red_page = await join(red, zoomclone_relay_server.url, name)
-            blue_page = await join(blue, zoomclone_relay_server.url, name)
+            red_page = await open_zoomclone(red, zoomclone_relay_server.url, name)
+            blue_page = await open_zoomclone(blue, zoomclone_relay_server.url, name)
             for page in (red_page, blue_page):
                 await decoding(page)
             await shows(red_page, BLUE)
@@ -109,7 +91,7 @@ async def test_room_of_three_follows_the_active_speaker(zoomclone_relay_server, 
         try:
             pages = {}
             for colour, browser in browsers.items():
-                pages[colour] = await join(browser, zoomclone_relay_server.url, name)
+                pages[colour] = await open_zoomclone(browser, zoomclone_relay_server.url, name)
                 await pages[colour].wait_for_timeout(300)
             for page in pages.values():
                 await decoding(page)
