@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +42,6 @@ class Participant:
     dialect: Dialect | None = None
     audio_enabled: bool = True
     video_enabled: bool = True
-    connected_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -62,25 +60,17 @@ class Roster:
         self._sio = sio
         self._max_per_room = max_per_room
         self._by_sid: dict[str, Participant] = {}
-        self._by_peer: dict[str, Participant] = {}
 
     # -- connections -------------------------------------------------------
 
     def add(self, participant: Participant) -> None:
         self._by_sid[participant.sid] = participant
-        self._by_peer[participant.peer_id] = participant
 
     def discard(self, sid: str) -> Participant | None:
-        participant = self._by_sid.pop(sid, None)
-        if participant is not None:
-            self._by_peer.pop(participant.peer_id, None)
-        return participant
+        return self._by_sid.pop(sid, None)
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)
-
-    def by_peer_id(self, peer_id: str) -> Participant | None:
-        return self._by_peer.get(peer_id)
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -114,9 +104,6 @@ class Roster:
 
     def count(self, room: str) -> int:
         return len(self._room_map().get(room, {}))
-
-    def is_member(self, sid: str, room: str) -> bool:
-        return sid in self._room_map().get(room, {})
 
     def check_can_enter(self, room: str) -> None:
         """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 class Stats:
     """Monotonic counters; current gauges (connections, rooms) are read live elsewhere."""
 
-    started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     connections_total: int = 0
     events_total: int = 0

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,11 @@ class AudioHub:
                 delivered[name] = delivered.get(name, 0) + lane.delivered
         return {
             "consumers": [consumer.name for consumer in self.consumers],
+            "captions": [
+                {**asdict(c.stats), "cpu_per_speech_second": c.stats.cpu_per_speech_second}
+                for c in self.consumers
+                if isinstance(c, SpeechRecognizer)
+            ],
             "taps": len(self._taps),
             "delivered_chunks": delivered,
             "dropped_chunks": dropped,

@@ -210,14 +210,6 @@ class WavRecorder(BaseConsumer):
         """Whether anyone in ``room`` is being recorded right now."""
         return any(key[0] == room for key in self._sessions)
 
-    def active_paths(self) -> dict[tuple[str, str], Path]:
-        """The file each (room, peer_id) is being recorded to right now."""
-        return {
-            key: session.file.path
-            for key, session in self._sessions.items()
-            if session.file is not None
-        }
-
     async def on_audio(self, chunk: AudioChunk) -> None:
         key = (chunk.room, chunk.peer_id)
         session = self._sessions.get(key)
