@@ -123,7 +123,9 @@ def create_app(settings: Settings) -> web.Application:
         roster,
         membership,
         media,
-        join_with_object=native_join(router, roster, membership, media, audio),
+        join_with_object=native_join(
+            router, roster, membership, media, audio, settings.ice_servers
+        ),
     )
     register_native_events(router, roster, membership)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio.constants
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -11,7 +13,7 @@ from aiohttp import web
 from . import __version__
 from .app import create_app
 from .client_bundle import ClientBundleMissing
-from .settings import load_settings
+from .settings import Settings, load_settings
 
 logger = logging.getLogger("roomrelay")
 
@@ -31,17 +33,34 @@ def configure_logging(level: str) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """An HTTPS context from --tls-cert/--tls-key, or None for plain HTTP."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    # A client that closed its TLS connection without a close_notify (urllib does) would
+    # hold the server's shutdown for asyncio's default 30 s; aiohttp cannot pass a
+    # per-server ssl_shutdown_timeout, so shorten the process-wide default.
+    asyncio.constants.SSL_SHUTDOWN_TIMEOUT = SHUTDOWN_TIMEOUT
+    return context
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
     configure_logging(settings.log_level)
     try:
         app = create_app(settings)
-    except (ClientBundleMissing, FileNotFoundError, ValueError, ImportError) as exc:
+        ssl_context = tls_context(settings)
+    except (ClientBundleMissing, OSError, ValueError, ImportError, ssl.SSLError) as exc:
         logger.error("cannot start: %s", exc)
         raise SystemExit(2) from None
     logger.info(
-        "roomrelay %s on http://%s:%d (media: %s)",
+        "roomrelay %s on %s://%s:%d (media: %s)",
         __version__,
+        "https" if ssl_context else "http",
         settings.host,
         settings.port,
         settings.media,
@@ -53,4 +72,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        ssl_context=ssl_context,
     )

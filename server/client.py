@@ -30,6 +30,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -89,6 +90,7 @@ class RoomClient:
         self._published: list[MediaStreamTrack] = []
         self._sending: set[MediaStreamTrack] = set()  # published tracks on the current connection
         self._pc: RTCPeerConnection | None = None
+        self._ice_servers: list[RTCIceServer] = []  # from the join ack
         self._mid_owner: dict[str, str | None] = {}
         self._wanted: Counter[str] = Counter()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
@@ -131,6 +133,7 @@ class RoomClient:
         """Join ``room``, publish the given tracks and start receiving everyone else's."""
         reply = await self._call("join_room", {"room": room, "nickname": self.nickname})
         self.peer_id, self.room = reply["peer_id"], reply["room"]
+        self._ice_servers = [RTCIceServer(**server) for server in reply["ice_servers"]]
         for info in reply["participants"]:
             self.peers[info["peer_id"]] = RemotePeer(
                 info["peer_id"], info["nickname"], info["audio"], info["video"]
@@ -271,7 +274,9 @@ class RoomClient:
             self._answer.set_result(answer)
 
     async def _on_error(self, error: dict[str, Any]) -> None:
-        if error.get("event") == "offer" and self._answer and not self._answer.done():
+        waiting = self._answer is not None and not self._answer.done()
+        negotiating = self._negotiation is not None and not self._negotiation.done()
+        if error.get("event") == "offer" and waiting and negotiating:
             self._answer.set_exception(RoomError(error))
 
     async def _on_tracks(self, payload: dict[str, Any]) -> None:
@@ -344,7 +349,9 @@ class RoomClient:
     def _ensure_connection(self) -> RTCPeerConnection:
         if self._pc is None:
             self._pc = RTCPeerConnection(
-                RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+                RTCConfiguration(
+                    iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+                )
             )
             self._pc.on("track", self._drain)
             self._pc.on("connectionstatechange", self._changed.set)
@@ -402,6 +409,8 @@ class RoomClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._negotiation
         self._negotiation = None
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
         pc, self._pc = self._pc, None
         drains, self._drains = self._drains, []
         for drain in drains:

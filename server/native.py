@@ -24,6 +24,7 @@ def native_join(
     membership: Membership,
     media: MediaBackend,
     audio: AudioHub,
+    ice_servers: tuple[dict[str, Any], ...],
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
 
@@ -40,6 +41,7 @@ def native_join(
             "nickname": participant.nickname,
             "participants": [p.describe() for p in roster.members(room) if p is not participant],
             "published": media.published(room),
+            "ice_servers": list(ice_servers),
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": any(consumer.name == "captions" for consumer in audio.consumers),

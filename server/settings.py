@@ -7,6 +7,7 @@ The CLI parser and the README's configuration table are both derived from
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -70,6 +71,28 @@ def _import_paths(text: str) -> tuple[str, ...]:
         if ":" not in path:
             raise ValueError(f"expected module:Class, got {path!r}")
     return paths
+
+
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def _ice_servers(text: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of RTCIceServer objects, or comma-separated stun:/turn: URLs."""
+    text = text.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        servers = json.loads(text)
+    else:
+        servers = [{"urls": url.strip()} for url in text.split(",") if url.strip()]
+    for server in servers:
+        urls = server.get("urls") if isinstance(server, dict) else None
+        urls = [urls] if isinstance(urls, str) else urls
+        if not urls or not all(isinstance(u, str) and u.startswith(ICE_SCHEMES) for u in urls):
+            raise ValueError(f"not an ICE server (stun:/turn: urls): {server!r}")
+        if set(server) - {"urls", "username", "credential"}:
+            raise ValueError(f"unknown ICE server fields in {server!r}")
+    return tuple(servers)
 
 
 def parse_origins(text: str) -> list[str] | str | None:
@@ -136,6 +159,25 @@ class Settings:
         "Seconds a participant's media connection may take to connect (or stay "
         "disconnected) before the server closes it.",
         parse=_positive_float,
+    )
+    ice_servers: tuple[dict[str, Any], ...] = _setting(
+        (),
+        "ICE_SERVERS",
+        "STUN/TURN servers, as comma-separated stun:/turn: URLs or a JSON list of "
+        "RTCIceServer objects (with username/credential for TURN). The server gathers its "
+        "candidates with them and hands them to clients in the join ack. Empty: host "
+        "candidates only, fine when clients can reach the server's address directly.",
+        parse=_ice_servers,
+    )
+    tls_cert: Path | None = _setting(
+        None,
+        "TLS_CERT",
+        "PEM certificate (chain) to serve HTTPS; browsers only allow camera and "
+        "microphone on https:// pages (or localhost). Needs --tls-key.",
+        parse=_optional_path,
+    )
+    tls_key: Path | None = _setting(
+        None, "TLS_KEY", "PEM private key for --tls-cert.", parse=_optional_path
     )
     public_dir: Path | None = _setting(
         None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 
 from server.settings import load_settings
-from tests.support.server import PROJECT_ROOT, ServerProcess
+from tests.support.server import PROJECT_ROOT, ServerProcess, free_port
 
 ORIGIN = "http://friend.example"
 
@@ -193,3 +194,124 @@ def test_help_describes_every_setting_and_its_environment_variable():
         "INDEX_FILE",
     ):
         assert f"env {variable}" in text
+
+
+def self_signed(folder):
+    """A throwaway certificate and key for 127.0.0.1 (PEM files)."""
+    import datetime  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "roomrelay test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_serves_the_api_and_socketio(tmp_path):
+    import ssl  # noqa: PLC0415
+
+    import socketio  # noqa: PLC0415
+
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(url + "/health", context=context, timeout=2) as r:
+                    assert json.loads(r.read())["status"] == "ok"
+                break
+            except OSError:
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("no HTTPS health check")
+        client = socketio.AsyncClient(ssl_verify=False)
+        await client.connect(url)
+        reply = await client.call("join_room", {"room": "secure", "nickname": "tls"})
+        assert reply["ok"] and reply["ice_servers"] == []
+        await client.disconnect()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_tls_needs_both_certificate_and_key(tmp_path):
+    cert, _ = self_signed(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", "--tls-cert", str(cert)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
+
+
+async def test_ice_servers_reach_clients_in_the_join_ack(server_pool, connect, room):
+    servers = '[{"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]'
+    server = server_pool.get("--media", "p2p", "--ice-servers", servers)
+    client = await connect(server)
+    reply = (await client.call("join_room", {"room": room()}))[0]
+    assert reply["ice_servers"] == [
+        {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}
+    ]
+
+
+def test_ice_server_settings_are_checked():
+    assert load_settings(
+        [], {"ICE_SERVERS": "stun:a.example:3478, stun:b.example"}
+    ).ice_servers == (
+        {"urls": "stun:a.example:3478"},
+        {"urls": "stun:b.example"},
+    )
+    for bad in ("http://a.example", '[{"url": "stun:x"}]', '[{"urls": "stun:x", "extra": 1}]'):
+        with pytest.raises(SystemExit):
+            load_settings([], {"ICE_SERVERS": bad})

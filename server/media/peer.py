@@ -19,6 +19,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceCandidate,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpTransceiver,
 )
@@ -66,11 +67,13 @@ class MediaPeer:
         *,
         forwarding: bool,
         connect_timeout: float,
+        ice_servers: list[RTCIceServer],
     ) -> None:
         self.participant = participant
         self.room = room
         self._forwarding = forwarding
         self._connect_timeout = connect_timeout
+        self._ice_servers = ice_servers
         self.pc: RTCPeerConnection | None = None
         self.publications: dict[str, Publication] = {}
         self.slots: list[Slot] = []
@@ -186,9 +189,9 @@ class MediaPeer:
             await self.pc.addIceCandidate(candidate)
 
     def _open_connection(self) -> None:
-        # No ICE servers: aiortc would otherwise default to a public STUN server.
+        # Always an explicit list: aiortc would otherwise default to a public STUN server.
         self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self._connected.clear()
         pc = self.pc

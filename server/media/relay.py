@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import socketio
+from aiortc import RTCIceServer
 from aiortc.contrib.media import MediaRelay
 
 from ..audio.hub import AudioHub
@@ -132,6 +133,7 @@ class RelayMedia:
         use_fast_clock()
         self._settings = settings
         self._audio = audio
+        self._ice_servers = [RTCIceServer(**server) for server in settings.ice_servers]
         self._signal = Signal(sio, roster)
         self._relay = MediaRelay()
         self._rooms: dict[str, RelayRoom] = {}
@@ -152,6 +154,7 @@ class RelayMedia:
                 relay_room,
                 forwarding=self._settings.forwarding == "forward",
                 connect_timeout=self._settings.media_timeout,
+                ice_servers=self._ice_servers,
             )
             self._peers[participant.sid] = peer
             relay_room.peers[participant.sid] = peer

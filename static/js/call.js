@@ -113,7 +113,7 @@ export class Call {
     this.#showRecording(Boolean(reply.recording));
     this.#captions.setAvailable(Boolean(reply.captions), this.#room);
     const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
-    this.#link.start(tracks, reply.published);
+    this.#link.start(tracks, reply.published, reply.ice_servers);
   }
 
   async #rejoin() {

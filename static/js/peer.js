@@ -5,7 +5,6 @@
 // Dispatches "tracks" (detail: Map peer_id → {audio, video} of MediaStreamTracks)
 // and "state" (detail: "idle" | "connecting" | "connected" | "reconnecting").
 
-const CONFIG = { iceServers: configuredIceServers(), bundlePolicy: "max-bundle" };
 const KINDS = ["audio", "video"];
 // The server may hold a re-offer until the connection is up (its MEDIA_TIMEOUT, 30 s by default).
 const ANSWER_TIMEOUT_MS = 60_000;
@@ -19,6 +18,7 @@ export class MediaLink extends EventTarget {
   #senders = new Map(); // kind → RTCRtpSender of the current connection
   #abandon = new WeakMap(); // connection → rejects its "closed" promise (see #whileOpen)
   #tracks = { audio: null, video: null }; // what we publish
+  #iceServers = [];
   #wanted = { audio: 0, video: 0 }; // receive slots per kind
   #owners = new Map(); // mid → peer_id, from the server's "tracks"
   #answer = null; // the pending offer's answer: {resolve, reject, acked}
@@ -53,10 +53,14 @@ export class MediaLink extends EventTarget {
     return this.#pc;
   }
 
-  /** Begin media for a fresh room membership; ``published`` counts the room's tracks by kind. */
-  start(tracks, published) {
+  /**
+   * Begin media for a fresh room membership; ``published`` counts the room's tracks by kind,
+   * ``iceServers`` come from the server (the page's meta tag is the fallback).
+   */
+  start(tracks, published, iceServers = []) {
     this.stop();
     this.#active = true;
+    this.#iceServers = iceServers.length ? iceServers : configuredIceServers();
     this.#tracks = { audio: tracks.audio ?? null, video: tracks.video ?? null };
     this.#wanted = { audio: published.audio, video: published.video };
     this.#negotiate();
@@ -173,7 +177,7 @@ export class MediaLink extends EventTarget {
 
   #ensureConnection() {
     if (this.#pc) return this.#pc;
-    const pc = new RTCPeerConnection(CONFIG);
+    const pc = new RTCPeerConnection({ iceServers: this.#iceServers, bundlePolicy: "max-bundle" });
     this.#pc = pc;
     this.#senders = new Map();
     for (const kind of KINDS) {
