@@ -1,0 +1,37 @@
+"""The benchmark's load generator still works (correctness only: nothing here is timed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bench.relay_bench import fit, merge, split
+from tests.support.server import PROJECT_ROOT
+
+
+async def test_load_client_delivers_identified_frames(relay_server, room):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.load_client", "--url", relay_server.url,
+        "--room", room("bench"), "--publishers", "2", "--subscribers", "2",
+        "--duration", "2", "--warmup", "0.5", "--late-joiners", "1", "--probes", "1",
+        cwd=PROJECT_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout and process.stdin
+    assert (await asyncio.wait_for(process.stdout.readline(), 120)).startswith(b"READY")
+    process.stdin.write(b"GO\n")
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    result = json.loads(output.decode().split("RESULT ", 1)[1])
+    summary = merge([result])
+    assert summary["streams"] == 6  # 2 subscribers x 2 publishers + the publishers' 2
+    assert summary["fps_min"] > 5
+    assert summary["identity_mismatched"] == 0 and summary["unidentified_frames"] == 0
+    assert summary["probe_decoded_ok"] > 0 and summary["probe_decoded_wrong"] == 0
+    assert summary["late_join_keyframe_first"]
+
+
+def test_bench_arithmetic():
+    assert split(4, 2) == [(0, 2), (2, 4)]
+    assert [end - first for first, end in split(5, 2)] in ([2, 3], [3, 2])
+    slope, intercept = fit([(10, 5.0), (20, 7.0), (30, 9.0)])
+    assert round(slope, 6) == 0.2 and round(intercept, 6) == 3.0
