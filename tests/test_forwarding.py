@@ -8,6 +8,8 @@ import time
 import aiortc.clock
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
 from server.client import RoomClient
 from server.media import aiortc_hooks
@@ -254,3 +256,41 @@ def test_the_fast_clock_reads_the_same_clock_as_aiortcs():
     )
     assert abs(reference_ntp - before_ntp) / 2**32 < 0.05
     assert abs(reference_ms - before_ms) < 50
+
+
+@pytest.mark.parametrize("audio_level", [None, 38])
+def test_the_lean_sender_packs_exactly_what_aiortc_serializes(audio_level):
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+                RTCRtpHeaderExtensionParameters(
+                    id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+                ),
+                RTCRtpHeaderExtensionParameters(
+                    id=4, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+                ),
+            ]
+        )
+    )
+    values = HeaderExtensions(
+        mid="2",
+        abs_send_time=0x123456,
+        audio_level=None if audio_level is None else (False, -audio_level),
+    )
+    block = aiortc_hooks.extension_block(extensions_map, values)
+    for marker, payload in ((0, b"\x90\x80" + bytes(range(200))), (1, b"\x10")):
+        packet = RtpPacket(
+            payload_type=96,
+            marker=marker,
+            sequence_number=65535,
+            timestamp=0xFFFFFFF0,
+            ssrc=0xDEADBEEF,
+            payload=payload,
+        )
+        packet.extensions = values
+        assert aiortc_hooks.rtp_packet_bytes(packet, block, bool(block)) == packet.serialize(
+            extensions_map
+        )
+    assert aiortc_hooks.extension_block(HeaderExtensionsMap(), values) == b""

@@ -9,8 +9,12 @@ suite exercises each one.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
+import logging
 import queue
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,8 +23,13 @@ import aiortc
 import aiortc.clock
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpsender import random_sequence_number
+from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from aiortc.utils import random32, uint16_add, uint32_add
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_AIORTC = "1.16"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
@@ -122,6 +131,103 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_order: Sequence[str]) -> 
     transceiver._codecs = ordered
 
 
+_SENDER = "_RTCRtpSender__"  # prefix of RTCRtpSender's name-mangled attributes
+_RTP_HEADER = struct.Struct("!BBHLL")
+
+
+def _sender_private(sender: RTCRtpSender, name: str) -> Any:
+    return getattr(sender, _SENDER + name)
+
+
+def rtp_packet_bytes(packet: RtpPacket, extension_block: bytes, has_extensions: bool) -> bytes:
+    """``packet.serialize()`` for a packet without CSRCs or padding, with the extension
+    block (profile, length, values) computed once for the whole frame."""
+    header = _RTP_HEADER.pack(
+        0x90 if has_extensions else 0x80,
+        (packet.marker << 7) | packet.payload_type,
+        packet.sequence_number,
+        packet.timestamp,
+        packet.ssrc,
+    )
+    return header + extension_block + packet.payload
+
+
+def extension_block(extensions_map: HeaderExtensionsMap, values: HeaderExtensions) -> bytes:
+    profile, value = extensions_map.set(values)
+    return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+
+async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
+    """aiortc's ``RTCRtpSender._run_rtp``, doing once per frame what it does per packet.
+
+    Header extensions (MID, abs-send-time, audio level) and the sender-report
+    clock are the same for every packet of a frame, so they are computed and
+    serialized once; each packet's 12-byte header is packed directly. Frames
+    still come from ``_next_encoded_frame`` (forwarded packets are packed, decoded
+    frames encoded), and sent packets still go to the NACK history.
+    """
+    _sender_private(sender, "rtp_started").set()
+    history = _sender_private(sender, "rtp_history")
+    sequence_number = random_sequence_number()
+    timestamp_origin = random32()
+    try:
+        while True:
+            if not _sender_private(sender, "track"):
+                await asyncio.sleep(0.02)
+                continue
+            frame = await sender._next_encoded_frame(codec)
+            if frame is None:
+                continue
+            timestamp = uint32_add(timestamp_origin, frame.timestamp)
+            values = HeaderExtensions(
+                mid=_sender_private(sender, "mid"),
+                abs_send_time=(aiortc.clock.current_ntp_time() >> 14) & 0x00FFFFFF,
+                audio_level=None if frame.audio_level is None else (False, -frame.audio_level),
+            )
+            block = extension_block(_sender_private(sender, "rtp_header_extensions_map"), values)
+            last = len(frame.payloads) - 1
+            for index, payload in enumerate(frame.payloads):
+                packet = RtpPacket(
+                    payload_type=codec.payloadType,
+                    marker=int(index == last),
+                    sequence_number=sequence_number,
+                    timestamp=timestamp,
+                    ssrc=sender._ssrc,
+                    payload=payload,
+                )
+                packet.extensions = values
+                history[sequence_number % RTP_HISTORY_SIZE] = packet
+                await sender.transport._send_rtp(rtp_packet_bytes(packet, block, bool(block)))
+                sequence_number = uint16_add(sequence_number, 1)
+            setattr(sender, _SENDER + "ntp_timestamp", aiortc.clock.current_ntp_time())
+            setattr(sender, _SENDER + "rtp_timestamp", timestamp)
+            setattr(
+                sender,
+                _SENDER + "octet_count",
+                _sender_private(sender, "octet_count") + sum(map(len, frame.payloads)),
+            )
+            setattr(
+                sender,
+                _SENDER + "packet_count",
+                _sender_private(sender, "packet_count") + len(frame.payloads),
+            )
+    except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+        pass
+    except Exception:
+        logger.exception("a forwarding sender failed")
+    track = _sender_private(sender, "track")
+    if track:
+        track.stop()
+        setattr(sender, _SENDER + "track", None)
+    setattr(sender, _SENDER + "encoder", None)
+    _sender_private(sender, "rtp_exited").set()
+
+
+def use_lean_rtp_loop(sender: RTCRtpSender) -> None:
+    """Run ``sender`` with :func:`_lean_run_rtp`; call before the sender starts."""
+    sender._run_rtp = functools.partial(_lean_run_rtp, sender)  # type: ignore[method-assign]
+
+
 NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 
@@ -159,10 +265,9 @@ def _parameters(function: Any) -> list[str]:
 
 
 def _assigns(cls: type, attribute: str) -> bool:
-    """Whether ``cls.__init__`` sets ``self.<attribute>`` (no instance needed)."""
-    return f"self.{attribute} =" in inspect.getsource(cls.__init__) or (
-        f"self.{attribute}:" in inspect.getsource(cls.__init__)
-    )
+    """Whether ``cls`` sets ``self.<attribute>`` somewhere (no instance needed)."""
+    source = inspect.getsource(cls)
+    return f"self.{attribute} =" in source or f"self.{attribute}:" in source
 
 
 def check_aiortc_internals() -> None:
@@ -192,4 +297,15 @@ def check_aiortc_internals() -> None:
     _require(
         all(hasattr(aiortc.clock, name) for name in ("current_ntp_time", "current_ms")),
         "aiortc.clock.current_ntp_time / current_ms",
+    )
+    for name in (
+        "rtp_started", "rtp_exited", "rtp_history", "track", "mid", "encoder",
+        "rtp_header_extensions_map", "ntp_timestamp", "rtp_timestamp", "octet_count",
+        "packet_count",
+    ):  # fmt: skip
+        _require(_assigns(RTCRtpSender, "__" + name), f"RTCRtpSender.__{name}")
+    _require(
+        _parameters(RTCRtpSender._next_encoded_frame) == ["self", "codec"]
+        and _parameters(RTCRtpSender._run_rtp) == ["self", "codec"],
+        "RTCRtpSender._next_encoded_frame(codec) and _run_rtp(codec)",
     )

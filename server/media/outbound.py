@@ -29,7 +29,12 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
-from .aiortc_hooks import force_encoder_keyframe, negotiated_codecs, route_keyframe_requests
+from .aiortc_hooks import (
+    force_encoder_keyframe,
+    negotiated_codecs,
+    route_keyframe_requests,
+    use_lean_rtp_loop,
+)
 from .encoded import EncodedFrame
 
 if TYPE_CHECKING:
@@ -119,6 +124,7 @@ class SlotTrack(OutboundTrack):
         self.forwarded_frames = 0
         if forwarding:
             route_keyframe_requests(transceiver.sender, self.keyframe_requested)
+            use_lean_rtp_loop(transceiver.sender)
 
     @property
     def codec_mime(self) -> str:
