@@ -56,7 +56,12 @@ def create_audio(settings: Settings, sio: socketio.AsyncServer) -> AudioHub:
     """Audio consumers from the settings; they only get audio in relay mode."""
     transcripts = TranscriptStore()
     consumers = build_consumers(
-        settings.record_dir, settings.stt, settings.audio_consumers, transcripts
+        settings.record_dir,
+        settings.stt,
+        settings.audio_consumers,
+        transcripts,
+        record_rooms=settings.record_rooms,
+        stt_rooms=settings.stt_rooms,
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")

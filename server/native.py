@@ -44,7 +44,7 @@ def native_join(
             "ice_servers": list(ice_servers),
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
-            "captions": any(consumer.name == "captions" for consumer in audio.consumers),
+            "captions": audio.has_captions(room),
         }
 
     return join

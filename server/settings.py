@@ -73,6 +73,13 @@ def _import_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+def _room_patterns(text: str) -> tuple[str, ...]:
+    patterns = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not patterns:
+        raise ValueError("expected room names or patterns, e.g. 'standup,team-*'")
+    return patterns
+
+
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
@@ -213,12 +220,26 @@ class Settings:
         "arrives).",
         parse=_optional_path,
     )
+    record_rooms: tuple[str, ...] = _setting(
+        ("*",),
+        "RECORD_ROOMS",
+        "Which rooms --record-dir records: comma-separated room names or shell-style "
+        "patterns ('standup', 'team-*'), case-sensitive.",
+        parse=_room_patterns,
+    )
     stt: bool = _setting(
         False,
         "STT",
         "Relay mode: live captions from an offline speech recognizer (PocketSphinx, "
         "English); rooms get 'transcript' events and GET /rooms/<room>/transcript.",
         parse=_boolean,
+    )
+    stt_rooms: tuple[str, ...] = _setting(
+        ("*",),
+        "STT_ROOMS",
+        "Which rooms --stt captions: comma-separated room names or shell-style patterns, "
+        "case-sensitive.",
+        parse=_room_patterns,
     )
     audio_consumers: tuple[str, ...] = _setting(
         (),
@@ -237,6 +258,13 @@ class Settings:
 
 
 SETTINGS_SPEC = tuple(fields(Settings))
+
+
+def _shown(default: Any) -> str:
+    """A default as one would type it: lists comma-separated."""
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) or "none"
+    return str(default)
 
 
 def _flag(name: str) -> str:
@@ -259,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {
             "dest": spec_field.name,
             "default": argparse.SUPPRESS,
-            "help": f"{meta['help']} [env {meta['env']}; default: {spec_field.default}]",
+            "help": f"{meta['help']} [env {meta['env']}; default: {_shown(spec_field.default)}]",
         }
         if meta["parse"] is _boolean:
             kwargs["action"] = argparse.BooleanOptionalAction

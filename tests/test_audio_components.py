@@ -23,6 +23,7 @@ from server.audio import (
     AudioChunk,
     AudioConsumer,
     BaseConsumer,
+    RoomPatterns,
     SpeechRecognizer,
     TranscriptStore,
     VoiceSegmenter,
@@ -418,3 +419,12 @@ async def test_custom_consumer_in_a_few_lines(caplog):
     with caplog.at_level(logging.ERROR):
         await consumer.on_audio(AudioChunk("r", "p", "n", loud, 0.04))
     assert "socket gone" in caplog.text
+
+
+def test_room_patterns_choose_rooms_by_name_or_pattern_case_sensitively():
+    rooms = RoomPatterns(["standup", "team-*"])
+    assert "standup" in rooms and "team-a" in rooms
+    assert "Standup" not in rooms and "teams" not in rooms and "standup-2" not in rooms
+    assert "any room at all" in RoomPatterns()
+    with pytest.raises(ValueError):
+        RoomPatterns([])

@@ -161,3 +161,39 @@ async def test_killing_the_server_mid_recording_leaves_a_readable_wav(tmp_path, 
     assert len(files) == 1
     seconds, level, _, _ = wav_facts(files[0])
     assert seconds >= 1.5 and level > 300
+
+
+async def test_only_the_chosen_rooms_are_recorded_or_even_decoded(tmp_path, room, speak):
+    recorded, plain = room("rec"), room("plain")
+    server = ServerProcess(
+        args=("--media", "relay", "--record-dir", str(tmp_path), "--record-rooms", "rec-*")
+    ).start()
+    listeners: dict[str, PythonClient] = {}
+    talkers: list[RoomClient] = []
+    try:
+        for name in (recorded, plain):
+            listeners[name] = await PythonClient().connect(server.url)
+            ack = await listeners[name].call("join_room", {"room": name, "nickname": "listener"})
+            assert ack[0]["ok"] and ack[0]["captions"] is False
+        speech = speak(NUMBERS, rate=SPOKEN_AT)
+        for name in (recorded, plain):
+            talker, _ = await speaker(server, name, "ada", speech)
+            talkers.append(talker)
+            await talker.wait_connected()
+        await listeners[recorded].wait_for("recording", where=lambda a: a[0]["active"], timeout=20)
+        assert server.get_json("/stats")["media"]["audio"]["taps"] == 1
+        await asyncio.sleep(1.5)
+    finally:
+        for talker in talkers:
+            await talker.close()
+    try:
+        await listeners[recorded].wait_for(
+            "recording", where=lambda a: not a[0]["active"], timeout=20
+        )
+        assert len(list((tmp_path / recorded).glob("*-ada-*.wav"))) == 1
+        assert not (tmp_path / plain).exists()
+        assert "recording" not in listeners[plain].names()
+    finally:
+        for listener in listeners.values():
+            await listener.close()
+        server.stop()

@@ -13,6 +13,7 @@ from .consumer import (
     AudioConsumer,
     BaseConsumer,
     RoomOutput,
+    RoomPatterns,
     dbfs,
     rms,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RecognizerFactory",
     "RecognizerStats",
     "RoomOutput",
+    "RoomPatterns",
     "SpeechRecognizer",
     "TranscriptStore",
     "Utterance",

@@ -13,7 +13,9 @@ import math
 import sys
 import time
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,25 @@ class AudioChunk:
         return len(self.pcm) / BYTES_PER_SECOND
 
 
+class RoomPatterns:
+    """The rooms a consumer works in: names or shell-style patterns (``*``, ``?``, ``[ab]``),
+    case-sensitive like room names. The default, ``*``, is every room."""
+
+    def __init__(self, patterns: Iterable[str] = ("*",)) -> None:
+        self.patterns = tuple(patterns)
+        if not self.patterns:
+            raise ValueError("at least one room name or pattern is needed")
+
+    def __contains__(self, room: str) -> bool:
+        return any(fnmatchcase(room, pattern) for pattern in self.patterns)
+
+    def __repr__(self) -> str:
+        return f"RoomPatterns({', '.join(self.patterns)})"
+
+
+EVERY_ROOM = RoomPatterns()
+
+
 @runtime_checkable
 class RoomOutput(Protocol):
     """How a consumer reports results to a room's clients (the server implements this)."""
@@ -49,9 +70,15 @@ class RoomOutput(Protocol):
 
 @runtime_checkable
 class AudioConsumer(Protocol):
-    """What the relay drives: start once, audio per participant, finalize, close once."""
+    """What the relay drives: start once, audio per participant, finalize, close once.
+
+    Only rooms the consumer ``accepts`` are tapped for it; a room no consumer accepts
+    is never decoded.
+    """
 
     name: str
+
+    def accepts(self, room: str) -> bool: ...
 
     async def start(self, output: RoomOutput) -> None: ...
 
@@ -65,12 +92,17 @@ class AudioConsumer(Protocol):
 class BaseConsumer:
     """No-op defaults for every hook, so a custom consumer only overrides what it needs.
 
-    ``start`` keeps the output; ``emit`` sends through it and logs (rather than raises)
-    a failure, because a lost notification must not stop a consumer's own work.
+    ``rooms`` limits the consumer to some rooms (every room by default). ``start``
+    keeps the output; ``emit`` sends through it and logs (rather than raises) a
+    failure, because a lost notification must not stop a consumer's own work.
     """
 
     name: str = "consumer"
     output: RoomOutput | None = None
+    rooms: RoomPatterns = EVERY_ROOM
+
+    def accepts(self, room: str) -> bool:
+        return room in self.rooms
 
     async def start(self, output: RoomOutput) -> None:
         self.output = output

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 
-from .consumer import AudioConsumer
+from .consumer import AudioConsumer, RoomPatterns
 from .recorder import WavRecorder
 from .stt import SpeechRecognizer
 from .tap import AudioTap
@@ -44,21 +44,28 @@ def load_consumer(path: str) -> AudioConsumer:
 
 
 def build_consumers(
-    record_dir: Path | None, stt: bool, extra: Sequence[str], transcripts: TranscriptStore
+    record_dir: Path | None,
+    stt: bool,
+    extra: Sequence[str],
+    transcripts: TranscriptStore,
+    *,
+    record_rooms: Sequence[str] = ("*",),
+    stt_rooms: Sequence[str] = ("*",),
 ) -> list[AudioConsumer]:
     consumers: list[AudioConsumer] = []
     if record_dir is not None:
-        consumers.append(WavRecorder(record_dir))
+        consumers.append(WavRecorder(record_dir, rooms=RoomPatterns(record_rooms)))
     if stt:
-        consumers.append(SpeechRecognizer(store=transcripts))
+        consumers.append(SpeechRecognizer(store=transcripts, rooms=RoomPatterns(stt_rooms)))
     consumers.extend(load_consumer(path) for path in extra)
     return consumers
 
 
 class AudioHub:
-    """Starts the consumers, taps every audio publication while any exist, reports drops.
+    """Starts the consumers, taps each audio publication for the consumers of its room.
 
-    With no consumer configured nothing is tapped, so forwarded audio is never decoded.
+    A room that no consumer accepts is not tapped, so its forwarded audio is never
+    decoded.
     """
 
     def __init__(
@@ -76,21 +83,26 @@ class AudioHub:
         self._closing: set[asyncio.Task[None]] = set()
         self._dropped_before: dict[str, int] = {}
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.consumers)
-
     async def start(self) -> None:
         for consumer in self.consumers:
             await consumer.start(self._output)
             logger.info("audio consumer %s started", consumer.name)
 
     def attach(self, publication: Publication, room: str, nickname: Callable[[], str]) -> None:
-        """Tap an audio publication (no-op without consumers)."""
-        if self.enabled and publication.kind == "audio" and publication not in self._taps:
+        """Tap an audio publication for the consumers that accept its room, if any."""
+        if publication.kind != "audio" or publication in self._taps:
+            return
+        consumers = self.consumers_for(room)
+        if consumers:
             self._taps[publication] = AudioTap(
-                publication, room, nickname, self.consumers, self._buffer_seconds
+                publication, room, nickname, consumers, self._buffer_seconds
             )
+
+    def consumers_for(self, room: str) -> list[AudioConsumer]:
+        return [consumer for consumer in self.consumers if consumer.accepts(room)]
+
+    def has_captions(self, room: str) -> bool:
+        return any(isinstance(c, SpeechRecognizer) for c in self.consumers_for(room))
 
     def detach(self, publication: Publication) -> None:
         """Stop tapping; consumers finish and finalize in the background."""

@@ -22,10 +22,12 @@ from typing import BinaryIO
 from .consumer import (
     BYTES_PER_SECOND,
     CHANNELS,
+    EVERY_ROOM,
     SAMPLE_RATE,
     SAMPLE_WIDTH,
     AudioChunk,
     BaseConsumer,
+    RoomPatterns,
     local_stamp,
 )
 
@@ -183,7 +185,8 @@ class WavRecorder(BaseConsumer):
     chunks, or the sender stopped sending during silence), the gap is recorded as
     silence (up to ``max_gap`` seconds), so positions in the file stay true to the
     wall clock and to the transcript; ``None`` records chunks back to back.
-    ``max_file_seconds`` starts a new file when one grows that long.
+    ``max_file_seconds`` starts a new file when one grows that long. ``rooms``: which
+    rooms to record.
     """
 
     name = "recorder"
@@ -197,8 +200,10 @@ class WavRecorder(BaseConsumer):
         fill_gaps_over: float | None = 1.0,
         max_gap: float = 600.0,
         max_file_seconds: float = MAX_DATA_BYTES / BYTES_PER_SECOND,
+        rooms: RoomPatterns = EVERY_ROOM,
     ) -> None:
         self.record_dir = Path(record_dir)
+        self.rooms = rooms
         self._flush_bytes = _even(flush_interval * BYTES_PER_SECOND)
         self._sync_bytes = _even(fsync_interval * BYTES_PER_SECOND)
         self._gap_threshold = fill_gaps_over

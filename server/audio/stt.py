@@ -35,7 +35,15 @@ from typing import Any, Literal, Protocol
 
 import webrtcvad
 
-from .consumer import BYTES_PER_SECOND, SAMPLE_RATE, AudioChunk, BaseConsumer, RoomOutput
+from .consumer import (
+    BYTES_PER_SECOND,
+    EVERY_ROOM,
+    SAMPLE_RATE,
+    AudioChunk,
+    BaseConsumer,
+    RoomOutput,
+    RoomPatterns,
+)
 from .transcripts import TranscriptStore
 
 logger = logging.getLogger(__name__)
@@ -354,6 +362,7 @@ class SpeechRecognizer(BaseConsumer):
     Every event is ``{"peer_id", "nickname", "text", "start", "end", "final": True}``
     (wall-clock seconds); when a ``store`` is given the entry is added to it before it
     is emitted, so a client that fetches the transcript on the event sees the line.
+    ``rooms``: which rooms get captions.
     """
 
     name = "captions"
@@ -369,8 +378,10 @@ class SpeechRecognizer(BaseConsumer):
         max_pending: int = 2,
         max_delay: float = 30.0,
         finalize_timeout: float = 15.0,
+        rooms: RoomPatterns = EVERY_ROOM,
     ) -> None:
         self.store = store
+        self.rooms = rooms
         self.stats = RecognizerStats()
         self._pool = _EnginePool(engine, workers or max(1, (os.cpu_count() or 2) // 2), isolation)
         self._new_segmenter = segmenter
