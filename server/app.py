@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Largest Socket.IO message accepted: a 64 KiB SDP plus JSON framing, with room to spare.
 MAX_MESSAGE_BYTES = 256 * 1024
+# Seconds the server gives its clients' goodbye (CLOSE) packets when stopping.
+GOODBYE_TIMEOUT = 1.0
 
 
 class SocketServer(socketio.AsyncServer):
@@ -154,8 +157,13 @@ def create_app(settings: Settings) -> web.Application:
     async def shut_down(app: web.Application) -> None:
         # Tell every client we are going (open websockets and long polls would
         # otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
+        # Bounded: engine.io waits for each socket's send queue to drain, which never
+        # happens for a client whose connection closed at the same moment.
         if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
-            await sio.eio.disconnect()
+            try:
+                await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
+            except TimeoutError:
+                logger.info("some clients did not take their goodbye; closing anyway")
         await sio.shutdown()
         await media.close()
         await audio.close()

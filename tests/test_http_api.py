@@ -236,50 +236,19 @@ def self_signed(folder):
 
 
 async def test_https_serves_the_api_and_socketio(tmp_path):
-    import ssl  # noqa: PLC0415
-
     import socketio  # noqa: PLC0415
 
-    cert, key = self_signed(tmp_path)
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = ServerProcess(args=(), tls=self_signed(tmp_path)).start()
     try:
-        context = ssl.create_default_context(cafile=str(cert))
-        url = f"https://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(url + "/health", context=context, timeout=2) as r:
-                    assert json.loads(r.read())["status"] == "ok"
-                break
-            except OSError:
-                await asyncio.sleep(0.2)
-        else:
-            raise AssertionError("no HTTPS health check")
+        assert server.url.startswith("https://")
+        assert server.get_json("/health")["status"] == "ok"
         client = socketio.AsyncClient(ssl_verify=False)
-        await client.connect(url)
+        await client.connect(server.url)
         reply = await client.call("join_room", {"room": "secure", "nickname": "tls"})
         assert reply["ok"] and reply["ice_servers"] == []
         await client.disconnect()
     finally:
-        process.terminate()
-        process.wait(20)
+        server.stop()
 
 
 def test_tls_needs_both_certificate_and_key(tmp_path):
@@ -315,3 +284,26 @@ def test_ice_server_settings_are_checked():
     for bad in ("http://a.example", '[{"url": "stun:x"}]', '[{"urls": "stun:x", "extra": 1}]'):
         with pytest.raises(SystemExit):
             load_settings([], {"ICE_SERVERS": bad})
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_client_leaving_as_the_server_stops_does_not_hold_it_up(tmp_path, tls):
+    """engine.io's goodbye to a client whose connection closes at that moment never ends."""
+    import socketio  # noqa: PLC0415
+
+    server = ServerProcess(args=(), tls=self_signed(tmp_path) if tls else None)
+    for _ in range(3):
+        server.port = free_port()
+        server.start()
+        try:
+            client = socketio.AsyncClient(ssl_verify=False)
+            await client.connect(server.url, transports=["websocket"])
+            # Leaving a room broadcasts room_change, also to the socket that is closing.
+            assert (await client.call("join_room", {"room": "r", "nickname": "n"}))["ok"]
+            leaving = asyncio.create_task(client.disconnect())
+            await asyncio.sleep(0)  # the client's goodbye is on its way
+            server.process.terminate()
+            await leaving
+            assert await asyncio.to_thread(server.process.wait, 10) is not None
+        finally:
+            server.kill()

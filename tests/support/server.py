@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,10 +34,11 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -53,6 +55,7 @@ class ServerProcess:
                     "--port",
                     str(self.port),
                     *self.args,
+                    *self._tls_args(),
                 ],
                 cwd=PROJECT_ROOT,
                 env=env,
@@ -70,8 +73,14 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.log()}")
 
+    def _tls_args(self) -> tuple[str, ...]:
+        if self.tls is None:
+            return ()
+        return ("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1]))
+
     def get_json(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+        context = ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else None
+        with urllib.request.urlopen(self.url + path, timeout=5, context=context) as response:
             return json.loads(response.read())
 
     def log(self) -> str:
