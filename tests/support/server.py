@@ -17,6 +17,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = PROJECT_ROOT / ".pytest_cache" / "server-logs"
+# A clean stop takes a second or two; far longer means shutdown hangs (a bug worth failing on).
+STOP_TIMEOUT = 30
 
 
 def free_port() -> int:
@@ -96,7 +98,10 @@ class ServerProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(15)
+                self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+                raise AssertionError(
+                    f"server did not stop within {STOP_TIMEOUT} s of SIGINT:\n{self.log()[-3000:]}"
+                ) from None
