@@ -17,17 +17,11 @@ from .consumer import (
     dbfs,
     rms,
 )
+from .engines import PocketSphinxRecognizer, Recognizer, RecognizerFactory
 from .recorder import WavRecorder, safe_name
-from .stt import (
-    PocketSphinxRecognizer,
-    Recognizer,
-    RecognizerFactory,
-    RecognizerStats,
-    SpeechRecognizer,
-    Utterance,
-    VoiceSegmenter,
-)
+from .stt import RecognizerStats, SpeechRecognizer
 from .transcripts import TranscriptStore
+from .vad import Utterance, VoiceSegmenter
 
 __all__ = [
     "BYTES_PER_SECOND",
