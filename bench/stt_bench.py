@@ -29,6 +29,7 @@ from server.audio import (
     VoiceSegmenter,
     WavRecorder,
 )
+from server.audio.stt import PARTIAL_EVERY, next_partial_due
 
 SENTENCES = [
     ("en-us+m3", "Good morning everyone, thank you for joining the weekly planning meeting."),
@@ -78,6 +79,19 @@ def segment(audio: bytes) -> tuple[list[bytes], float]:
     return found, vad_cpu / (len(audio) / BYTES_PER_SECOND)
 
 
+def partials_cost(recognizer: PocketSphinxRecognizer, utterances: list[bytes]) -> float:
+    """CPU seconds of --stt-partials' extra decodes (as if the worker were always free)."""
+    cpu = 0.0
+    for pcm in utterances:
+        length, due = len(pcm) / BYTES_PER_SECOND, PARTIAL_EVERY
+        while due < length:
+            started = time.thread_time()
+            recognizer.transcribe(pcm[: int(due * BYTES_PER_SECOND) // 2 * 2])
+            cpu += time.thread_time() - started
+            due = next_partial_due(due, PARTIAL_EVERY)
+    return cpu
+
+
 def recording_cost(audio: bytes, folder: Path) -> float:
     """CPU seconds per second of audio that recording one participant costs (loop + thread)."""
 
@@ -112,6 +126,7 @@ def main() -> None:
         recognizer.transcribe(utterances[0])  # first decode pays for lazy set-up
 
         cpu_runs: list[float] = []
+        partial_runs: list[float] = []
         wall_runs: list[float] = []
         longest: list[float] = []
         for _ in range(args.runs):
@@ -125,6 +140,7 @@ def main() -> None:
             cpu_runs.append(cpu)
             wall_runs.append(wall)
             longest.append(worst)
+            partial_runs.append(partials_cost(recognizer, utterances))
         record_cost = statistics.median(recording_cost(audio, folder) for _ in range(args.runs))
 
     cpu = statistics.median(cpu_runs)
@@ -144,6 +160,11 @@ def main() -> None:
     )
     say(f"  = {cpu / audio_seconds:.0%} of a core over this audio with its pauses")
     say(f"  longest decode (caption delay after the utterance ends): {max(longest):.2f} s")
+    partials = statistics.median(partial_runs)
+    say(
+        f"with --stt-partials: +{partials:.2f} s CPU -> {(cpu + partials) / cpu:.1f}x, "
+        f"{(cpu + partials) / speech_seconds:.0%} of a core per continuously speaking participant"
+    )
     say(f"VAD on the event loop: {vad_cost:.2%} of a core per participant (speaking or not)")
     say(f"recording: {record_cost:.2%} of a core per participant")
 

@@ -65,6 +65,7 @@ def create_audio(settings: Settings, sio: socketio.AsyncServer) -> AudioHub:
         transcripts,
         record_rooms=settings.record_rooms,
         stt_rooms=settings.stt_rooms,
+        stt_partials=settings.stt_partials,
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")

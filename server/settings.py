@@ -241,6 +241,14 @@ class Settings:
         "case-sensitive.",
         parse=_room_patterns,
     )
+    stt_partials: bool = _setting(
+        False,
+        "STT_PARTIALS",
+        "With --stt: also caption speech in progress about every second ('transcript' "
+        "with final: false), replaced by the final caption. Roughly triples the "
+        "recognizer's CPU.",
+        parse=_boolean,
+    )
     audio_consumers: tuple[str, ...] = _setting(
         (),
         "AUDIO_CONSUMERS",

@@ -428,3 +428,26 @@ def test_room_patterns_choose_rooms_by_name_or_pattern_case_sensitively():
     assert "any room at all" in RoomPatterns()
     with pytest.raises(ValueError):
         RoomPatterns([])
+
+
+async def test_partial_captions_come_while_speaking_and_the_final_follows(speak):
+    speech = silence(0.5) + speak(f"{NUMBERS}, {GREETING}") + silence(1.0)
+    output, store = RecordingOutput(), TranscriptStore()
+    recognizer = SpeechRecognizer(store=store, workers=1, partial_every=0.5)
+    await recognizer.start(output)
+    await recognizer.wait_ready()
+    for chunk in chunks("lab", "peer-ada", "Ada", speech, time.time()):
+        await recognizer.on_audio(chunk)
+        await asyncio.sleep(chunk.duration / 2)  # about twice real time
+    await recognizer.participant_left("lab", "peer-ada")
+    await recognizer.close()
+
+    captions = output.of("transcript", "peer-ada")
+    finals = [c for c in captions if c["final"]]
+    assert finals and recognizer.stats.partials >= 2, captions
+    for final in finals:
+        partials = [c for c in captions if not c["final"] and c["start"] == final["start"]]
+        if partials:  # every partial comes before the final of its utterance
+            assert captions.index(partials[-1]) < captions.index(final)
+            assert partials[0]["end"] <= final["end"]
+    assert [entry["text"] for entry in store.entries("lab")] == [c["text"] for c in finals]

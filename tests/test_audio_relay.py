@@ -29,6 +29,10 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
 
 
+def is_final(args: list) -> bool:
+    return args[0]["final"]
+
+
 def wav_facts(path: Path) -> tuple[float, float, int, int]:
     """(seconds, RMS, sample rate, channels) of a WAV file."""
     with wave.open(str(path)) as wav:
@@ -41,7 +45,9 @@ def wav_facts(path: Path) -> tuple[float, float, int, int]:
 @pytest.fixture(scope="module")
 def audio_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("recordings")
-    server = ServerProcess(args=("--media", "relay", "--record-dir", str(folder), "--stt"))
+    server = ServerProcess(
+        args=("--media", "relay", "--record-dir", str(folder), "--stt", "--stt-partials")
+    )
     server.record_dir = folder
     server.start(timeout=60)
     yield server
@@ -65,7 +71,7 @@ async def test_speech_is_recorded_and_captioned_for_the_room_only(audio_server, 
     speech = speak(NUMBERS, rate=SPOKEN_AT) + bytes(2 * SPOKEN_AT * 2)  # then 2 s of silence
     talker, track = await speaker(audio_server, name, "ada", speech)
     try:
-        caption = await listener.wait_for("transcript", timeout=30)
+        caption = await listener.wait_for("transcript", where=is_final, timeout=30)
         assert caption[0]["nickname"] == "ada" and caption[0]["peer_id"] == talker.peer_id
         assert caption[0]["final"] is True and caption[0]["start"] < caption[0]["end"]
         heard = words(caption[0]["text"]) & NUMBER_WORDS
@@ -83,8 +89,11 @@ async def test_speech_is_recorded_and_captioned_for_the_room_only(audio_server, 
     assert (rate, channels) == (16000, 1)
     assert abs(seconds - sent) <= 0.5, (seconds, sent)
     assert level > 300  # speech, not silence
+    partials = [args[0] for args in listener.received("transcript") if not is_final(args)]
+    assert partials and all(p["peer_id"] == talker.peer_id for p in partials)
     entries = audio_server.get_json(f"/rooms/{name}/transcript")["entries"]
-    assert entries and entries[0]["text"] == caption[0]["text"]
+    finals = [args[0]["text"] for args in listener.received("transcript") if is_final(args)]
+    assert [entry["text"] for entry in entries] == finals  # partials are not kept
     with urllib.request.urlopen(f"{audio_server.url}/rooms/{name}/transcript?format=text") as r:
         assert "ada: " in r.read().decode()
         assert "attachment" in r.headers["Content-Disposition"]
@@ -105,8 +114,9 @@ async def test_two_speakers_get_captions_under_their_own_names(audio_server, roo
         await speaker(audio_server, name, "linus", second),
     ]
     try:
-        await listener.wait_for("transcript", 2, timeout=40)
-        by_name = {args[0]["nickname"]: args[0] for args in listener.received("transcript")}
+        await listener.wait_for("transcript", 2, where=is_final, timeout=40)
+        finals = [args[0] for args in listener.received("transcript") if is_final(args)]
+        by_name = {entry["nickname"]: entry for entry in finals}
         assert set(by_name) == {"grace", "linus"}
         peers = {client.nickname: client.peer_id for client, _ in clients}
         assert all(entry["peer_id"] == peers[nick] for nick, entry in by_name.items())

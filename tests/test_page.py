@@ -397,7 +397,7 @@ async def test_survives_a_server_restart(room, browsers):
 async def test_live_captions_show_under_the_video_and_the_transcript_downloads(
     server_pool, room, browsers, speak, tmp_path
 ):
-    server = server_pool.get("--media", "relay", "--stt")
+    server = server_pool.get("--media", "relay", "--stt", "--stt-partials")
     name = room("captioned")
     speech = tmp_path / "speech.wav"
     with wave.open(str(speech), "wb") as out:
@@ -412,12 +412,29 @@ async def test_live_captions_show_under_the_video_and_the_transcript_downloads(
     ada = await open_and_join(speaker, server.url, name, "Ada")
     grace = await open_and_join(listener, server.url, name, "Grace")
     await wait_visible(grace, "#toggle-captions")
+    await grace.evaluate(
+        """() => {
+            window.partialLines = [];  // how many partial lines each change left showing
+            new MutationObserver(() => window.partialLines.push(
+                document.querySelectorAll("#captions p.partial").length
+            )).observe(document.querySelector("#captions"), {childList: true, subtree: true});
+        }"""
+    )
 
-    async def caption_from_ada():
-        text = (await grace.inner_text("#captions")) if await grace.is_visible("#captions") else ""
+    async def caption_from_ada():  # a final one
+        if not await grace.is_visible("#captions"):
+            return False
+        finals = "#captions p:not(.partial)"
+        text = " ".join(await grace.locator(finals).all_inner_texts())
         return "Ada:" in text and {"one", "two", "three", "four", "five"} & set(text.split())
 
     await wait_until(caption_from_ada, 45)
+
+    async def partial_caption_seen():  # the fake microphone loops the speech
+        return 1 in await grace.evaluate("() => window.partialLines")
+
+    await wait_until(partial_caption_seen, 30)
+    assert max(await grace.evaluate("() => window.partialLines")) == 1  # one line, updated
     await grace.click("#toggle-captions")  # off: the captions go away, and stay away
     assert await grace.get_attribute("#toggle-captions", "aria-pressed") == "false"
     assert await grace.is_hidden("#captions")

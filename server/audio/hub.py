@@ -14,7 +14,7 @@ import socketio
 
 from .consumer import AudioConsumer, RoomPatterns
 from .recorder import WavRecorder
-from .stt import SpeechRecognizer
+from .stt import PARTIAL_EVERY, SpeechRecognizer
 from .tap import AudioTap
 from .transcripts import TranscriptStore
 
@@ -51,12 +51,19 @@ def build_consumers(
     *,
     record_rooms: Sequence[str] = ("*",),
     stt_rooms: Sequence[str] = ("*",),
+    stt_partials: bool = False,
 ) -> list[AudioConsumer]:
     consumers: list[AudioConsumer] = []
     if record_dir is not None:
         consumers.append(WavRecorder(record_dir, rooms=RoomPatterns(record_rooms)))
     if stt:
-        consumers.append(SpeechRecognizer(store=transcripts, rooms=RoomPatterns(stt_rooms)))
+        consumers.append(
+            SpeechRecognizer(
+                store=transcripts,
+                rooms=RoomPatterns(stt_rooms),
+                partial_every=PARTIAL_EVERY if stt_partials else None,
+            )
+        )
     consumers.extend(load_consumer(path) for path in extra)
     return consumers
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .consumer import (
     EVERY_ROOM,
@@ -35,6 +35,16 @@ from .vad import Utterance, VoiceSegmenter
 
 logger = logging.getLogger(__name__)
 
+PARTIAL_EVERY = 1.0  # seconds of new speech between partial captions (--stt-partials)
+# Each partial re-decodes the utterance from its start; spacing them geometrically
+# (every x1.5 of its length at most) bounds their cost at ~3x the final decode.
+PARTIAL_GROWTH = 1.5
+
+
+def next_partial_due(length: float, every: float) -> float:
+    """After a partial caption of ``length`` seconds, the length at which the next is due."""
+    return max(length + every, length * PARTIAL_GROWTH)
+
 
 @dataclass
 class RecognizerStats:
@@ -46,8 +56,9 @@ class RecognizerStats:
     dropped: int = 0  # skipped because recognition fell behind
     dropped_seconds: float = 0.0
     failed: int = 0  # the engine raised
-    speech_seconds: float = 0.0  # audio the engine processed
-    engine_cpu_seconds: float = 0.0  # CPU the engine spent on it
+    partials: int = 0  # emitted with final: False
+    speech_seconds: float = 0.0  # audio of the utterances transcribed
+    engine_cpu_seconds: float = 0.0  # CPU the engine spent on them, partials included
 
     @property
     def cpu_per_speech_second(self) -> float:
@@ -63,6 +74,8 @@ class _Speaker:
     segmenter: VoiceSegmenter
     pending: deque[tuple[Utterance, float]] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+    partial_start: float | None = None  # the utterance the next partial is for
+    partial_due: float = 0.0  # its speech length at which that partial is due
 
 
 class SpeechRecognizer(BaseConsumer):
@@ -72,6 +85,13 @@ class SpeechRecognizer(BaseConsumer):
     (wall-clock seconds); when a ``store`` is given the entry is added to it before it
     is emitted, so a client that fetches the transcript on the event sees the line.
     ``rooms``: which rooms get captions.
+
+    ``partial_every``: while someone speaks, also transcribe their utterance so far
+    each time it has grown by that many seconds (or by half, once it is long) and
+    emit it with ``"final": False`` (never stored; the final event for the same
+    ``start`` replaces it). A partial is only started when that speaker's previous
+    transcription is done, so partials never queue up; each one decodes the utterance
+    from its start, which adds up to about three times the final decode.
     """
 
     name = "captions"
@@ -88,6 +108,7 @@ class SpeechRecognizer(BaseConsumer):
         max_delay: float = 30.0,
         finalize_timeout: float = 15.0,
         rooms: RoomPatterns = EVERY_ROOM,
+        partial_every: float | None = None,
     ) -> None:
         self.store = store
         self.rooms = rooms
@@ -97,6 +118,7 @@ class SpeechRecognizer(BaseConsumer):
         self._max_pending = max_pending
         self._max_delay = max_delay
         self._finalize_timeout = finalize_timeout
+        self._partial_every = partial_every
         self._speakers: dict[tuple[str, str], _Speaker] = {}
         self._warm_up: asyncio.Task[None] | None = None
         self._last_drop_log = -float("inf")
@@ -120,6 +142,8 @@ class SpeechRecognizer(BaseConsumer):
         speaker.nickname = chunk.nickname
         for utterance in speaker.segmenter.feed(chunk.pcm, chunk.timestamp):
             self._enqueue(speaker, utterance)
+        if self._partial_every is not None:
+            self._start_partial(speaker, self._partial_every)
 
     async def participant_left(self, room: str, peer_id: str) -> None:
         speaker = self._speakers.pop((room, peer_id), None)
@@ -191,17 +215,55 @@ class SpeechRecognizer(BaseConsumer):
                 self.stats.empty += 1
                 continue
             self.stats.transcripts += 1
-            entry = {
-                "peer_id": speaker.peer_id,
-                "nickname": speaker.nickname,
-                "text": text,
-                "start": utterance.start,
-                "end": utterance.end,
-                "final": True,
-            }
+            entry = self._entry(speaker, utterance, text, final=True)
             if self.store is not None:
                 self.store.add(speaker.room, entry)
             await self.emit(speaker.room, "transcript", entry)
+
+    def _start_partial(self, speaker: _Speaker, every: float) -> None:
+        """Transcribe the utterance in progress if it grew enough and the worker is free."""
+        start = speaker.segmenter.speech_start
+        if start is None or speaker.pending:
+            return
+        if start != speaker.partial_start:
+            speaker.partial_start, speaker.partial_due = start, every
+        if speaker.segmenter.speech_length < speaker.partial_due:
+            return
+        if speaker.worker is not None and not speaker.worker.done():
+            return
+        so_far = speaker.segmenter.speech_so_far()
+        assert so_far is not None
+        speaker.partial_due = next_partial_due(so_far.duration, every)
+        speaker.worker = asyncio.create_task(self._transcribe_partial(speaker, so_far))
+
+    async def _transcribe_partial(self, speaker: _Speaker, so_far: Utterance) -> None:
+        """Emit a partial caption, then transcribe any final utterance that came meanwhile."""
+        try:
+            text, cpu = await self._pool.transcribe(so_far.pcm)
+        except Exception:  # the final transcription reports engine failures
+            logger.debug("partial caption failed for %s", speaker.peer_id, exc_info=True)
+        else:
+            self.stats.engine_cpu_seconds += cpu
+            text = " ".join(text.split())
+            superseded = any(u.start == so_far.start for u, _ in speaker.pending)
+            if text and not superseded:
+                self.stats.partials += 1
+                entry = self._entry(speaker, so_far, text, final=False)
+                await self.emit(speaker.room, "transcript", entry)
+        await self._transcribe_pending(speaker)
+
+    @staticmethod
+    def _entry(
+        speaker: _Speaker, utterance: Utterance, text: str, *, final: bool
+    ) -> dict[str, Any]:
+        return {
+            "peer_id": speaker.peer_id,
+            "nickname": speaker.nickname,
+            "text": text,
+            "start": utterance.start,
+            "end": utterance.end,
+            "final": final,
+        }
 
     def _count_drop(self, utterance: Utterance) -> None:
         self.stats.dropped += 1

@@ -71,6 +71,22 @@ class VoiceSegmenter:
     def in_speech(self) -> bool:
         return bool(self._frames)
 
+    @property
+    def speech_start(self) -> float | None:
+        """Wall-clock start of the utterance in progress (None between utterances)."""
+        return self._start_time if self._frames else None
+
+    @property
+    def speech_length(self) -> float:
+        """Seconds of audio in the utterance in progress so far."""
+        return len(self._frames) * FRAME_SECONDS
+
+    def speech_so_far(self) -> Utterance | None:
+        """The utterance in progress as it stands, for partial captions."""
+        if not self._frames:
+            return None
+        return Utterance(b"".join(self._frames), self._start_time, self._voiced_end)
+
     def feed(self, pcm: bytes, timestamp: float) -> list[Utterance]:
         """Add audio starting at wall-clock ``timestamp``; return the utterances it ended."""
         if not self._buffer:

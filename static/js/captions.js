@@ -11,7 +11,8 @@ export class Captions {
   #toggle;
   #download;
   #available = false;
-  #timers = new Set();
+  #expiry = new Map(); // line -> its removal timer
+  #live = new Map(); // peer_id -> the line showing that speaker's speech in progress
 
   constructor({ region, toggle, download }) {
     this.#region = region;
@@ -33,29 +34,60 @@ export class Captions {
     this.#setOn(this.#on);
   }
 
-  /** A `transcript` event: {nickname, text, final}. */
-  receive({ nickname, text }) {
+  /**
+   * A `transcript` event: {peer_id, nickname, text, final}. A speaker's partial captions
+   * (final: false) update one line in place, hidden from screen readers; the final caption
+   * replaces that line and is announced.
+   */
+  receive({ peer_id: peerId, nickname, text, final = true }) {
     if (!this.#available || !text) return;
+    const live = this.#live.get(peerId);
+    if (!final && live) {
+      live.lastChild.textContent = text;
+      this.#expireLater(live);
+      return;
+    }
+    if (live) this.#remove(live);
     const line = document.createElement("p");
     const who = document.createElement("strong");
     who.textContent = `${nickname}: `;
-    line.append(who, text);
+    line.append(who, document.createElement("span"));
+    line.lastChild.textContent = text;
+    if (!final) {
+      line.classList.add("partial");
+      line.setAttribute("aria-hidden", "true");
+      this.#live.set(peerId, line);
+    }
     this.#region.append(line);
-    while (this.#region.childElementCount > SHOWN_LINES) this.#region.firstElementChild.remove();
-    const timer = setTimeout(() => {
-      line.remove();
-      this.#timers.delete(timer);
-      this.#render();
-    }, LINE_LIFETIME_MS);
-    this.#timers.add(timer);
+    while (this.#region.childElementCount > SHOWN_LINES) {
+      this.#remove(this.#region.firstElementChild);
+    }
+    this.#expireLater(line);
     this.#render();
   }
 
   reset() {
-    for (const timer of this.#timers) clearTimeout(timer);
-    this.#timers.clear();
+    for (const line of [...this.#expiry.keys()]) this.#remove(line);
     this.#region.replaceChildren();
     this.setAvailable(false, null);
+  }
+
+  #expireLater(line) {
+    clearTimeout(this.#expiry.get(line));
+    this.#expiry.set(
+      line,
+      setTimeout(() => {
+        this.#remove(line);
+        this.#render();
+      }, LINE_LIFETIME_MS),
+    );
+  }
+
+  #remove(line) {
+    clearTimeout(this.#expiry.get(line));
+    this.#expiry.delete(line);
+    for (const [peerId, live] of this.#live) if (live === line) this.#live.delete(peerId);
+    line.remove();
   }
 
   #setOn(on) {
