@@ -290,7 +290,5 @@ def test_the_lean_sender_packs_exactly_what_aiortc_serializes(audio_level):
             payload=payload,
         )
         packet.extensions = values
-        assert aiortc_hooks.rtp_packet_bytes(packet, block, bool(block)) == packet.serialize(
-            extensions_map
-        )
+        assert aiortc_hooks.rtp_packet_bytes(packet, block) == packet.serialize(extensions_map)
     assert aiortc_hooks.extension_block(HeaderExtensionsMap(), values) == b""

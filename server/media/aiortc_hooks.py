@@ -139,11 +139,15 @@ def _sender_private(sender: RTCRtpSender, name: str) -> Any:
     return getattr(sender, _SENDER + name)
 
 
-def rtp_packet_bytes(packet: RtpPacket, extension_block: bytes, has_extensions: bool) -> bytes:
+def _set_sender_private(sender: RTCRtpSender, name: str, value: Any) -> None:
+    setattr(sender, _SENDER + name, value)
+
+
+def rtp_packet_bytes(packet: RtpPacket, extension_block: bytes) -> bytes:
     """``packet.serialize()`` for a packet without CSRCs or padding, with the extension
-    block (profile, length, values) computed once for the whole frame."""
+    block (profile, length, values; see :func:`extension_block`) computed once per frame."""
     header = _RTP_HEADER.pack(
-        0x90 if has_extensions else 0x80,
+        0x90 if extension_block else 0x80,  # version 2, X bit when there are extensions
         (packet.marker << 7) | packet.payload_type,
         packet.sequence_number,
         packet.timestamp,
@@ -153,6 +157,7 @@ def rtp_packet_bytes(packet: RtpPacket, extension_block: bytes, has_extensions: 
 
 
 def extension_block(extensions_map: HeaderExtensionsMap, values: HeaderExtensions) -> bytes:
+    """The serialized RTP header extension block for ``values`` (empty when none apply)."""
     profile, value = extensions_map.set(values)
     return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
 
@@ -197,20 +202,15 @@ async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> N
                 )
                 packet.extensions = values
                 history[sequence_number % RTP_HISTORY_SIZE] = packet
-                await sender.transport._send_rtp(rtp_packet_bytes(packet, block, bool(block)))
+                await sender.transport._send_rtp(rtp_packet_bytes(packet, block))
                 sequence_number = uint16_add(sequence_number, 1)
-            setattr(sender, _SENDER + "ntp_timestamp", aiortc.clock.current_ntp_time())
-            setattr(sender, _SENDER + "rtp_timestamp", timestamp)
-            setattr(
-                sender,
-                _SENDER + "octet_count",
-                _sender_private(sender, "octet_count") + sum(map(len, frame.payloads)),
-            )
-            setattr(
-                sender,
-                _SENDER + "packet_count",
-                _sender_private(sender, "packet_count") + len(frame.payloads),
-            )
+            # What the next RTCP sender report and getStats() read.
+            _set_sender_private(sender, "ntp_timestamp", aiortc.clock.current_ntp_time())
+            _set_sender_private(sender, "rtp_timestamp", timestamp)
+            octets = _sender_private(sender, "octet_count") + sum(map(len, frame.payloads))
+            _set_sender_private(sender, "octet_count", octets)
+            packets = _sender_private(sender, "packet_count") + len(frame.payloads)
+            _set_sender_private(sender, "packet_count", packets)
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
     except Exception:
@@ -218,8 +218,8 @@ async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> N
     track = _sender_private(sender, "track")
     if track:
         track.stop()
-        setattr(sender, _SENDER + "track", None)
-    setattr(sender, _SENDER + "encoder", None)
+        _set_sender_private(sender, "track", None)
+    _set_sender_private(sender, "encoder", None)
     _sender_private(sender, "rtp_exited").set()
 
 
