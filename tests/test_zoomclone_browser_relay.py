@@ -71,9 +71,34 @@ async def test_room_of_two_each_page_sees_the_other(zoomclone_relay_server, room
             await shows(blue_page, RED)
             media = {r["name"]: r for r in zoomclone_relay_server.get_json("/rooms")["rooms"]}
             assert all(p["connection"] == "connected" for p in media[name]["media"]["peers"])
+            await chat_channel_messages_cross(red_page, blue_page)
         finally:
             await red.close()
             await blue.close()
+
+
+async def chat_channel_messages_cross(sender, receiver):
+    """Each page's data channel ends at the server, which passes messages on (checked)."""
+    logged: list[str] = []
+    receiver.on("console", lambda message: logged.append(message.text))
+    channel_open = "() => chatChannel !== undefined && chatChannel.readyState === 'open'"
+    await wait_until(lambda: sender.evaluate(channel_open))
+    await sender.evaluate(
+        """() => {
+            window.errors = [];
+            socket.on("error", (error) => window.errors.push(error));
+            chatChannel.send("x".repeat(20000));  // over the 16 KiB limit: refused
+            chatChannel.send("hello from red");
+        }"""
+    )
+
+    async def delivered():
+        return "hello from red" in logged
+
+    await wait_until(delivered)
+    errors = await wait_until(lambda: sender.evaluate("() => window.errors"))
+    assert errors[0]["code"] == "too_large" and errors[0]["event"] == "datachannel"
+    assert all(len(text) < 1000 for text in logged)
 
 
 async def test_room_of_three_follows_the_active_speaker(zoomclone_relay_server, room, tmp_path):

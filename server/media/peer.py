@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
@@ -205,6 +206,11 @@ class MediaPeer:
             elif pc.connectionState in ("failed", "closed"):
                 await self.close_connection(f"connection {pc.connectionState}")
 
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if pc is self.pc:
+                self.room.datachannels.attach(self.participant, channel)
+
         self._watchdog = asyncio.create_task(self._watch_connect(pc))
 
     async def _watch_connect(self, pc: RTCPeerConnection) -> None:
@@ -357,6 +363,7 @@ class MediaPeer:
             slot.track.close()
         self._announced = {}
         self._tracks_sent = None
+        self.room.datachannels.detach(self.peer_id)
         await pc.close()
         if not self.closed:
             await self.room.refresh()

@@ -18,6 +18,7 @@ from ..rooms import Dialect, Participant, Roster
 from ..settings import Settings
 from ..validation import IceCandidate, ProtocolError
 from .aiortc_hooks import check_aiortc_internals, use_fast_clock
+from .datachannels import DataChannelBridge
 from .offer import parse_candidate, parse_offer
 from .peer import MediaPeer
 from .publication import Publication
@@ -52,6 +53,7 @@ class RelayRoom:
         self.relay = relay
         self.audio = audio
         self.peers: dict[str, MediaPeer] = {}
+        self.datachannels = DataChannelBridge(signal)
         self._invited: dict[str, dict[str, int]] = {}  # sid -> slots we asked a viewer for
         self.speaker = SpeakerDetector()
         self._speaker_task = asyncio.create_task(self._follow_speaker())
@@ -118,6 +120,7 @@ class RelayRoom:
             "peers": [peer.stats() for peer in self.peers.values()],
             "publications": len(self.publications()),
             "active_speaker": self.speaker.dominant,
+            "datachannels": self.datachannels.stats(),
         }
 
 

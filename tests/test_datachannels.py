@@ -1,0 +1,89 @@
+"""Data channels in relay mode: the server passes messages between a room's channels."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import socketio
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from tests.support.media import ToneTrack
+
+pytestmark = pytest.mark.media
+
+
+class ChannelClient:
+    """A zoom-clone-style client made of aiortc: one peer connection with a ``chat`` channel."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient()
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        # Like zoom-clone: tracks first, the channel when it makes its offer.
+        self.pc.addTrack(ToneTrack(440))
+        self.channel = self.pc.createDataChannel("chat")
+        self.received: list[str | bytes] = []
+        self.errors: list[dict] = []
+        self.channel.on("message", self.received.append)
+        self.sio.on("error", self.errors.append)
+
+    async def join(self, url: str, room_name: str) -> ChannelClient:
+        answers: asyncio.Queue[dict] = asyncio.Queue()
+        self.sio.on("answer", answers.put_nowait)
+        await self.sio.connect(url, transports=["websocket"])
+        await self.sio.emit("join_room", room_name)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription
+        await self.sio.emit("offer", ({"type": offer.type, "sdp": offer.sdp}, room_name))
+        answer = await asyncio.wait_for(answers.get(), 20)
+        await self.pc.setRemoteDescription(RTCSessionDescription(**answer))
+        for _ in range(200):
+            if self.channel.readyState == "open":
+                return self
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the chat channel did not open")
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.sio.disconnect()
+
+
+async def eventually(check, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition not met")
+
+
+async def test_messages_reach_the_rooms_other_channels_only(relay_server, room):
+    name, elsewhere = room("dc"), room("dc-other")
+    clients = []
+    try:
+        for room_name in (name, name, name, elsewhere):
+            clients.append(await ChannelClient().join(relay_server.url, room_name))
+        ada, grace, linus, outsider = clients
+        ada.channel.send("hello")
+        ada.channel.send(b"\x00\x01 bytes too")
+        await eventually(lambda: len(grace.received) == 2 and len(linus.received) == 2)
+        assert grace.received == linus.received == ["hello", b"\x00\x01 bytes too"]
+
+        ada.channel.send("x" * 20_000)  # over the limit: refused, nothing else happens
+        grace.channel.send("still here")
+        await eventually(lambda: ada.errors and "still here" in linus.received)
+        assert ada.errors[0]["code"] == "too_large" and ada.errors[0]["event"] == "datachannel"
+        assert ada.received == ["still here"]
+        assert all(len(message) < 1000 for c in clients for message in c.received)
+        assert outsider.received == []
+        rooms = {r["name"]: r for r in relay_server.get_json("/rooms")["rooms"]}
+        assert rooms[name]["media"]["datachannels"]["refused"] == 1
+    finally:
+        for client in clients:
+            await client.close()
