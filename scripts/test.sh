@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (lint, then pytest). Extra arguments go to pytest, e.g. -k chat.
+# Run the whole test suite (ruff, mypy, then pytest). Extra arguments go to pytest,
+# e.g. -k chat.
 # Installs what the tests need on first run: Python and npm packages, Debian's chromium,
 # espeak-ng and sox.
 set -euo pipefail
@@ -11,5 +12,7 @@ cd "$ROOT"
 log "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --diff . | head -50; exit 1; }
+log "mypy"
+"$VENV/bin/mypy"
 log "pytest"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp_cors
 import socketio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .audio.hub import AudioHub, SocketRoomOutput, build_consumers
 from .audio.transcripts import TranscriptStore
@@ -84,7 +85,7 @@ def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str
         cors.add(route)
 
 
-def page_handler(path: Path) -> web.RequestHandler:
+def page_handler(path: Path) -> Handler:
     async def serve_page(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 

@@ -274,10 +274,10 @@ class RoomClient:
             self._answer.set_result(answer)
 
     async def _on_error(self, error: dict[str, Any]) -> None:
-        waiting = self._answer is not None and not self._answer.done()
+        answer = self._answer
         negotiating = self._negotiation is not None and not self._negotiation.done()
-        if error.get("event") == "offer" and waiting and negotiating:
-            self._answer.set_exception(RoomError(error))
+        if error.get("event") == "offer" and answer and not answer.done() and negotiating:
+            answer.set_exception(RoomError(error))
 
     async def _on_tracks(self, payload: dict[str, Any]) -> None:
         self._mid_owner = {entry["mid"]: entry["peer_id"] for entry in payload["tracks"]}

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 REQUIRED_FILES = ("socket.io.js", "socket.io.min.js")
 SERVED_FILES = (
@@ -52,7 +53,7 @@ def check_client_bundle(dist_dir: Path) -> str:
     return version
 
 
-def _file_handler(path: Path, content_type: str) -> web.RequestHandler:
+def _file_handler(path: Path, content_type: str) -> Handler:
     async def serve(request: web.Request) -> web.StreamResponse:
         response = web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
         response.content_type = content_type

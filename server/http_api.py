@@ -27,7 +27,9 @@ def process_facts() -> dict[str, Any]:
     tasks = asyncio.all_tasks()
     return {
         "tasks": len(tasks),
-        "tasks_by_coroutine": dict(Counter(task.get_coro().__qualname__ for task in tasks)),
+        "tasks_by_coroutine": dict(
+            Counter(getattr(task.get_coro(), "__qualname__", "?") for task in tasks)
+        ),
         "threads": threading.active_count(),
         "rss_bytes": rss,
     }

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 from aiortc.mediastreams import MediaStreamError
@@ -113,7 +113,7 @@ class AudioTap:
     async def _read(self) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await self._source.recv()
+                frame = cast("av.AudioFrame", await self._source.recv())
                 for resampled in self._resampler.resample(frame):
                     pcm = bytes(resampled.planes[0])[: resampled.samples * SAMPLE_WIDTH]
                     chunk = AudioChunk(

@@ -173,6 +173,8 @@ async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> N
     """
     _sender_private(sender, "rtp_started").set()
     history = _sender_private(sender, "rtp_history")
+    payload_type = codec.payloadType
+    assert payload_type is not None  # a negotiated codec always has one
     sequence_number = random_sequence_number()
     timestamp_origin = random32()
     try:
@@ -193,7 +195,7 @@ async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> N
             last = len(frame.payloads) - 1
             for index, payload in enumerate(frame.payloads):
                 packet = RtpPacket(
-                    payload_type=codec.payloadType,
+                    payload_type=payload_type,
                     marker=int(index == last),
                     sequence_number=sequence_number,
                     timestamp=timestamp,

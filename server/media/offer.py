@@ -83,7 +83,7 @@ def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
         for media in parsed.media
     ):
         raise _invalid("the offer needs ICE credentials and a DTLS fingerprint")
-    ufrags = {media.ice.usernameFragment for media in parsed.media}
+    ufrags = {media.ice.usernameFragment for media in parsed.media if media.ice}
     if len(ufrags) != 1:
         raise _invalid("all media sections must share one ICE username fragment")
     sections = []
@@ -112,7 +112,7 @@ def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
         )
     return ParsedOffer(
         description=RTCSessionDescription(sdp=sdp, type="offer"),
-        ice_ufrag=ufrags.pop(),
+        ice_ufrag=ufrags.pop() or "",
         sections=tuple(sections),
     )
 

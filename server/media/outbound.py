@@ -168,7 +168,7 @@ class SlotTrack(OutboundTrack):
         source, self.source = self.source, None
         if source is not None:
             source.subscribers.discard(self)
-            source.forwarders.discard(self)  # type: ignore[arg-type]
+            source.forwarders.discard(self)
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
@@ -240,7 +240,8 @@ class SlotTrack(OutboundTrack):
             self._wakeup = asyncio.get_running_loop().create_future()
         await self._wakeup
 
-    async def recv(self) -> av.Packet | ForwardedPacket | Frame:
+    # aiortc's senders take anything with bytes(), pts and time_base, hence ForwardedPacket.
+    async def recv(self) -> av.Packet | ForwardedPacket | Frame:  # type: ignore[override]
         if not self._sending:
             # The sender starts once DTLS is up, well after the slot was attached: a
             # keyframe requested then may have come and gone, so ask again now.
@@ -259,7 +260,7 @@ class SlotTrack(OutboundTrack):
             if frame is not None:
                 return frame
 
-    async def _next_decoded(self, proxy: MediaStreamTrack) -> Frame | None:
+    async def _next_decoded(self, proxy: MediaStreamTrack) -> Frame | av.Packet | None:
         """The proxy's next frame, or None if the slot was switched meanwhile."""
         if self._wakeup.done():
             self._wakeup = asyncio.get_running_loop().create_future()

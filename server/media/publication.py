@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
@@ -16,6 +16,7 @@ from .aiortc_hooks import negotiated_codecs, send_picture_loss, tap_encoded_fram
 from .encoded import EncodedFrame, KeyframeRequests, is_keyframe
 
 if TYPE_CHECKING:
+    from av import VideoFrame
     from av.frame import Frame
 
     from .outbound import OutboundTrack
@@ -47,7 +48,7 @@ class ServerClockVideo(MediaStreamTrack):
         self._last_pts = -1
 
     async def recv(self) -> Frame:
-        frame = await self._source.recv()
+        frame = cast("VideoFrame", await self._source.recv())
         pts = max(int(time.monotonic() * VIDEO_CLOCK_RATE), self._last_pts + 1)
         frame.pts, frame.time_base, self._last_pts = pts, VIDEO_TIME_BASE, pts
         return frame

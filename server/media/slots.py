@@ -60,12 +60,12 @@ def plan_every_source(
     for source in sources:
         if source.key in placed:
             continue
-        slot = next((s for s in free if s.kind == source.kind), None)
-        if slot is None:
+        match = next((s for s in free if s.kind == source.kind), None)
+        if match is None:
             missing[source.kind] += 1
             continue
-        free.remove(slot)
-        plan[slot] = source
+        free.remove(match)
+        plan[match] = source
         placed.add(source.key)
     for slot in free:
         plan[slot] = None
