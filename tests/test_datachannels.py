@@ -14,6 +14,7 @@ from aiortc import (
 )
 
 from tests.support.media import ToneTrack
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.media
 
@@ -53,14 +54,6 @@ class ChannelClient:
     async def close(self) -> None:
         await self.pc.close()
         await self.sio.disconnect()
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition not met")
 
 
 async def test_messages_reach_the_rooms_other_channels_only(relay_server, room):

@@ -114,15 +114,20 @@ def test_client_bundle_is_served(p2p_server, path, content_type):
         assert json.loads(body)["version"] == 3
 
 
-def test_startup_fails_clearly_without_the_client_bundle(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", "--client-dir", str(tmp_path)],
+def run_server(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` to completion (for runs that exit by themselves)."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_startup_fails_clearly_without_the_client_bundle(tmp_path):
+    result = run_server("--port", "0", "--client-dir", str(tmp_path))
     assert result.returncode == 2
     assert "socket.io-client 4.x not found" in result.stderr
     assert "npm install" in result.stderr
@@ -173,14 +178,8 @@ def test_bad_environment_values_are_reported(capsys):
 
 
 def test_help_describes_every_setting_and_its_environment_variable():
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--help"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_server("--help")
+    assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps lines anywhere
     for variable in (
         "HOST",
@@ -253,14 +252,7 @@ async def test_https_serves_the_api_and_socketio(tmp_path):
 
 def test_tls_needs_both_certificate_and_key(tmp_path):
     cert, _ = self_signed(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", "--tls-cert", str(cert)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_server("--port", "0", "--tls-cert", str(cert))
     assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
 
 

@@ -11,6 +11,7 @@ from aiortc import RTCPeerConnection
 from server.client import RoomClient
 from tests.support.clients import PythonClient
 from tests.support.media import COLOURS, identify_video
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.media
 
@@ -33,17 +34,6 @@ def shape(peers):
     """The parts of a room's media state that only change when the room changes."""
     keys = ("peer_id", "connection", "published", "receiving_from")
     return [{key: peer[key] for key in keys} for peer in peers]
-
-
-async def eventually(check, timeout: float = 15.0, interval: float = 0.1):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s (last: {value!r})")
-        await asyncio.sleep(interval)
 
 
 async def test_disconnect_in_the_middle_of_negotiation_leaves_nothing(

@@ -9,10 +9,8 @@ from tests.support.browser import (
     average_colour,
     close_to,
     frames_decoded,
-    launch,
+    launch_with_identity,
     wait_until,
-    write_tone,
-    write_y4m,
 )
 from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
@@ -32,16 +30,8 @@ async def test_two_pages_call_each_other_and_see_each_others_camera(
 ):
     name = room("call")
     async with async_playwright() as playwright:
-        red = await launch(
-            playwright,
-            video=write_y4m(tmp_path / "red.y4m", RED),
-            audio=write_tone(tmp_path / "a.wav", 440),
-        )
-        blue = await launch(
-            playwright,
-            video=write_y4m(tmp_path / "blue.y4m", BLUE),
-            audio=write_tone(tmp_path / "b.wav", 660),
-        )
+        red = await launch_with_identity(playwright, tmp_path, "red", RED, 440)
+        blue = await launch_with_identity(playwright, tmp_path, "blue", BLUE, 660)
         try:
             red_page = await open_zoomclone(red, zoomclone_p2p_server.url, name)
             await red_page.wait_for_timeout(300)

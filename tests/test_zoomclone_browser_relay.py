@@ -9,10 +9,8 @@ from tests.support.browser import (
     average_colour,
     close_to,
     frames_decoded,
-    launch,
+    launch_with_identity,
     wait_until,
-    write_tone,
-    write_y4m,
 )
 from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
@@ -52,16 +50,8 @@ async def _shows(page, colour):
 async def test_room_of_two_each_page_sees_the_other(zoomclone_relay_server, room, tmp_path):
     name = room("pair")
     async with async_playwright() as playwright:
-        red = await launch(
-            playwright,
-            video=write_y4m(tmp_path / "r.y4m", RED),
-            audio=write_tone(tmp_path / "r.wav", 440),
-        )
-        blue = await launch(
-            playwright,
-            video=write_y4m(tmp_path / "b.y4m", BLUE),
-            audio=write_tone(tmp_path / "b.wav", 660),
-        )
+        red = await launch_with_identity(playwright, tmp_path, "red", RED, 440)
+        blue = await launch_with_identity(playwright, tmp_path, "blue", BLUE, 660)
         try:
             red_page = await open_zoomclone(red, zoomclone_relay_server.url, name)
             blue_page = await open_zoomclone(blue, zoomclone_relay_server.url, name)
@@ -106,11 +96,7 @@ async def test_room_of_three_follows_the_active_speaker(zoomclone_relay_server, 
     name = room("trio")
     async with async_playwright() as playwright:
         browsers = {
-            colour: await launch(
-                playwright,
-                video=write_y4m(tmp_path / f"{label}.y4m", colour),
-                audio=write_tone(tmp_path / f"{label}.wav", 500, amplitude=amplitude),
-            )
+            colour: await launch_with_identity(playwright, tmp_path, label, colour, 500, amplitude)
             for label, colour, amplitude in (("r", RED, 0), ("g", GREEN, 0), ("b", BLUE, 14000))
         }
         try:

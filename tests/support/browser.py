@@ -6,7 +6,6 @@ so a test can tell which participant's media a page is showing.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import shutil
 import struct
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, Playwright
+
+from tests.support.polling import eventually
 
 RGB = tuple[int, int, int]
 
@@ -107,6 +108,22 @@ async def launch(
     )
 
 
+async def launch_with_identity(
+    playwright: Playwright,
+    folder: Path,
+    label: str,
+    colour: RGB,
+    frequency: float,
+    amplitude: int = 12000,
+) -> Browser:
+    """A browser whose fake camera shows ``colour`` and whose fake microphone plays a tone."""
+    return await launch(
+        playwright,
+        video=write_y4m(folder / f"{label}.y4m", colour),
+        audio=write_tone(folder / f"{label}.wav", frequency, amplitude=amplitude),
+    )
+
+
 AVERAGE_COLOUR_JS = """
 (video) => {
   if (!video || !video.videoWidth) return null;
@@ -157,12 +174,5 @@ def close_to(actual: list[int] | None, expected: RGB, tolerance: int = 45) -> bo
 
 
 async def wait_until(check: Any, timeout: float = 20.0, interval: float = 0.25) -> Any:
-    """Poll an async ``check()`` until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last value {value!r})")
-        await asyncio.sleep(interval)
+    """Poll an async ``check()`` until it returns something truthy (pages are slow to ask)."""
+    return await eventually(check, timeout, interval)
