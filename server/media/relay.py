@@ -65,6 +65,11 @@ class RelayRoom:
             for publication in peer.publications.values()
         ]
 
+    def published(self) -> dict[str, int]:
+        """How many audio and video tracks the room's participants publish."""
+        kinds = Counter(publication.kind for publication in self.publications())
+        return {"audio": kinds["audio"], "video": kinds["video"]}
+
     def reallocate(self) -> None:
         """Re-plan every peer's slots from the room's current publications."""
         publications = self.publications()
@@ -84,8 +89,7 @@ class RelayRoom:
         They have nothing to offer until someone publishes, and the server never
         offers, so it asks them (``renegotiate``) to open a connection with slots.
         """
-        kinds = Counter(publication.kind for publication in self.publications())
-        wanted = {"audio": kinds["audio"], "video": kinds["video"]}
+        wanted = self.published()
         members = self.signal.roster.members(self.name)
         present = {member.sid for member in members}
         self._invited = {sid: asked for sid, asked in self._invited.items() if sid in present}
@@ -202,8 +206,7 @@ class RelayMedia:
 
     def published(self, room: str) -> dict[str, int]:
         relay_room = self._rooms.get(room)
-        kinds = Counter(p.kind for p in relay_room.publications()) if relay_room else Counter()
-        return {"audio": kinds["audio"], "video": kinds["video"]}
+        return relay_room.published() if relay_room else {"audio": 0, "video": 0}
 
     def active_speaker(self, room: str) -> str | None:
         relay_room = self._rooms.get(room)
