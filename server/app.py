@@ -11,19 +11,20 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .audio.hub import AudioHub, SocketRoomOutput, build_consumers
+from .audio.hub import AudioHub, build_consumers
 from .audio.transcripts import TranscriptStore
+from .backends import MediaBackend
+from .backends.p2p import PeerToPeerBackend
+from .backends.relay import RelayBackend, SocketRoomOutput
 from .client_bundle import add_client_bundle_routes
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .http_api import api_routes
-from .media.backend import MediaBackend
-from .media.p2p import PeerToPeerMedia
-from .media.relay import RelayMedia
+from .media.types import MediaConfig
 from .membership import Membership
 from .native import native_join, register_native_events
-from .rooms import Roster
+from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
 from .stats import Stats
 from .zoomclone import register_zoomclone_events
@@ -48,15 +49,30 @@ class SocketServer(socketio.AsyncServer):
             logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
 
 
+def media_config(settings: Settings) -> MediaConfig:
+    """The media core's few settings."""
+    return MediaConfig(
+        forwarding=settings.forwarding == "forward",
+        connect_timeout=settings.media_timeout,
+        ice_servers=settings.ice_servers,
+        # A client may receive from everyone else and publish a few tracks of its own.
+        max_media_sections=4 * settings.max_peers_per_room + 8,
+    )
+
+
 def create_media(
-    settings: Settings, sio: socketio.AsyncServer, roster: Roster, audio: AudioHub
+    settings: Settings,
+    sio: socketio.AsyncServer,
+    roster: Roster,
+    router: EventRouter,
+    audio: AudioHub,
 ) -> MediaBackend:
     if settings.media == "p2p":
-        return PeerToPeerMedia(roster)
-    return RelayMedia(settings, sio, roster, audio)
+        return PeerToPeerBackend(roster)
+    return RelayBackend(sio, roster, router, media_config(settings), audio)
 
 
-def create_audio(settings: Settings, sio: socketio.AsyncServer) -> AudioHub:
+def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> AudioHub:
     """Audio consumers from the settings; they only get audio in relay mode."""
     transcripts = TranscriptStore()
     consumers = build_consumers(
@@ -70,7 +86,14 @@ def create_audio(settings: Settings, sio: socketio.AsyncServer) -> AudioHub:
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")
-    return AudioHub(consumers, SocketRoomOutput(sio), transcripts, settings.tap_buffer_seconds)
+
+    def nickname_of(peer_id: str) -> str:
+        participant = roster.by_peer_id(peer_id)
+        return participant.nickname if participant else DEFAULT_NICKNAME
+
+    return AudioHub(
+        consumers, SocketRoomOutput(sio), transcripts, settings.tap_buffer_seconds, nickname_of
+    )
 
 
 def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str) -> None:
@@ -123,9 +146,9 @@ def create_app(settings: Settings) -> web.Application:
 
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
-    audio = create_audio(settings, sio)
-    media = create_media(settings, sio, roster, audio)
     router = EventRouter(sio, roster, stats)
+    audio = create_audio(settings, sio, roster)
+    media = create_media(settings, sio, roster, router, audio)
     membership = Membership(sio, roster, media)
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
@@ -140,15 +163,7 @@ def create_app(settings: Settings) -> web.Application:
     register_native_events(router, roster, membership)
 
     app[SERVER_KEY] = RoomServer(
-        settings=settings,
-        sio=sio,
-        roster=roster,
-        stats=stats,
-        media=media,
-        audio=audio,
-        membership=membership,
-        router=router,
-        client_version=client_version,
+        roster=roster, stats=stats, media=media, audio=audio, client_version=client_version
     )
     add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
     add_page_routes(app, settings)

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import socketio
 from aiohttp import web
 
 from .audio.hub import AudioHub
-from .events import EventRouter
-from .media.backend import MediaBackend
-from .membership import Membership
+from .backends import MediaBackend
 from .rooms import Roster
-from .settings import Settings
 from .stats import Stats
 
 
 @dataclass
 class RoomServer:
-    """Everything one roomrelay instance is made of."""
+    """What the HTTP endpoints read from a running roomrelay instance."""
 
-    settings: Settings
-    sio: socketio.AsyncServer
     roster: Roster
     stats: Stats
     media: MediaBackend
     audio: AudioHub
-    membership: Membership
-    router: EventRouter
     client_version: str
 
 

@@ -13,7 +13,7 @@ import logging
 
 import socketio
 
-from .media.backend import MediaBackend
+from .backends import MediaBackend
 from .rooms import Dialect, Participant, Roster
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 
 from . import validation
 from .audio.hub import AudioHub
+from .backends import MediaBackend
 from .events import EventRouter
-from .media.backend import MediaBackend
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError, expect_args

@@ -1,9 +1,12 @@
-"""Participants and rooms, on top of Socket.IO's own room map.
+"""Participants and rooms, on top of Socket.IO's own rooms.
 
 Room membership lives only in python-socketio's manager (``enter_room`` /
 ``leave_room``); this module keeps per-connection metadata beside it
-(nickname, client dialect, media state) and answers questions about rooms by
-reading the manager's map.
+(nickname, client dialect, media state) and asks the manager about rooms
+through its public API only (``get_participants``), so that a pub/sub manager
+(Redis) can replace the in-memory one. Each participant also remembers the one
+room it is in: the manager's ``get_rooms`` scans every room, too slow to run on
+every event.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Participant:
     dialect: Dialect | None = None
     audio_enabled: bool = True
     video_enabled: bool = True
+    room: str | None = None  # the one room it is in; written by Roster.enter/leave only
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -54,23 +58,31 @@ class Participant:
 
 
 class Roster:
-    """Participants by connection, and read-only views of the manager's room map."""
+    """Participants by connection and by peer id, and views of the manager's rooms."""
 
     def __init__(self, sio: socketio.AsyncServer, max_per_room: int) -> None:
         self._sio = sio
         self._max_per_room = max_per_room
         self._by_sid: dict[str, Participant] = {}
+        self._by_peer_id: dict[str, Participant] = {}
 
     # -- connections -------------------------------------------------------
 
     def add(self, participant: Participant) -> None:
         self._by_sid[participant.sid] = participant
+        self._by_peer_id[participant.peer_id] = participant
 
     def discard(self, sid: str) -> Participant | None:
-        return self._by_sid.pop(sid, None)
+        participant = self._by_sid.pop(sid, None)
+        if participant is not None:
+            self._by_peer_id.pop(participant.peer_id, None)
+        return participant
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)
+
+    def by_peer_id(self, peer_id: str) -> Participant | None:
+        return self._by_peer_id.get(peer_id)
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -78,36 +90,29 @@ class Roster:
     def __iter__(self) -> Iterator[Participant]:
         return iter(list(self._by_sid.values()))
 
-    # -- rooms (read from the Socket.IO manager) ----------------------------
-
-    def _room_map(self) -> dict:
-        return self._sio.manager.rooms.get(NAMESPACE, {})
+    # -- rooms (membership from the Socket.IO manager) ------------------------
 
     def room_of(self, sid: str) -> str | None:
         """The public room a connection is in (each connection joins at most one)."""
-        for room in self._sio.manager.get_rooms(sid, NAMESPACE):
-            if room != sid:
-                return room
-        return None
+        participant = self._by_sid.get(sid)
+        return participant.room if participant else None
 
     def public_rooms(self) -> list[str]:
-        """Names of rooms people joined: not the per-connection rooms, not the None room."""
-        room_map = self._room_map()
-        sid_rooms = room_map.get(None, {})
-        return sorted(name for name in room_map if name is not None and name not in sid_rooms)
+        """Names of the rooms people are in."""
+        return sorted({p.room for p in self._by_sid.values() if p.room is not None})
 
     def member_sids(self, room: str) -> list[str]:
-        return list(self._room_map().get(room, {}).keys())
+        return [sid for sid, _ in self._sio.manager.get_participants(NAMESPACE, room)]
 
     def members(self, room: str) -> list[Participant]:
         return [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
 
     def count(self, room: str) -> int:
-        return len(self._room_map().get(room, {}))
+        return len(self.member_sids(room))
 
     def check_can_enter(self, room: str) -> None:
         """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""
-        if room in self._room_map().get(None, {}):
+        if room in self._by_sid:  # every connection's own room is named after its sid
             raise ProtocolError("invalid_room_name", "that room name is reserved")
         if self.count(room) >= self._max_per_room:
             raise ProtocolError(
@@ -118,9 +123,11 @@ class Roster:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
         self.check_can_enter(room)
         await self._sio.enter_room(participant.sid, room)
+        participant.room = room
 
     async def leave(self, participant: Participant, room: str) -> None:
         await self._sio.leave_room(participant.sid, room)
+        participant.room = None
 
     async def emit_to_dialect(
         self,
@@ -135,9 +142,8 @@ class Roster:
 
         ``data`` follows python-socketio: a tuple is several arguments, None none.
         """
-        skipped = [p.sid for p in self.members(room) if p.dialect is not dialect]
-        if skip is not None and skip not in skipped:
-            skipped.append(skip)
-        if len(skipped) >= self.count(room):
+        members = self.members(room)
+        skipped = [p.sid for p in members if p.dialect is not dialect or p.sid == skip]
+        if len(skipped) >= len(members):
             return
         await self._sio.emit(event, data, to=room, skip_sid=skipped)

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import validation
+from .backends import MediaBackend
 from .events import EventRouter
-from .media.backend import MediaBackend
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError, expect_args

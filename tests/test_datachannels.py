@@ -80,3 +80,18 @@ async def test_messages_reach_the_rooms_other_channels_only(relay_server, room):
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_refusals_the_media_core_reports_are_counted_in_stats(relay_server, room):
+    """Errors reported after an event's own handler returned count like any other."""
+    name = room("dc-stats")
+    clients = [await ChannelClient().join(relay_server.url, name) for _ in range(2)]
+    try:
+        before = relay_server.get_json("/stats")["errors_by_code"].get("too_large", 0)
+        clients[0].channel.send("x" * 20_000)
+        await eventually(lambda: clients[0].errors)
+        after = relay_server.get_json("/stats")["errors_by_code"].get("too_large", 0)
+        assert after == before + 1
+    finally:
+        for client in clients:
+            await client.close()

@@ -14,8 +14,9 @@ from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 from server.client import RoomClient
 from server.media import aiortc_hooks
 from server.media.aiortc_hooks import AiortcInternalsChanged, check_aiortc_internals
-from server.media.encoded import EncodedFrame, KeyframeRequests, is_keyframe
-from server.media.outbound import MAX_QUEUED, SlotTrack
+from server.media.encoded import EncodedFrame, is_keyframe
+from server.media.publication import EncodedSubscription
+from server.media.slot import MAX_QUEUED, Slot
 from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack, identify_video
 
 pytestmark = pytest.mark.media
@@ -138,12 +139,18 @@ class FakeSource:
     """Stands in for a Publication on the slot's side of the interface."""
 
     def __init__(self) -> None:
-        self.subscribers, self.forwarders = set(), set()
         self.forwardable, self.mime_type, self.kind = True, "video/vp8", "video"
+        self.peer_id = "fake"
         self.keyframe_requests = 0
 
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
+
+    def subscribe_encoded(self, sink, on_ended=None):
+        return EncodedSubscription(self, sink, on_ended)
+
+    def _unsubscribe(self, subscription) -> None:
+        pass
 
 
 def frame(number: int, keyframe: bool = False) -> EncodedFrame:
@@ -153,7 +160,7 @@ def frame(number: int, keyframe: bool = False) -> EncodedFrame:
 async def test_an_overflowing_slot_drops_and_waits_for_a_keyframe():
     transceiver, connections = await negotiated_video_transceiver()
     try:
-        slot = SlotTrack(transceiver, forwarding=True)
+        slot = Slot(transceiver, forwarding=True)
         source = FakeSource()
         slot.attach(source)
         assert source.keyframe_requests == 1  # a new subscriber asks for a keyframe
@@ -173,22 +180,6 @@ async def test_an_overflowing_slot_drops_and_waits_for_a_keyframe():
     finally:
         for pc in connections:
             await pc.close()
-
-
-async def test_keyframe_requests_are_coalesced_but_never_lost():
-    sent = []
-
-    async def send() -> None:
-        sent.append(time.monotonic())
-
-    requests = KeyframeRequests(send, interval=0.2)
-    for _ in range(10):
-        requests.request()
-    await asyncio.sleep(0.05)
-    assert len(sent) == 1
-    requests.request()  # inside the quiet interval: deferred, not dropped
-    await asyncio.sleep(0.3)
-    assert len(sent) == 2 and sent[1] - sent[0] >= 0.19
 
 
 async def test_codec_alignment_and_fallback(relay_server, room):

@@ -10,9 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import socketio
-
-from .consumer import AudioConsumer, RoomPatterns
+from .consumer import AudioConsumer, RoomOutput, RoomPatterns
 from .recorder import WavRecorder
 from .stt import PARTIAL_EVERY, SpeechRecognizer
 from .tap import AudioTap
@@ -22,16 +20,6 @@ if TYPE_CHECKING:
     from ..media.publication import Publication
 
 logger = logging.getLogger(__name__)
-
-
-class SocketRoomOutput:
-    """Consumers' results go to everyone in the room, as Socket.IO events."""
-
-    def __init__(self, sio: socketio.AsyncServer) -> None:
-        self._sio = sio
-
-    async def emit(self, room: str, event: str, data: dict[str, Any]) -> None:
-        await self._sio.emit(event, data, to=room)
 
 
 def load_consumer(path: str) -> AudioConsumer:
@@ -71,20 +59,23 @@ def build_consumers(
 class AudioHub:
     """Starts the consumers, taps each audio publication for the consumers of its room.
 
-    A room that no consumer accepts is not tapped, so its forwarded audio is never
-    decoded.
+    The media core tells it about every publication (it is a
+    ``PublicationObserver``). A room that no consumer accepts is not tapped, so
+    its forwarded audio is never decoded.
     """
 
     def __init__(
         self,
         consumers: list[AudioConsumer],
-        output: SocketRoomOutput,
+        output: RoomOutput,
         transcripts: TranscriptStore,
         buffer_seconds: float,
+        nickname_of: Callable[[str], str],
     ) -> None:
         self.consumers = consumers
         self.transcripts = transcripts
         self._output = output
+        self._nickname_of = nickname_of
         self._buffer_seconds = buffer_seconds
         self._taps: dict[Publication, AudioTap] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -95,14 +86,19 @@ class AudioHub:
             await consumer.start(self._output)
             logger.info("audio consumer %s started", consumer.name)
 
-    def attach(self, publication: Publication, room: str, nickname: Callable[[], str]) -> None:
+    def publication_added(self, room: str, publication: Publication) -> None:
         """Tap an audio publication for the consumers that accept its room, if any."""
         if publication.kind != "audio" or publication in self._taps:
             return
         consumers = self.consumers_for(room)
         if consumers:
+            peer_id = publication.peer_id
             self._taps[publication] = AudioTap(
-                publication, room, nickname, consumers, self._buffer_seconds
+                publication,
+                room,
+                lambda: self._nickname_of(peer_id),
+                consumers,
+                self._buffer_seconds,
             )
 
     def consumers_for(self, room: str) -> list[AudioConsumer]:
@@ -111,7 +107,7 @@ class AudioHub:
     def has_captions(self, room: str) -> bool:
         return any(isinstance(c, SpeechRecognizer) for c in self.consumers_for(room))
 
-    def detach(self, publication: Publication) -> None:
+    def publication_removed(self, publication: Publication) -> None:
         """Stop tapping; consumers finish and finalize in the background."""
         tap = self._taps.pop(publication, None)
         if tap is None:
@@ -152,7 +148,7 @@ class AudioHub:
 
     async def close(self) -> None:
         for publication in list(self._taps):
-            self.detach(publication)
+            self.publication_removed(publication)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         for consumer in self.consumers:

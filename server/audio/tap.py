@@ -94,7 +94,8 @@ class AudioTap:
         self.room = room
         self.peer_id = publication.peer_id
         self._nickname = nickname
-        self._source = publication.decoded(buffered=True)  # our reader is quick: keep every frame
+        # Our reader is quick: keep every frame.
+        self._source = publication.subscribe_decoded(buffered=True)
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         capacity = max(1, round(buffer_seconds / CHUNK_SECONDS))
         self.lanes = [ConsumerLane(consumer, capacity) for consumer in consumers]
@@ -113,7 +114,7 @@ class AudioTap:
     async def _read(self) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = cast("av.AudioFrame", await self._source.recv())
+                frame = cast("av.AudioFrame", await self._source.track.recv())
                 for resampled in self._resampler.resample(frame):
                     pcm = bytes(resampled.planes[0])[: resampled.samples * SAMPLE_WIDTH]
                     chunk = AudioChunk(
@@ -131,8 +132,7 @@ class AudioTap:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
-        self._source.stop()
-        self.publication.release_decoded()
+        self._source.close()
         await asyncio.gather(
             *(lane.finish(self.room, self.peer_id, finalize_timeout) for lane in self.lanes)
         )

@@ -56,9 +56,6 @@ class TranscriptStore:
         """Rooms with a transcript, least recently written first."""
         return list(self._rooms)
 
-    def clear(self, room: str) -> None:
-        self._rooms.pop(room, None)
-
 
 def _one_line(value: object) -> str:
     return " ".join(str(value).split())

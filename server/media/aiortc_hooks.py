@@ -1,10 +1,11 @@
-"""Every use of aiortc's private names, in one place, checked at startup.
+"""Every use of aiortc's private names and every process-wide patch, in one place.
 
 aiortc has no public hook for what an SFU needs (per-packet audio levels,
-encoded frames, keyframe requests, codec order), so we attach to a few private
-names. The aiortc version is pinned in setup.cfg; :func:`check_aiortc_internals`
-fails fast, with a clear message, if an upgrade moved any of them, and the test
-suite exercises each one.
+encoded frames, keyframe requests, codec order, SDP parsing), so we attach to a
+few private names. The aiortc version is pinned in setup.cfg;
+:func:`check_aiortc_internals` fails fast, with a clear message, if an upgrade
+moved any of them, and the test suite exercises each one. Nothing outside this
+module touches aiortc's private names.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from typing import Any
 
 import aiortc
 import aiortc.clock
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCIceCandidate, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 from aiortc.utils import random32, uint16_add, uint32_add
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,26 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler) 
     tap = EncodedFrameTap(on_frame)
     setattr(receiver, _DECODER_QUEUE, tap)
     return tap
+
+
+def parse_sdp(sdp: str) -> SessionDescription:
+    """aiortc's own SDP parser (what ``setRemoteDescription`` will see)."""
+    return SessionDescription.parse(sdp)
+
+
+def parse_candidate_line(line: str) -> RTCIceCandidate:
+    """An ICE candidate from its SDP form (without the ``candidate:`` prefix)."""
+    return candidate_from_sdp(line)
+
+
+def supported_codecs(kind: str) -> list[RTCRtpCodecParameters]:
+    """The codecs aiortc can send and receive for ``kind`` (empty for unknown kinds)."""
+    return list(CODECS.get(kind, []))
+
+
+def common_codecs(kind: str, offered: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
+    """The offered codecs aiortc shares, as ``setRemoteDescription`` will agree them."""
+    return find_common_codecs(supported_codecs(kind), offered)
 
 
 def observe_audio_levels(receiver: RTCRtpReceiver, callback: Callable[[int], None]) -> None:
@@ -243,7 +268,7 @@ def _current_ms() -> int:
     return int((time.time() + NTP_UNIX_OFFSET) * 1000)
 
 
-def use_fast_clock() -> None:
+def _use_fast_clock() -> None:
     """Replace aiortc's NTP clock helpers with equivalents that skip ``datetime``.
 
     aiortc reads the NTP clock twice for every RTP packet it sends and once per
@@ -252,6 +277,19 @@ def use_fast_clock() -> None:
     """
     aiortc.clock.current_ntp_time = _current_ntp_time
     aiortc.clock.current_ms = _current_ms
+
+
+_installed = False
+
+
+def install_aiortc_hooks() -> None:
+    """Check aiortc's internals and apply the process-wide patches, once per process."""
+    global _installed  # noqa: PLW0603 - one process, one aiortc: patched once
+    if _installed:
+        return
+    check_aiortc_internals()
+    _use_fast_clock()
+    _installed = True
 
 
 def _require(condition: bool, what: str) -> None:
@@ -306,6 +344,16 @@ def check_aiortc_internals() -> None:
         "packet_count",
     ):  # fmt: skip
         _require(_assigns(RTCRtpSender, "__" + name), f"RTCRtpSender.__{name}")
+    _require(_assigns(RTCRtpSender, "_ssrc"), "RTCRtpSender._ssrc")
+    _require(
+        _parameters(RTCDtlsTransport._send_rtp) == ["self", "data"], "RTCDtlsTransport._send_rtp"
+    )
+    _require(
+        _parameters(SessionDescription.parse) == ["sdp"]
+        and _parameters(candidate_from_sdp) == ["sdp"]
+        and _parameters(find_common_codecs) == ["local_codecs", "remote_codecs"],
+        "aiortc.sdp.SessionDescription.parse, candidate_from_sdp and find_common_codecs",
+    )
     _require(
         _parameters(RTCRtpSender._next_encoded_frame) == ["self", "codec"]
         and _parameters(RTCRtpSender._run_rtp) == ["self", "codec"],

@@ -11,19 +11,18 @@ rate limit shared with its Socket.IO events) and never reach another room.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from aiortc import RTCDataChannel
 
 from ..validation import ProtocolError
-
-if TYPE_CHECKING:
-    from ..rooms import Participant
-    from .relay import Signal
+from .types import RateGate
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024  # what every browser can send and receive in one message
+
+Refuse = Callable[[str, ProtocolError], Awaitable[None]]
 
 
 class DataChannelBridge:
@@ -34,21 +33,23 @@ class DataChannelBridge:
     of each other participant.
     """
 
-    def __init__(self, signal: Signal) -> None:
-        self._signal = signal
+    def __init__(self, refuse: Refuse) -> None:
+        self._refuse_to = refuse
         self._channels: dict[str, list[RTCDataChannel]] = {}  # peer_id -> newest last
         self.forwarded = 0
         self.refused = 0
 
-    def attach(self, participant: Participant, channel: RTCDataChannel) -> None:
-        """Relay what ``channel`` receives; deliver other participants' messages to it."""
-        peer_id = participant.peer_id
+    def attach(self, peer_id: str, channel: RTCDataChannel, rate_gate: RateGate) -> None:
+        """Relay what ``channel`` receives; deliver other participants' messages to it.
+
+        ``rate_gate`` is the sender's rate limit, shared with its signaling events.
+        """
         self._channels.setdefault(peer_id, []).append(channel)
 
         @channel.on("message")
         async def on_message(message: str | bytes) -> None:
             if channel in self._channels.get(peer_id, ()):
-                await self._forward(participant, channel.label, message)
+                await self._forward(peer_id, rate_gate, channel.label, message)
 
         @channel.on("close")
         def on_close() -> None:
@@ -61,17 +62,19 @@ class DataChannelBridge:
         for channel in self._channels.pop(peer_id, []):
             channel.remove_all_listeners()
 
-    async def _forward(self, sender: Participant, label: str, message: str | bytes) -> None:
+    async def _forward(
+        self, sender: str, rate_gate: RateGate, label: str, message: str | bytes
+    ) -> None:
         size = len(message.encode() if isinstance(message, str) else message)
         if size > MAX_MESSAGE_BYTES:
             limit = f"data channel messages are at most {MAX_MESSAGE_BYTES} bytes"
             await self._refuse(sender, "too_large", limit)
             return
-        if not sender.limiter.try_take():
+        if not rate_gate():
             await self._refuse(sender, "rate_limited", "too many messages; slow down")
             return
         for peer_id, channels in self._channels.items():
-            if peer_id == sender.peer_id:
+            if peer_id == sender:
                 continue
             target = next(
                 (c for c in reversed(channels) if c.label == label and c.readyState == "open"),
@@ -81,9 +84,9 @@ class DataChannelBridge:
                 target.send(message)
                 self.forwarded += 1
 
-    async def _refuse(self, sender: Participant, code: str, text: str) -> None:
+    async def _refuse(self, sender: str, code: str, text: str) -> None:
         self.refused += 1
-        await self._signal.error(sender, "datachannel", ProtocolError(code, text))
+        await self._refuse_to(sender, ProtocolError(code, text))
 
     def stats(self) -> dict[str, int]:
         return {

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiortc import RTCIceCandidate, RTCSessionDescription
-from aiortc.codecs import CODECS
-from aiortc.rtcpeerconnection import find_common_codecs
-from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ..validation import IceCandidate, ProtocolError
+from .aiortc_hooks import common_codecs, parse_candidate_line, parse_sdp, supported_codecs
 
 SENDING = ("sendrecv", "sendonly")
 RECEIVING = ("sendrecv", "recvonly")
@@ -57,7 +55,7 @@ def _invalid(message: str) -> ProtocolError:
 def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
     """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError."""
     try:
-        parsed = SessionDescription.parse(sdp)
+        parsed = parse_sdp(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips over
         raise _invalid(f"the offer could not be parsed ({type(exc).__name__})") from None
     if not parsed.media:
@@ -91,21 +89,22 @@ def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
         if media.kind == "application":
             sections.append(MediaSection(media.rtp.muxId, media.kind, "sendrecv", ()))
             continue
-        if media.kind not in CODECS:
+        supported = supported_codecs(media.kind)
+        if not supported:
             raise ProtocolError("unsupported_sdp", f"unsupported media kind {media.kind!r}")
         if media.port == 0:
             raise ProtocolError(
                 "unsupported_sdp",
                 "stopped transceivers are not supported; set their direction to inactive",
             )
-        common = find_common_codecs(CODECS[media.kind], media.rtp.codecs)
+        common = common_codecs(media.kind, media.rtp.codecs)
         names = tuple(codec.mimeType for codec in common if not codec.mimeType.endswith("/rtx"))
         if not names:
             offered = ", ".join(sorted({c.mimeType for c in media.rtp.codecs})) or "none"
             raise ProtocolError(
                 "no_usable_codec",
                 f"no {media.kind} codec in common (offered: {offered}; "
-                f"supported: {', '.join(c.mimeType for c in CODECS[media.kind])})",
+                f"supported: {', '.join(c.mimeType for c in supported)})",
             )
         sections.append(
             MediaSection(media.rtp.muxId, media.kind, media.direction or "sendrecv", names)
@@ -124,7 +123,7 @@ def parse_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
         return None
     text = text.removeprefix("candidate:")
     try:
-        parsed = candidate_from_sdp(text)
+        parsed = parse_candidate_line(text)
     except (AssertionError, ValueError, IndexError) as exc:
         raise ProtocolError("invalid_candidate", f"unreadable ICE candidate ({exc!r})") from None
     if candidate.sdp_mid is None and candidate.sdp_mline_index is None:

@@ -13,7 +13,8 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
@@ -24,17 +25,24 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpTransceiver,
 )
+from aiortc.contrib.media import MediaRelay
 
-from ..rooms import Dialect, Participant
 from ..validation import ProtocolError
-from .aiortc_hooks import negotiated_codecs, observe_audio_levels, prefer_codecs, set_stream_id
+from .aiortc_hooks import negotiated_codecs, prefer_codecs, set_stream_id
 from .offer import MediaSection, ParsedOffer
-from .outbound import SlotTrack
+from .planning import plan_every_source, plan_follow_speaker
 from .publication import Publication
-from .slots import Slot, apply_plan, plan_every_source, plan_follow_speaker
-
-if TYPE_CHECKING:
-    from .relay import RelayRoom
+from .slot import Slot
+from .types import (
+    KINDS,
+    CloseReason,
+    Kind,
+    MediaConfig,
+    MediaListener,
+    RateGate,
+    SlotInfo,
+    SlotPolicy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,29 +66,55 @@ def server_direction(section: MediaSection) -> str:
     }[(sends, receives)]
 
 
+@dataclass(frozen=True)
+class PeerHooks:
+    """How a peer tells the room that owns it about changes; the room sets them.
+
+    The peer never holds its room: it knows the room's name only.
+    """
+
+    assign_slots: Callable[[], None]  # re-plan every slot of the room now (no I/O)
+    changed: Callable[[], Awaitable[None]]  # reconcile the room and tell everyone
+    publication_added: Callable[[Publication], None]
+    publication_removed: Callable[[Publication], None]
+    datachannel_opened: Callable[[RTCDataChannel], None]
+    connection_closed: Callable[[], None]  # the peer's data channels are gone
+
+
 class MediaPeer:
     """One participant's media session: its publications and its receive slots."""
 
     def __init__(
         self,
-        participant: Participant,
-        room: RelayRoom,
+        peer_id: str,
+        room: str,
         *,
-        forwarding: bool,
-        connect_timeout: float,
+        policy: SlotPolicy,
+        rate_gate: RateGate,
+        listener: MediaListener,
+        hooks: PeerHooks,
+        relay: MediaRelay,
+        config: MediaConfig,
         ice_servers: list[RTCIceServer],
     ) -> None:
-        self.participant = participant
-        self.room = room
-        self._forwarding = forwarding
-        self._connect_timeout = connect_timeout
+        self.peer_id = peer_id
+        self.room = room  # the room's name: a peer never holds its room
+        self.policy = policy
+        self.rate_gate = rate_gate
+        self._listener = listener
+        self._hooks = hooks
+        self._relay = relay
+        self._forwarding = config.forwarding
+        self._connect_timeout = config.connect_timeout
         self._ice_servers = ice_servers
         self.pc: RTCPeerConnection | None = None
         self.publications: dict[str, Publication] = {}
         self.slots: list[Slot] = []
+        self.offered = False  # whether the participant ever made an offer
         self._announced: dict[Slot, str | None] = {}  # stream id each slot had in our answer
-        self._missing: Counter[str] = Counter()
-        self._tracks_sent: dict[str, Any] | None = None  # the last ``tracks`` the client got
+        self._missing: Counter[Kind] = Counter()
+        self._slots_reported: list[SlotInfo] | None = None  # the last slots_changed
+        self._invited: dict[Kind, int] | None = None  # slots asked of a peer with no connection
         self._remote_ufrag: str | None = None
         self._queued_ufrags: list[str] = []
         self._connected = asyncio.Event()
@@ -90,13 +124,10 @@ class MediaPeer:
         self.negotiating = False
         self.closed = False
 
-    @property
-    def peer_id(self) -> str:
-        return self.participant.peer_id
-
     # -- the work queue ----------------------------------------------------------
 
     def submit_offer(self, offer: ParsedOffer) -> None:
+        self.offered = True
         self._queued_ufrags.append(offer.ice_ufrag)
         self._queue.put_nowait(("offer", lambda: self._negotiate(offer)))
 
@@ -119,11 +150,11 @@ class MediaPeer:
             try:
                 await work()
             except ProtocolError as error:
-                await self.room.signal.error(self.participant, event, error)
+                await self._listener.error(self.peer_id, event, error)
             except Exception:
                 logger.exception("%s failed for peer %s", event, self.peer_id)
-                await self.room.signal.error(
-                    self.participant,
+                await self._listener.error(
+                    self.peer_id,
                     event,
                     ProtocolError("internal_error", f"the server could not handle this {event}"),
                 )
@@ -135,11 +166,11 @@ class MediaPeer:
             await self._apply_offer(offer)
         finally:
             self._queued_ufrags.remove(offer.ice_ufrag)
-        await self.room.flush()
+        await self._hooks.changed()
 
     async def _apply_offer(self, offer: ParsedOffer) -> None:
         if self.pc is not None and offer.ice_ufrag != self._remote_ufrag:
-            await self.close_connection("replaced by a new peer connection", notify=False)
+            await self.close_connection(CloseReason.REPLACED)
         fresh = self.pc is None
         if fresh:
             self._open_connection()
@@ -152,24 +183,20 @@ class MediaPeer:
                 await self.pc.setRemoteDescription(offer.description)
             except Exception as exc:
                 if fresh:
-                    await self.close_connection("offer rejected", notify=False)
+                    await self.close_connection(CloseReason.OFFER_REJECTED)
                 raise ProtocolError(
                     "invalid_sdp", f"the offer could not be applied: {exc}"
                 ) from None
             self._remote_ufrag = offer.ice_ufrag
             await self._sync_transceivers(offer)
-            self.room.reallocate()
+            self._hooks.assign_slots()
             self._steer_new_slots()
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
-            self._announced = {slot: stream_of(slot) for slot in self.slots}
+            self._announced = {slot: slot.source_peer for slot in self.slots}
             for slot in self.slots:
-                slot.codec = slot.codec or slot.track.codec_mime
-            await self.room.signal.send(
-                self.participant,
-                "answer",
-                {"type": "answer", "sdp": self.pc.localDescription.sdp},
-            )
+                slot.codec = slot.codec or slot.codec_mime
+            await self._listener.answer(self.peer_id, self.pc.localDescription.sdp)
         finally:
             self.negotiating = False
 
@@ -203,13 +230,15 @@ class MediaPeer:
                 return
             if pc.connectionState == "connected":
                 self._connected.set()
-            elif pc.connectionState in ("failed", "closed"):
-                await self.close_connection(f"connection {pc.connectionState}")
+            elif pc.connectionState == "failed":
+                await self.close_connection(CloseReason.CONNECTION_FAILED)
+            elif pc.connectionState == "closed":
+                await self.close_connection(CloseReason.CONNECTION_CLOSED)
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if pc is self.pc:
-                self.room.datachannels.attach(self.participant, channel)
+                self._hooks.datachannel_opened(channel)
 
         self._watchdog = asyncio.create_task(self._watch_connect(pc))
 
@@ -218,7 +247,7 @@ class MediaPeer:
             await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
         except TimeoutError:
             if pc is self.pc:
-                await self.close_connection("media_timeout")
+                await self.close_connection(CloseReason.CONNECT_TIMEOUT)
 
     async def _sync_transceivers(self, offer: ParsedOffer) -> None:
         """Publications for what the client sends, slots for what it wants to receive.
@@ -254,9 +283,9 @@ class MediaPeer:
             if slot.codec or source is None or slot.mid in self.publications:
                 continue
             supported = {c.mimeType.lower() for c in negotiated_codecs(slot.transceiver)}
-            if source.mime_type != slot.track.codec_mime and source.mime_type in supported:
+            if source.mime_type != slot.codec_mime and source.mime_type in supported:
                 prefer_codecs(slot.transceiver, [source.mime_type, *CODEC_PREFERENCE[slot.kind]])
-                slot.track.attach(source, again=True)
+                slot.attach(source, again=True)
 
     async def _sync_publication(
         self, transceiver: RTCRtpTransceiver, section: MediaSection
@@ -265,91 +294,94 @@ class MediaPeer:
         publication = self.publications.get(mid)
         if section.client_sends and publication is None and transceiver.receiver.track:
             publication = Publication(
-                self.peer_id, transceiver, self.room.relay, forward=self._forwarding
+                self.peer_id, transceiver, self._relay, forward=self._forwarding
             )
-            if publication.kind == "audio":
-                peer_id = self.peer_id
-                observe_audio_levels(
-                    transceiver.receiver, lambda level: self.room.speaker.level(peer_id, level)
-                )
             await publication.start()
             self.publications[mid] = publication
-            self.room.audio.attach(publication, self.room.name, lambda: self.participant.nickname)
+            self._hooks.publication_added(publication)
         elif not section.client_sends and publication is not None:
             del self.publications[mid]
-            self.room.audio.detach(publication)
+            self._hooks.publication_removed(publication)
             await publication.close()
 
     def _sync_slot(self, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
         slot = self._slot_of(transceiver)
         if section.client_receives and slot is None:
-            track = SlotTrack(transceiver, forwarding=self._forwarding)
-            transceiver.sender.replaceTrack(track)
-            self.slots.append(Slot(transceiver, track))
+            slot = Slot(transceiver, forwarding=self._forwarding)
+            transceiver.sender.replaceTrack(slot)
+            self.slots.append(slot)
         elif not section.client_receives and slot is not None:
             self.slots.remove(slot)
-            slot.track.close()
+            slot.close()
 
-    # -- allocation ------------------------------------------------------------------
+    # -- slot assignment and what the participant must be told -----------------------
 
-    def reallocate(self, sources: list[Publication], speaker_order: list[str]) -> None:
-        """Match the room's other publications to this peer's slots (no I/O)."""
-        if self.participant.dialect is Dialect.NATIVE:
+    def assign(self, sources: list[Publication], speaker_order: list[str]) -> None:
+        """Match the room's other publications to this peer's slots, by policy (no I/O)."""
+        if self.policy is SlotPolicy.EVERY_SOURCE:
             plan, self._missing = plan_every_source(self.slots, sources)
         else:
             plan, self._missing = plan_follow_speaker(self.slots, sources, speaker_order), Counter()
-        for slot in apply_plan(plan):
-            if slot.source is not None:
-                set_stream_id(slot.transceiver, slot.source.peer_id)
+        for slot, source in plan.items():
+            if slot.source is source:
+                continue
+            if source is None:
+                slot.detach()
+            else:
+                slot.attach(source)
+                set_stream_id(slot.transceiver, source.peer_id)
 
-    def _slots_wanted(self) -> dict[str, int] | None:
-        """Receive slots per kind the client should have, or None when nothing is missing."""
+    def slots_wanted(self) -> dict[Kind, int] | None:
+        """Receive slots per kind the client should have, or None when nothing is missing.
+
+        Also when a slot changed publisher since our last answer: only a new
+        answer can announce the slot's new MediaStream id.
+        """
         stale = any(
-            slot.source is not None and stream_of(slot) != self._announced.get(slot)
+            slot.source is not None and slot.source_peer != self._announced.get(slot)
             for slot in self.slots
         )
         if not self._missing and not stale:
             return None
         have = Counter(slot.kind for slot in self.slots)
-        return {kind: have[kind] + self._missing[kind] for kind in ("audio", "video")}
+        return {kind: have[kind] + self._missing[kind] for kind in KINDS}
 
-    async def flush_notices(self) -> None:
-        """Tell a native client about slot changes: ``tracks``, then ``renegotiate``."""
-        if (
-            self.negotiating
-            or self.closed
-            or self.pc is None  # being closed: media_closed is coming, not slot changes
-            or self.participant.dialect is not Dialect.NATIVE
-        ):
+    async def report(self, published_by_others: dict[Kind, int]) -> None:
+        """Tell the participant what changed for it: slot owners, then missing slots.
+
+        A participant that never offered (a viewer) is invited to connect once
+        there is something to receive; one that is negotiating or closing hears
+        nothing until it is done.
+        """
+        if self.closed or self.negotiating:
             return
-        tracks = self.describe_tracks()
-        if tracks != self._tracks_sent:
-            self._tracks_sent = tracks
-            await self.room.signal.send(self.participant, "tracks", tracks)
-        wanted = self._slots_wanted()
-        if wanted is not None:
-            await self.room.signal.send(self.participant, "renegotiate", wanted)
-
-    def describe_tracks(self) -> dict[str, Any]:
-        return {
-            "tracks": [
-                {
-                    "mid": slot.mid,
-                    "kind": slot.kind,
-                    "peer_id": slot.source.peer_id if slot.source else None,
-                }
-                for slot in self.slots
-            ]
-        }
+        if self.pc is None:
+            wanted = published_by_others
+            if (
+                self.policy is SlotPolicy.EVERY_SOURCE
+                and not self.offered
+                and any(wanted.values())
+                and wanted != self._invited
+            ):
+                self._invited = dict(wanted)
+                await self._listener.renegotiation_needed(self.peer_id, wanted)
+            return
+        slots = [slot.info() for slot in self.slots]
+        if slots != self._slots_reported:
+            self._slots_reported = slots
+            await self._listener.slots_changed(self.peer_id, slots)
+        missing = self.slots_wanted()
+        if missing is not None:
+            await self._listener.renegotiation_needed(self.peer_id, missing)
 
     # -- teardown -----------------------------------------------------------------------
 
-    async def close_connection(self, reason: str, *, notify: bool = True) -> None:
+    async def close_connection(self, reason: CloseReason) -> None:
         """Close the RTCPeerConnection and free everything it carried; the peer may offer again."""
         pc, self.pc = self.pc, None
         if pc is None:
             return
-        logger.info("closing media of %s: %s", self.peer_id, reason)
+        logger.info("closing media of %s: %s", self.peer_id, reason.value)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._watchdog = None
@@ -357,20 +389,20 @@ class MediaPeer:
         publications, self.publications = list(self.publications.values()), {}
         slots, self.slots = self.slots, []
         for publication in publications:
-            self.room.audio.detach(publication)
+            self._hooks.publication_removed(publication)
             await publication.close()
         for slot in slots:
-            slot.track.close()
+            slot.close()
         self._announced = {}
-        self._tracks_sent = None
-        self.room.datachannels.detach(self.peer_id)
+        self._slots_reported = None
+        self._hooks.connection_closed()
         await pc.close()
         if not self.closed:
-            await self.room.refresh()
-            if notify and self.participant.dialect is Dialect.NATIVE:
-                await self.room.signal.send(self.participant, "media_closed", {"reason": reason})
+            await self._hooks.changed()
+            if reason.client_must_reconnect:
+                await self._listener.media_closed(self.peer_id, reason)
 
-    async def close(self, reason: str) -> None:
+    async def close(self, reason: CloseReason) -> None:
         """The participant left: stop the work queue and release all media."""
         if self.closed:
             return
@@ -379,7 +411,7 @@ class MediaPeer:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        await self.close_connection(reason, notify=False)
+        await self.close_connection(reason)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -389,12 +421,8 @@ class MediaPeer:
             "publications": {mid: p.stats() for mid, p in self.publications.items()},
             "slots": len(self.slots),
             "receiving": sum(1 for slot in self.slots if slot.source is not None),
-            "receiving_from": [stream_of(slot) for slot in self.slots],
+            "receiving_from": [slot.source_peer for slot in self.slots],
             "slot_details": {
-                slot.mid: {"from": stream_of(slot), **slot.track.stats()} for slot in self.slots
+                slot.mid: {"from": slot.source_peer, **slot.stats()} for slot in self.slots
             },
         }
-
-
-def stream_of(slot: Slot) -> str | None:
-    return slot.source.peer_id if slot.source else None

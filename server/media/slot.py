@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
@@ -36,11 +36,11 @@ from .aiortc_hooks import (
     use_lean_rtp_loop,
 )
 from .encoded import EncodedFrame
+from .publication import DecodedSubscription, EncodedSubscription, Publication
+from .types import Kind, SlotInfo
 
 if TYPE_CHECKING:
     from av.frame import Frame
-
-    from .publication import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -72,22 +72,93 @@ class ForwardedPacket:
         return self.data
 
 
-class OutboundTrack(MediaStreamTrack):
-    """A slot's track; which publication feeds it can change at any time."""
+class Slot(MediaStreamTrack):
+    """An m-line on which the server sends one relayed track, and the track its sender reads.
 
-    def __init__(self, kind: str) -> None:
+    Forwards encoded frames when it can, decodes and re-encodes when it must.
+    Which publication feeds it can change at any time (:meth:`attach`).
+    """
+
+    def __init__(self, transceiver: RTCRtpTransceiver, *, forwarding: bool) -> None:
         super().__init__()
-        self.kind = kind
-        self.source: Publication | None = None
+        self.kind = cast("Kind", transceiver.kind)
+        self.transceiver = transceiver
+        self.codec: str | None = None  # the codec of its first answer; its sender keeps it
+        self._forwarding = forwarding
+        self._subscription: EncodedSubscription | DecodedSubscription | None = None
         self._closing = False
+        self._queue: deque[EncodedFrame] = deque()
+        self._max_queued = MAX_QUEUED[self.kind]
+        self._wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._needs_av_packet = False
+        self._awaiting_keyframe = False
+        self._offset: int | None = None
+        self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
+        self._sending = False  # whether the sender has started reading
+        self.dropped = 0
+        self.forwarded_frames = 0
+        if forwarding:
+            route_keyframe_requests(transceiver.sender, self.keyframe_requested)
+            use_lean_rtp_loop(transceiver.sender)
+
+    @property
+    def mid(self) -> str | None:
+        return self.transceiver.mid
+
+    @property
+    def source(self) -> Publication | None:
+        """The publication feeding this slot, if any."""
+        return self._subscription.publication if self._subscription else None
+
+    @property
+    def source_peer(self) -> str | None:
+        """Whose track the slot carries (its MediaStream id), if anyone's."""
+        return self._subscription.publication.peer_id if self._subscription else None
+
+    @property
+    def codec_mime(self) -> str:
+        """The codec this slot's sender uses (the first agreed one)."""
+        return negotiated_codecs(self.transceiver)[0].mimeType.lower()
+
+    @property
+    def mode(self) -> str | None:
+        if self._subscription is None:
+            return None
+        return "forward" if isinstance(self._subscription, EncodedSubscription) else "decode"
+
+    def info(self) -> SlotInfo:
+        return SlotInfo(self.mid, cast("Kind", self.kind), self.source_peer)
+
+    # -- switching sources -------------------------------------------------------------
 
     def attach(self, publication: Publication, *, again: bool = False) -> None:
-        """Feed this slot from ``publication`` (replacing any previous source)."""
-        raise NotImplementedError
+        """Feed from ``publication``; ``again`` re-decides the mode after a codec change."""
+        if publication is self.source and not again:
+            return
+        self.detach()
+        self._offset = None
+        if (
+            self._forwarding
+            and publication.forwardable
+            and (publication.mime_type == self.codec_mime)
+        ):
+            self._needs_av_packet = publication.mime_type == "video/h264"
+            self._awaiting_keyframe = self.kind == "video"
+            self._subscription = publication.subscribe_encoded(self, on_ended=self.detach)
+            publication.request_keyframe()
+        else:
+            self._subscription = publication.subscribe_decoded(on_ended=self.detach)
+            if self.kind == "video":
+                force_encoder_keyframe(self.transceiver.sender)
+        self._wake()
 
     def detach(self) -> None:
         """Stop feeding this slot; the sender waits quietly until the next attach."""
-        raise NotImplementedError
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
+        self._queue.clear()
+        self._wake()
 
     def close(self) -> None:
         """End the slot: the server no longer sends on this m-line."""
@@ -102,90 +173,14 @@ class OutboundTrack(MediaStreamTrack):
         self.detach()
         super().stop()
 
-
-class SlotTrack(OutboundTrack):
-    """Forwards encoded frames when it can, decodes and re-encodes when it must."""
-
-    def __init__(self, transceiver: RTCRtpTransceiver, *, forwarding: bool) -> None:
-        super().__init__(transceiver.kind)
-        self._transceiver = transceiver
-        self._forwarding = forwarding
-        self._queue: deque[EncodedFrame] = deque()
-        self._max_queued = MAX_QUEUED[self.kind]
-        self._wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._proxy: MediaStreamTrack | None = None
-        self._forwarded = False
-        self._needs_av_packet = False
-        self._awaiting_keyframe = False
-        self._offset: int | None = None
-        self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
-        self._sending = False  # whether the sender has started reading
-        self.dropped = 0
-        self.forwarded_frames = 0
-        if forwarding:
-            route_keyframe_requests(transceiver.sender, self.keyframe_requested)
-            use_lean_rtp_loop(transceiver.sender)
-
-    @property
-    def codec_mime(self) -> str:
-        """The codec this slot's sender uses (the first agreed one)."""
-        return negotiated_codecs(self._transceiver)[0].mimeType.lower()
-
-    @property
-    def mode(self) -> str | None:
-        if self.source is None:
-            return None
-        return "forward" if self._forwarded else "decode"
-
-    # -- switching sources -------------------------------------------------------------
-
-    def attach(self, publication: Publication, *, again: bool = False) -> None:
-        """Feed from ``publication``; ``again`` re-decides the mode after a codec change."""
-        if publication is self.source and not again:
-            return
-        self.detach()
-        self.source = publication
-        publication.subscribers.add(self)
-        self._offset = None
-        if (
-            self._forwarding
-            and publication.forwardable
-            and (publication.mime_type == self.codec_mime)
-        ):
-            self._forwarded = True
-            self._needs_av_packet = publication.mime_type == "video/h264"
-            self._awaiting_keyframe = self.kind == "video"
-            publication.forwarders.add(self)
-            publication.request_keyframe()
-        else:
-            self._forwarded = False
-            self._proxy = publication.decoded()
-            if self.kind == "video":
-                force_encoder_keyframe(self._transceiver.sender)
-        self._wake()
-
-    def detach(self) -> None:
-        source, self.source = self.source, None
-        if source is not None:
-            source.subscribers.discard(self)
-            source.forwarders.discard(self)
-        if self._proxy is not None:
-            self._proxy.stop()
-            self._proxy = None
-            if source is not None:
-                source.release_decoded()
-        self._queue.clear()
-        self._forwarded = False
-        self._wake()
-
     def keyframe_requested(self) -> None:
         """The subscriber sent PLI/FIR: ask whoever produces this slot's frames."""
-        if self.source is None:
+        if self._subscription is None:
             return
-        if self._forwarded:
-            self.source.request_keyframe()
+        if isinstance(self._subscription, EncodedSubscription):
+            self._subscription.publication.request_keyframe()
         else:
-            force_encoder_keyframe(self._transceiver.sender)
+            force_encoder_keyframe(self.transceiver.sender)
 
     # -- forwarding ----------------------------------------------------------------------
 
@@ -202,8 +197,8 @@ class SlotTrack(OutboundTrack):
                 self._queue.clear()
                 self._awaiting_keyframe = not frame.keyframe
                 if self._awaiting_keyframe:
-                    if self.source is not None:
-                        self.source.request_keyframe()
+                    if self._subscription is not None:
+                        self._subscription.publication.request_keyframe()
                     return
             else:
                 self._queue.popleft()
@@ -246,26 +241,27 @@ class SlotTrack(OutboundTrack):
             # The sender starts once DTLS is up, well after the slot was attached: a
             # keyframe requested then may have come and gone, so ask again now.
             self._sending = True
-            if self._awaiting_keyframe and self.source is not None:
-                self.source.request_keyframe()
+            if self._awaiting_keyframe and self._subscription is not None:
+                self._subscription.publication.request_keyframe()
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
             if self._queue:
                 return self._packet(self._queue.popleft())
-            if self._proxy is None:
+            subscription = self._subscription
+            if not isinstance(subscription, DecodedSubscription):
                 await self._sleep()
                 continue
-            frame = await self._next_decoded(self._proxy)
+            frame = await self._next_decoded(subscription)
             if frame is not None:
                 return frame
 
-    async def _next_decoded(self, proxy: MediaStreamTrack) -> Frame | av.Packet | None:
+    async def _next_decoded(self, subscription: DecodedSubscription) -> Frame | av.Packet | None:
         """The proxy's next frame, or None if the slot was switched meanwhile."""
         if self._wakeup.done():
             self._wakeup = asyncio.get_running_loop().create_future()
         wakeup = self._wakeup
-        pending = asyncio.ensure_future(proxy.recv())
+        pending = asyncio.ensure_future(subscription.track.recv())
         try:
             await asyncio.wait((pending, wakeup), return_when=asyncio.FIRST_COMPLETED)
         finally:  # also when the sender itself is cancelled while we wait
@@ -278,7 +274,7 @@ class SlotTrack(OutboundTrack):
         try:
             return pending.result()
         except MediaStreamError:
-            if proxy is self._proxy:  # the source ended: wait for the next attach
+            if subscription is self._subscription:  # the source ended: wait for the next attach
                 self.detach()
             return None
 

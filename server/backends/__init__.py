@@ -1,9 +1,15 @@
-"""The interface between room signalling and whatever carries the media."""
+"""Media backends: how room signaling drives whatever carries the media.
+
+``p2p``: browsers negotiate with each other and the server passes messages on.
+``relay``: the server's SFU (``server/media``) answers every offer; the backend
+translates between Socket.IO participants and the SFU's peer ids and facts.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..media.types import Kind
 from ..rooms import Participant
 from ..validation import IceCandidate
 
@@ -30,7 +36,7 @@ class MediaBackend(Protocol):
     ) -> None:
         """A trickled ICE candidate, or None at the end of gathering."""
 
-    def published(self, room: str) -> dict[str, int]:
+    def published(self, room: str) -> dict[Kind, int]:
         """How many tracks of each kind the room's participants publish to the server."""
 
     def active_speaker(self, room: str) -> str | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..media.types import Kind
 from ..rooms import Dialect, Participant, Roster
 from ..validation import IceCandidate, ProtocolError
 
 
-class PeerToPeerMedia:
+class PeerToPeerBackend:
     """Forwards video-stage signalling between the members of a room."""
 
     mode = "p2p"
@@ -55,7 +56,7 @@ class PeerToPeerMedia:
         payload = (candidate.as_dict() if candidate else None,)
         await self._to_others(participant, room, "ice", payload)
 
-    def published(self, room: str) -> dict[str, int]:
+    def published(self, room: str) -> dict[Kind, int]:
         return {"audio": 0, "video": 0}  # nothing is published to the server in p2p mode
 
     def active_speaker(self, room: str) -> str | None:

@@ -1,0 +1,152 @@
+"""Relay mode's signaling: Socket.IO participants in, SFU facts out, in each dialect's words.
+
+The SFU (``server/media``) knows peer ids and room names only. This backend
+registers each participant with the slot policy its dialect can take (native
+clients renegotiate for every publisher; zoom-clone pages have one audio and one
+video slot and follow the active speaker), passes offers and candidates on, and
+turns what the SFU reports into events: ``answer`` for everyone, ``tracks``,
+``renegotiate`` and ``media_closed`` for native clients, ``welcome`` so that a
+zoom-clone page offers to the server, and ``error`` through the event router
+(so that ``/stats`` counts it like any other refusal).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from ..audio.hub import AudioHub
+from ..events import EventRouter
+from ..media.sfu import Sfu
+from ..media.types import (
+    CloseReason,
+    Kind,
+    MediaConfig,
+    SlotInfo,
+    SlotPolicy,
+)
+from ..rooms import Dialect, Participant, Roster
+from ..validation import IceCandidate, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class SocketRoomOutput:
+    """Audio consumers' results go to everyone in the room, as Socket.IO events."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def emit(self, room: str, event: str, data: dict[str, Any]) -> None:
+        await self._sio.emit(event, data, to=room)
+
+
+def slot_policy(dialect: Dialect | None) -> SlotPolicy:
+    """Native clients ask for a slot per publisher; zoom-clone pages have fixed slots."""
+    return SlotPolicy.EVERY_SOURCE if dialect is Dialect.NATIVE else SlotPolicy.FOLLOW_SPEAKER
+
+
+class RelayBackend:
+    """Media backend where the server is every participant's WebRTC peer."""
+
+    mode = "relay"
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        roster: Roster,
+        router: EventRouter,
+        config: MediaConfig,
+        audio: AudioHub,
+    ) -> None:
+        self._sio = sio
+        self._roster = roster
+        self._router = router
+        self._audio = audio
+        self._media = Sfu(config, listener=self, observers=[audio])
+
+    # -- signaling -> SFU ------------------------------------------------------------
+
+    async def on_join(self, participant: Participant, room: str) -> None:
+        self._media.join(
+            room,
+            participant.peer_id,
+            slot_policy(participant.dialect),
+            participant.limiter.try_take,
+        )
+        if participant.dialect is Dialect.VIDEO:
+            # zoom-clone clients offer when welcomed: welcome them so they offer to us.
+            await self._send(participant, "welcome")
+
+    async def on_leave(self, participant: Participant, room: str) -> None:
+        await self._media.leave(room, participant.peer_id)
+
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
+        self._media.offer(room, participant.peer_id, offer["sdp"])
+
+    async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
+        raise ProtocolError(
+            "no_pending_offer", "the server never sends offers, so it expects no answer"
+        )
+
+    async def on_ice(
+        self, participant: Participant, room: str, candidate: IceCandidate | None
+    ) -> None:
+        await self._media.ice(room, participant.peer_id, candidate)
+
+    def published(self, room: str) -> dict[Kind, int]:
+        return self._media.published(room)
+
+    def active_speaker(self, room: str) -> str | None:
+        return self._media.active_speaker(room)
+
+    def room_stats(self, room: str) -> dict[str, Any]:
+        return {"mode": self.mode, **self._media.room_stats(room)}
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": self.mode, **self._media.stats(), "audio": self._audio.stats()}
+
+    async def close(self) -> None:
+        await self._media.close()
+
+    # -- SFU -> clients (the MediaListener) ------------------------------------------------
+
+    async def _send(self, participant: Participant, event: str, data: Any = None) -> None:
+        await self._sio.emit(event, data, to=participant.sid)
+
+    def _native(self, peer_id: str) -> Participant | None:
+        participant = self._roster.by_peer_id(peer_id)
+        return participant if participant and participant.dialect is Dialect.NATIVE else None
+
+    async def answer(self, peer_id: str, sdp: str) -> None:
+        participant = self._roster.by_peer_id(peer_id)
+        if participant is not None:
+            await self._send(participant, "answer", {"type": "answer", "sdp": sdp})
+
+    async def slots_changed(self, peer_id: str, slots: list[SlotInfo]) -> None:
+        participant = self._native(peer_id)
+        if participant is not None:
+            tracks = [{"mid": s.mid, "kind": s.kind, "peer_id": s.peer_id} for s in slots]
+            await self._send(participant, "tracks", {"tracks": tracks})
+
+    async def renegotiation_needed(self, peer_id: str, wanted: dict[Kind, int]) -> None:
+        participant = self._native(peer_id)
+        if participant is not None:
+            await self._send(participant, "renegotiate", wanted)
+
+    async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
+        participant = self._native(peer_id)
+        if participant is not None:
+            await self._send(participant, "media_closed", {"reason": reason.value})
+
+    async def speaker_changed(self, room: str, peer_id: str | None) -> None:
+        await self._roster.emit_to_dialect(
+            room, Dialect.NATIVE, "active_speaker", {"peer_id": peer_id}
+        )
+
+    async def error(self, peer_id: str, event: str, error: ProtocolError) -> None:
+        participant = self._roster.by_peer_id(peer_id)
+        if participant is not None:
+            await self._router.reject(participant, event, error)

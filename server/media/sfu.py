@@ -1,0 +1,121 @@
+"""The SFU: the server answers every participant's offer and relays tracks within rooms.
+
+It knows rooms by name and participants by ``peer_id``; the signaling side
+registers participants (:meth:`Sfu.join`), passes their offers and candidates
+on, and hears back through a :class:`~server.media.types.MediaListener`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiortc import RTCIceServer
+from aiortc.contrib.media import MediaRelay
+
+from ..validation import IceCandidate, ProtocolError
+from .aiortc_hooks import install_aiortc_hooks
+from .offer import parse_candidate, parse_offer
+from .peer import MediaPeer
+from .publication import PublicationObserver
+from .room import MediaRoom
+from .types import (
+    CloseReason,
+    Kind,
+    MediaConfig,
+    MediaListener,
+    RateGate,
+    SlotPolicy,
+)
+
+
+class Sfu:
+    """Every room's media, by room name."""
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        listener: MediaListener,
+        observers: list[PublicationObserver] | None = None,
+    ) -> None:
+        install_aiortc_hooks()
+        self.config = config
+        self._listener = listener
+        self._observers = list(observers or [])
+        self._ice_servers = [RTCIceServer(**server) for server in config.ice_servers]
+        self._relay = MediaRelay()
+        self._rooms: dict[str, MediaRoom] = {}  # each room holds the one index of its peers
+
+    def _peer(self, room: str, peer_id: str) -> MediaPeer:
+        media_room = self._rooms.get(room)
+        peer = media_room.peers.get(peer_id) if media_room else None
+        if peer is None:
+            raise ProtocolError("not_in_room", "join a room first")
+        return peer
+
+    # -- what signaling tells us ------------------------------------------------------
+
+    def join(self, room: str, peer_id: str, policy: SlotPolicy, rate_gate: RateGate) -> None:
+        """Register a participant of ``room``; it may offer from now on."""
+        media_room = self._rooms.get(room)
+        if media_room is None:
+            media_room = self._rooms[room] = MediaRoom(
+                room,
+                listener=self._listener,
+                observers=self._observers,
+                relay=self._relay,
+                config=self.config,
+                ice_servers=self._ice_servers,
+            )
+        media_room.add(peer_id, policy, rate_gate)
+
+    async def leave(self, room: str, peer_id: str) -> None:
+        """The participant left ``room``: free its media; an empty room disappears."""
+        media_room = self._rooms.get(room)
+        if media_room is None:
+            return
+        await media_room.remove(peer_id, CloseReason.LEFT)
+        if not media_room.peers and self._rooms.get(room) is media_room:
+            del self._rooms[room]
+            await media_room.close()
+
+    def offer(self, room: str, peer_id: str, sdp: str) -> None:
+        """Queue an offer; the answer (or an error) arrives through the listener."""
+        parsed = parse_offer(sdp, self.config.max_media_sections)
+        self._peer(room, peer_id).submit_offer(parsed)
+
+    async def ice(self, room: str, peer_id: str, candidate: IceCandidate | None) -> None:
+        """A trickled candidate, or None at the end of the client's gathering."""
+        peer = self._peer(room, peer_id)
+        await peer.add_candidate(parse_candidate(candidate) if candidate else None)
+
+    # -- what signaling asks ------------------------------------------------------------
+
+    def published(self, room: str) -> dict[Kind, int]:
+        media_room = self._rooms.get(room)
+        return media_room.published() if media_room else {"audio": 0, "video": 0}
+
+    def active_speaker(self, room: str) -> str | None:
+        media_room = self._rooms.get(room)
+        return media_room.speaker.dominant if media_room else None
+
+    def room_stats(self, room: str) -> dict[str, Any]:
+        media_room = self._rooms.get(room)
+        return media_room.stats() if media_room else {"peers": []}
+
+    def stats(self) -> dict[str, Any]:
+        peers = [peer for room in self._rooms.values() for peer in room.peers.values()]
+        return {
+            "forwarding": "forward" if self.config.forwarding else "transcode",
+            "rooms": len(self._rooms),
+            "peer_connections": sum(1 for peer in peers if peer.pc is not None),
+            "publications": sum(len(peer.publications) for peer in peers),
+            "slots": sum(len(peer.slots) for peer in peers),
+            "subscriptions": sum(
+                1 for peer in peers for slot in peer.slots if slot.source is not None
+            ),
+        }
+
+    async def close(self) -> None:
+        for media_room in list(self._rooms.values()):
+            await media_room.close()
+        self._rooms.clear()
