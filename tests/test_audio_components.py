@@ -74,6 +74,7 @@ def chunks(room: str, peer: str, nickname: str, pcm: bytes, start: float) -> lis
 # --- speech recognition -----------------------------------------------------------------------
 
 
+@pytest.mark.speech
 async def test_two_speakers_get_their_own_captions_without_stalling_the_loop(speak):
     numbers = silence(0.5) + speak(NUMBERS) + silence(1.0)
     greeting = silence(0.8) + speak(GREETING) + silence(1.0)
@@ -228,6 +229,7 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited
 
 
+@pytest.mark.speech
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_engine_workers_exit_when_the_server_is_killed(tmp_path):
     script = tmp_path / "server_stand_in.py"
@@ -430,6 +432,7 @@ def test_room_patterns_choose_rooms_by_name_or_pattern_case_sensitively():
         RoomPatterns([])
 
 
+@pytest.mark.speech
 async def test_partial_captions_come_while_speaking_and_the_final_follows(speak):
     speech = silence(0.5) + speak(f"{NUMBERS}, {GREETING}") + silence(1.0)
     output, store = RecordingOutput(), TranscriptStore()

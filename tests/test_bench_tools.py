@@ -7,10 +7,13 @@ import json
 import re
 import sys
 
+import pytest
+
 from bench.relay_bench import fit, merge, split
 from tests.support.server import PROJECT_ROOT
 
 
+@pytest.mark.media
 async def test_load_client_delivers_identified_frames(relay_server, room):
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.load_client", "--url", relay_server.url,
@@ -38,6 +41,7 @@ def test_bench_arithmetic():
     assert round(slope, 6) == 0.2 and round(intercept, 6) == 3.0
 
 
+@pytest.mark.media
 async def test_sender_bench_runs_both_send_loops():
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.sender_bench", "--streams", "2", "--seconds", "1",

@@ -6,6 +6,8 @@ import asyncio
 import re
 import sys
 
+import pytest
+
 from server.settings import SETTINGS_SPEC
 from tests.support.browser import write_tone
 from tests.support.server import PROJECT_ROOT
@@ -27,6 +29,7 @@ def test_ci_runs_the_readme_test_command():
     assert "scripts/test.sh" in readme and "scripts/test.sh" in ci
 
 
+@pytest.mark.media
 async def test_readme_python_client_example_runs(relay_server, room_clients, tmp_path):
     """The README's Python client example, run as written against a real server."""
     speaker = await room_clients(relay_server, "standup", 0)
