@@ -1,0 +1,27 @@
+"""Races and transport edge cases: stale sessions, offers on closing connections."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Content-Type", "text/plain;charset=UTF-8")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_poll_on_a_session_that_just_closed_is_a_bad_request_not_a_crash(p2p_server):
+    status, opening = http("GET", f"{p2p_server.url}/socket.io/?EIO=4&transport=polling")
+    assert status == 200
+    sid = opening.split('"sid":"')[1].split('"')[0]
+    session = f"{p2p_server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert http("POST", session, b"1")[0] == 200  # engine.io CLOSE: the session ends
+    status, text = http("POST", session, b"40")  # a request that was already on its way
+    assert status == 400, text
+    assert p2p_server.get_json("/health")["status"] == "ok"
