@@ -21,6 +21,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .http_api import api_routes
+from .loop_health import LoopLag
 from .media.types import MediaConfig
 from .membership import Membership
 from .native import native_join, register_native_events
@@ -165,13 +166,20 @@ def create_app(settings: Settings) -> web.Application:
     )
     register_native_events(router, roster, membership)
 
+    loop_lag = LoopLag()
     app[SERVER_KEY] = RoomServer(
-        roster=roster, stats=stats, media=media, audio=audio, client_version=client_version
+        roster=roster,
+        stats=stats,
+        media=media,
+        audio=audio,
+        loop_lag=loop_lag,
+        client_version=client_version,
     )
     add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
     add_page_routes(app, settings)
 
-    async def start_audio(app: web.Application) -> None:
+    async def start(app: web.Application) -> None:
+        loop_lag.start()
         await audio.start()
 
     async def shut_down(app: web.Application) -> None:
@@ -187,7 +195,8 @@ def create_app(settings: Settings) -> web.Application:
         await sio.shutdown()
         await media.close()
         await audio.close()
+        await loop_lag.stop()
 
-    app.on_startup.append(start_audio)
+    app.on_startup.append(start)
     app.on_shutdown.append(shut_down)
     return app

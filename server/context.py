@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .audio.hub import AudioHub
 from .backends import MediaBackend
+from .loop_health import LoopLag
 from .rooms import Roster
 from .stats import Stats
 
@@ -20,6 +21,7 @@ class RoomServer:
     stats: Stats
     media: MediaBackend
     audio: AudioHub
+    loop_lag: LoopLag
     client_version: str
 
 

@@ -85,6 +85,7 @@ async def stats(request: web.Request) -> web.Response:
             "errors_total": counters.errors_total,
             "errors_by_code": dict(counters.errors_by_code),
             "media": server.media.stats(),
+            "loop_lag": server.loop_lag.stats(),
             "process": process_facts(),
         }
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+from server.loop_health import LoopLag
+
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method=method)
@@ -25,3 +27,18 @@ def test_a_poll_on_a_session_that_just_closed_is_a_bad_request_not_a_crash(p2p_s
     status, text = http("POST", session, b"40")  # a request that was already on its way
     assert status == 400, text
     assert p2p_server.get_json("/health")["status"] == "ok"
+
+
+def test_stats_report_how_late_the_event_loop_runs(p2p_server):
+    lag = p2p_server.get_json("/stats")["loop_lag"]
+    assert lag["interval_ms"] == 100
+    assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"] <= lag["worst_ms"]
+
+
+def test_loop_lag_quantiles_and_stalls():
+    lag = LoopLag(warn_after=0.5)
+    for lateness in [0.001] * 98 + [0.2, 2.0]:
+        lag.record(lateness)
+    stats = lag.stats()
+    assert stats["p50_ms"] == 1.0 and stats["p99_ms"] == 2000.0 and stats["max_ms"] == 2000.0
+    assert stats["stalls"] == 1 and stats["samples"] == 100
