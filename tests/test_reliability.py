@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.error
 import urllib.request
 
+import aioice
+import pytest
+from aioice import stun
+
 from server.loop_health import LoopLag
+from server.media.aiortc_hooks import AiortcInternalsChanged, check_aioice_internals
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
@@ -42,3 +48,39 @@ def test_loop_lag_quantiles_and_stalls():
     stats = lag.stats()
     assert stats["p50_ms"] == 1.0 and stats["p99_ms"] == 2000.0 and stats["max_ms"] == 2000.0
     assert stats["stalls"] == 1 and stats["samples"] == 100
+
+
+@pytest.mark.media
+async def test_slow_consent_answers_do_not_cost_the_call(
+    relay_server, room, room_clients, monkeypatch
+):
+    """A client whose ICE answers take a second (a busy machine) keeps its connection.
+
+    aioice alone drops it after six unanswered 0.5 s checks, about 30 s in; RFC 7675
+    gives consent 30 s from the last answer, which retransmitted checks still get.
+    """
+    send_stun = aioice.ice.StunProtocol.send_stun
+
+    def answer_late(protocol, message, addr):
+        if message.message_class == stun.Class.RESPONSE:
+            asyncio.get_running_loop().call_later(1.0, send_stun, protocol, message, addr)
+        else:
+            send_stun(protocol, message, addr)
+
+    monkeypatch.setattr(aioice.ice.StunProtocol, "send_stun", answer_late)
+    name = room("consent")
+    slow = await room_clients(relay_server, name, 0)
+    await asyncio.sleep(45)  # past the six checks aioice allows
+    assert slow.connection_state == "connected"
+    assert not [e for e, _ in slow.events if e == "media_closed"]
+    rooms = {r["name"]: r for r in relay_server.get_json("/rooms")["rooms"]}
+    media = {p["peer_id"]: p for p in rooms[name]["media"]["peers"]}
+    assert media[slow.peer_id]["connection"] == "connected"
+
+
+def test_a_changed_aioice_consent_loop_fails_loudly(monkeypatch):
+    def build_request(self, pair): ...
+
+    monkeypatch.setattr(aioice.Connection, "build_request", build_request)
+    with pytest.raises(AiortcInternalsChanged, match="build_request"):
+        check_aioice_internals()

@@ -15,13 +15,16 @@ import functools
 import inspect
 import logging
 import queue
+import random
 import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import aioice
 import aiortc
 import aiortc.clock
+from aioice import stun
 from aiortc import RTCIceCandidate, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterFrame
@@ -288,7 +291,9 @@ def install_aiortc_hooks() -> None:
     if _installed:
         return
     check_aiortc_internals()
+    check_aioice_internals()
     _use_fast_clock()
+    _use_patient_consent()
     _installed = True
 
 
@@ -359,3 +364,63 @@ def check_aiortc_internals() -> None:
         and _parameters(RTCRtpSender._run_rtp) == ["self", "codec"],
         "RTCRtpSender._next_encoded_frame(codec) and _run_rtp(codec)",
     )
+
+
+# -- ICE consent freshness (aioice, under aiortc) ------------------------------------------
+
+CONSENT_EXPIRY = 30.0  # RFC 7675: consent lapses 30 s after the last answered check
+CONSENT_INTERVAL = 5.0  # seconds between checks, randomized by +-20% as the RFC asks
+CONSENT_RETRANSMISSIONS = 2  # resent after 0.5 s and 1.5 s: an answer up to 3.5 s late counts
+
+
+async def _query_consent_patiently(connection: aioice.Connection) -> None:
+    """aioice's consent check loop, with RFC 7675's 30 s rule and retransmissions.
+
+    aioice gives each check one try and 0.5 s, and drops the connection after six
+    failed checks in a row; on a busy machine every answer can take longer than
+    that, and calls dropped every 35-40 s. Here each check is retransmitted, and
+    consent expires only when nothing was answered for ``CONSENT_EXPIRY`` seconds.
+    """
+    assert connection.remote_password is not None
+    integrity_key = connection.remote_password.encode("utf8")
+    last_answer = time.monotonic()
+    while True:
+        await asyncio.sleep(CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+        for pair in list(connection._nominated.values()):
+            request = connection.build_request(pair, nominate=False)
+            try:
+                await pair.protocol.request(
+                    request,
+                    pair.remote_addr,
+                    integrity_key=integrity_key,
+                    retransmissions=CONSENT_RETRANSMISSIONS,
+                )
+                last_answer = time.monotonic()
+            except stun.TransactionError:
+                pass
+        silent = time.monotonic() - last_answer
+        if silent > CONSENT_EXPIRY:
+            logger.info("ICE consent expired: no answer for %.0f s", silent)
+            connection._query_consent_task = None
+            await connection.close()
+            return
+
+
+def _use_patient_consent() -> None:
+    aioice.Connection.query_consent = _query_consent_patiently  # type: ignore[method-assign,assignment]
+
+
+def check_aioice_internals() -> None:
+    """Raise :class:`AiortcInternalsChanged` unless aioice's consent loop looks as we expect."""
+    _require(
+        _parameters(aioice.Connection.query_consent) == ["self"]
+        and "query_consent()" in inspect.getsource(aioice.Connection.connect),
+        "aioice.Connection.query_consent() started by connect()",
+    )
+    _require(
+        _parameters(aioice.Connection.build_request) == ["self", "pair", "nominate"]
+        and "retransmissions" in _parameters(aioice.ice.StunProtocol.request),
+        "aioice.Connection.build_request(pair, nominate) and StunProtocol.request(...)",
+    )
+    for name in ("_nominated", "_query_consent_task", "remote_password"):
+        _require(_assigns(aioice.Connection, name), f"aioice.Connection.{name}")
