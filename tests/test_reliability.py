@@ -9,9 +9,18 @@ import urllib.request
 import aioice
 import pytest
 from aioice import stun
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
 
 from server.loop_health import LoopLag
-from server.media.aiortc_hooks import AiortcInternalsChanged, check_aioice_internals
+from server.media.aiortc_hooks import (
+    AiortcInternalsChanged,
+    check_aioice_internals,
+    install_aiortc_hooks,
+)
+from server.media.offer import parse_offer
+from server.media.peer import MediaPeer, PeerHooks
+from server.media.types import CloseReason, MediaConfig, SlotPolicy
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
@@ -84,3 +93,84 @@ def test_a_changed_aioice_consent_loop_fails_loudly(monkeypatch):
     monkeypatch.setattr(aioice.Connection, "build_request", build_request)
     with pytest.raises(AiortcInternalsChanged, match="build_request"):
         check_aioice_internals()
+
+
+class Facts:
+    """A MediaListener that records what the media core reports."""
+
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[str] = asyncio.Queue()
+        self.errors: list[str] = []
+
+    async def answer(self, peer_id, sdp):
+        self.answers.put_nowait(sdp)
+
+    async def error(self, peer_id, event, error):
+        self.errors.append(error.code)
+        self.answers.put_nowait("")
+
+    async def slots_changed(self, peer_id, slots): ...
+
+    async def renegotiation_needed(self, peer_id, wanted): ...
+
+    async def media_closed(self, peer_id, reason): ...
+
+    async def speaker_changed(self, room, peer_id): ...
+
+
+async def noop() -> None: ...
+
+
+def lone_peer(facts: Facts) -> MediaPeer:
+    hooks = PeerHooks(
+        assign_slots=lambda: None,
+        changed=noop,
+        publication_added=lambda publication: None,
+        publication_removed=lambda publication: None,
+        datachannel_opened=lambda channel: None,
+        connection_closed=lambda: None,
+    )
+    return MediaPeer(
+        "peer",
+        "room",
+        policy=SlotPolicy.EVERY_SOURCE,
+        rate_gate=lambda: True,
+        listener=facts,
+        hooks=hooks,
+        relay=MediaRelay(),
+        config=MediaConfig(connect_timeout=10),
+        ice_servers=[],
+    )
+
+
+async def offer_of(pc: RTCPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription.sdp
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("yields", [0, 2, 6, 12, 24, 48])
+async def test_an_offer_racing_the_close_of_its_connection_gets_an_answer_or_a_clear_error(yields):
+    install_aiortc_hooks()
+    facts = Facts()
+    peer = lone_peer(facts)
+    client = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        peer.submit_offer(parse_offer(await offer_of(client), max_media_sections=8))
+        answer = await asyncio.wait_for(facts.answers.get(), 10)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        for _ in range(200):
+            if peer.pc is not None and peer.pc.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        client.addTransceiver("video", direction="recvonly")  # a re-offer, same ICE session
+        peer.submit_offer(parse_offer(await offer_of(client), max_media_sections=8))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        await peer.close_connection(CloseReason.CONNECTION_CLOSED)
+        await asyncio.wait_for(facts.answers.get(), 15)
+        assert set(facts.errors) <= {"connection_closed"}, facts.errors
+    finally:
+        await peer.close(CloseReason.LEFT)
+        await client.close()

@@ -26,6 +26,7 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InvalidStateError
 
 from ..validation import ProtocolError
 from .aiortc_hooks import negotiated_codecs, prefer_codecs, set_stream_id
@@ -64,6 +65,14 @@ def server_direction(section: MediaSection) -> str:
         (False, True): "recvonly",
         (False, False): "inactive",
     }[(sends, receives)]
+
+
+def closed_meanwhile() -> ProtocolError:
+    return ProtocolError(
+        "connection_closed",
+        "the media connection closed while this offer was handled; "
+        "make a new peer connection and offer again",
+    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class MediaPeer:
         self._invited: dict[Kind, int] | None = None  # slots asked of a peer with no connection
         self._remote_ufrag: str | None = None
         self._queued_ufrags: list[str] = []
-        self._connected = asyncio.Event()
+        self._settled = asyncio.Event()  # the connection is up, or it closed
         self._queue: asyncio.Queue[tuple[str, Work]] = asyncio.Queue()
         self._worker = asyncio.create_task(self._run_queue())
         self._watchdog: asyncio.Task[None] | None = None
@@ -176,34 +185,48 @@ class MediaPeer:
             self._open_connection()
         else:
             await self._wait_connected()
-        assert self.pc is not None
+        pc = self.pc
+        if pc is None:
+            raise closed_meanwhile()
         self.negotiating = True
         try:
             try:
-                await self.pc.setRemoteDescription(offer.description)
+                await pc.setRemoteDescription(offer.description)
             except Exception as exc:
+                if pc is not self.pc:
+                    raise closed_meanwhile() from None
                 if fresh:
                     await self.close_connection(CloseReason.OFFER_REJECTED)
                 raise ProtocolError(
                     "invalid_sdp", f"the offer could not be applied: {exc}"
                 ) from None
             self._remote_ufrag = offer.ice_ufrag
-            await self._sync_transceivers(offer)
+            await self._sync_transceivers(pc, offer)
             self._hooks.assign_slots()
             self._steer_new_slots()
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            if pc is not self.pc:
+                raise closed_meanwhile()
             self._announced = {slot: slot.source_peer for slot in self.slots}
             for slot in self.slots:
                 slot.codec = slot.codec or slot.codec_mime
-            await self._listener.answer(self.peer_id, self.pc.localDescription.sdp)
+            await self._listener.answer(self.peer_id, pc.localDescription.sdp)
+        except InvalidStateError:
+            if pc is self.pc:
+                raise
+            raise closed_meanwhile() from None
         finally:
             self.negotiating = False
 
     async def _wait_connected(self) -> None:
-        """Renegotiating before DTLS is up leaves new senders unstarted: wait for it."""
+        """Renegotiating before DTLS is up leaves new senders unstarted: wait for it.
+
+        ``_settled`` is also set when the connection closes, so a re-offer waiting
+        here learns about it at once instead of after the timeout.
+        """
         try:
-            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            await asyncio.wait_for(self._settled.wait(), self._connect_timeout)
         except TimeoutError:
             raise ProtocolError(
                 "media_timeout", "the media connection did not come up; offer again"
@@ -221,7 +244,7 @@ class MediaPeer:
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
-        self._connected.clear()
+        self._settled.clear()
         pc = self.pc
 
         @pc.on("connectionstatechange")
@@ -229,7 +252,7 @@ class MediaPeer:
             if pc is not self.pc:
                 return
             if pc.connectionState == "connected":
-                self._connected.set()
+                self._settled.set()
             elif pc.connectionState == "failed":
                 await self.close_connection(CloseReason.CONNECTION_FAILED)
             elif pc.connectionState == "closed":
@@ -244,20 +267,19 @@ class MediaPeer:
 
     async def _watch_connect(self, pc: RTCPeerConnection) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            await asyncio.wait_for(self._settled.wait(), self._connect_timeout)
         except TimeoutError:
             if pc is self.pc:
                 await self.close_connection(CloseReason.CONNECT_TIMEOUT)
 
-    async def _sync_transceivers(self, offer: ParsedOffer) -> None:
+    async def _sync_transceivers(self, pc: RTCPeerConnection, offer: ParsedOffer) -> None:
         """Publications for what the client sends, slots for what it wants to receive.
 
         Codecs are steered first: VP8 (then H.264) so that publishers and
         subscribers share one codec and frames can be forwarded untouched; a
         slot keeps the codec of its first answer, since its sender cannot change.
         """
-        assert self.pc is not None
-        for transceiver in self.pc.getTransceivers():
+        for transceiver in pc.getTransceivers():
             section = offer.section(transceiver.mid)
             if section is None:
                 continue
@@ -265,6 +287,8 @@ class MediaPeer:
             locked = [slot.codec] if slot is not None and slot.codec else []
             prefer_codecs(transceiver, [*locked, *CODEC_PREFERENCE[transceiver.kind]])
             await self._sync_publication(transceiver, section)
+            if pc is not self.pc:
+                raise closed_meanwhile()
             self._sync_slot(transceiver, section)
             transceiver.direction = server_direction(section)
 
@@ -297,6 +321,9 @@ class MediaPeer:
                 self.peer_id, transceiver, self._relay, forward=self._forwarding
             )
             await publication.start()
+            if transceiver not in (self.pc.getTransceivers() if self.pc else ()):
+                await publication.close()  # the connection closed meanwhile
+                return
             self.publications[mid] = publication
             self._hooks.publication_added(publication)
         elif not section.client_sends and publication is not None:
@@ -382,6 +409,7 @@ class MediaPeer:
         if pc is None:
             return
         logger.info("closing media of %s: %s", self.peer_id, reason.value)
+        self._settled.set()  # wakes a re-offer waiting for this connection
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._watchdog = None
