@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 256 * 1024
 # Seconds the server gives its clients' goodbye (CLOSE) packets when stopping.
 GOODBYE_TIMEOUT = 1.0
+# Seconds of event-loop lateness over which the server judges whether to take new joins.
+BUSY_WINDOW = 5.0
 
 
 class SocketServer(socketio.AsyncServer):
@@ -153,7 +155,13 @@ def create_app(settings: Settings) -> web.Application:
     router = EventRouter(sio, roster, stats)
     audio = create_audio(settings, sio, roster)
     media = create_media(settings, sio, roster, router, audio)
-    membership = Membership(sio, roster, media)
+    loop_lag = LoopLag()
+    membership = Membership(
+        sio,
+        roster,
+        media,
+        overloaded=lambda: loop_lag.recent_median(BUSY_WINDOW) >= settings.busy_lag,
+    )
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
         router,
@@ -166,7 +174,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     register_native_events(router, roster, membership)
 
-    loop_lag = LoopLag()
     app[SERVER_KEY] = RoomServer(
         roster=roster,
         stats=stats,

@@ -23,6 +23,7 @@ class LoopLag:
     def __init__(self, interval: float = 0.1, window: int = 600, warn_after: float = 1.0) -> None:
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)  # seconds late, newest last
+        self._stamps: deque[float] = deque(maxlen=window)  # when each sample was taken
         self._warn_after = warn_after
         self._task: asyncio.Task[None] | None = None
         self.worst = 0.0
@@ -45,12 +46,25 @@ class LoopLag:
             await asyncio.sleep(self._interval)
             self.record(max(0.0, time.perf_counter() - expected))
 
-    def record(self, lateness: float) -> None:
+    def record(self, lateness: float, now: float | None = None) -> None:
         self._samples.append(lateness)
+        self._stamps.append(time.perf_counter() if now is None else now)
         self.worst = max(self.worst, lateness)
         if lateness >= self._warn_after:
             self.stalls += 1
             logger.warning("the event loop stalled for %.2f s", lateness)
+
+    def recent_median(self, seconds: float, now: float | None = None) -> float:
+        """Median lateness of the samples of the last ``seconds`` (0 when there are none).
+
+        A stalled loop takes few samples, each very late: counting by time, not by
+        number, keeps a busy stretch from hiding among the quiet samples before it.
+        """
+        since = (time.perf_counter() if now is None else now) - seconds
+        recent = sorted(
+            late for late, stamp in zip(self._samples, self._stamps, strict=True) if stamp >= since
+        )
+        return recent[len(recent) // 2] if recent else 0.0
 
     def stats(self) -> dict[str, Any]:
         """Lateness in milliseconds: median, p99 and max of the window, worst ever."""

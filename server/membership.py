@@ -10,11 +10,13 @@ other (p2p) or with the server (relay).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import socketio
 
 from .backends import MediaBackend
 from .rooms import Dialect, Participant, Roster
+from .validation import ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +24,17 @@ logger = logging.getLogger(__name__)
 class Membership:
     """Moves participants in and out of rooms and broadcasts the consequences."""
 
-    def __init__(self, sio: socketio.AsyncServer, roster: Roster, media: MediaBackend) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        roster: Roster,
+        media: MediaBackend,
+        overloaded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._sio = sio
         self._roster = roster
         self._media = media
+        self._overloaded = overloaded  # new joins wait while the server cannot keep up
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -37,6 +46,10 @@ class Membership:
         if current == room:
             participant.dialect = dialect
             return False
+        if self._overloaded():
+            raise ProtocolError(
+                "server_busy", "the server is overloaded right now; try again in a few seconds"
+            )
         if current is not None:
             self._roster.check_can_enter(room)  # before giving up the old room
             await self.leave(participant, reason="moved")

@@ -167,6 +167,13 @@ class Settings:
         "disconnected) before the server closes it.",
         parse=_positive_float,
     )
+    busy_lag: float = _setting(
+        1.0,
+        "BUSY_LAG",
+        "Seconds the event loop may run late (median over the last 5 s) before new joins are "
+        "refused with server_busy. Calls in progress are never dropped for it.",
+        parse=_positive_float,
+    )
     ice_servers: tuple[dict[str, Any], ...] = _setting(
         (),
         "ICE_SERVERS",

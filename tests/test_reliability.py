@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import urllib.error
 import urllib.request
 
@@ -18,8 +20,9 @@ from server.media.aiortc_hooks import (
     check_aioice_internals,
     install_aiortc_hooks,
 )
-from server.media.offer import parse_offer
+from server.media.offer import parse_offer, stream_ids_by_mid
 from server.media.peer import MediaPeer, PeerHooks
+from server.media.publication import EncodedSubscription
 from server.media.types import CloseReason, MediaConfig, SlotPolicy
 
 
@@ -174,3 +177,91 @@ async def test_an_offer_racing_the_close_of_its_connection_gets_an_answer_or_a_c
     finally:
         await peer.close(CloseReason.LEFT)
         await client.close()
+
+
+class FakePublication:
+    """Enough of a Publication for a slot to subscribe to it."""
+
+    def __init__(self, peer_id: str) -> None:
+        self.peer_id, self.key, self.kind = peer_id, f"{peer_id}:0", "audio"
+        self.forwardable, self.mime_type = True, "audio/opus"
+
+    def request_keyframe(self) -> None: ...
+
+    def subscribe_encoded(self, sink, on_ended=None):
+        return EncodedSubscription(self, sink, on_ended)
+
+    def _unsubscribe(self, subscription) -> None: ...
+
+
+@pytest.mark.media
+async def test_a_slot_filled_while_the_answer_is_made_is_renegotiated(monkeypatch):
+    """The stream ids the answer announced are read from the answer itself.
+
+    A publisher appearing between createAnswer and the bookkeeping after it (a
+    reconnect race) used to be recorded as announced while the answer carried a
+    random id, and the client never heard it should renegotiate.
+    """
+    install_aiortc_hooks()
+    facts = Facts()
+    peer = lone_peer(facts)
+    set_local = RTCPeerConnection.setLocalDescription
+
+    async def publisher_arrives_meanwhile(pc, description):
+        for slot in peer.slots:
+            if slot.source is None:
+                slot.attach(FakePublication("late-publisher"))
+        await set_local(pc, description)
+
+    monkeypatch.setattr(RTCPeerConnection, "setLocalDescription", publisher_arrives_meanwhile)
+    client = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        await set_local(client, await client.createOffer())
+        peer.submit_offer(parse_offer(client.localDescription.sdp, max_media_sections=8))
+        answer = await asyncio.wait_for(facts.answers.get(), 10)
+        assert "late-publisher" not in answer
+        assert peer.slots[0].source_peer == "late-publisher"
+        assert peer.slots_wanted() == {"audio": 1, "video": 0}, "a renegotiation is due"
+    finally:
+        await peer.close(CloseReason.LEFT)
+        await client.close()
+
+
+def test_stream_ids_are_read_per_mid_from_a_description():
+    sdp = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\na=msid:ada track-1\r\nm=video 9 X 96\r\na=mid:1\r\n"
+    assert stream_ids_by_mid(sdp) == {"0": "ada"}
+
+
+async def test_an_overloaded_server_refuses_new_joins_but_keeps_its_calls(
+    server_pool, connect, room
+):
+    server = server_pool.get("--media", "p2p", "--busy-lag", "0.3")
+    name = room("busy")
+    settled = await connect(server)
+    newcomer = await connect(server)
+    await settled.call("enter_room", name)
+    for _ in range(8):  # the loop runs 50 ms in every 650: about 0.6 s late each time
+        os.kill(server.process.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.6)
+        os.kill(server.process.pid, signal.SIGCONT)
+        await asyncio.sleep(0.05)
+    refused = await newcomer.call("enter_room", name)
+    assert refused and refused[0]["error"]["code"] == "server_busy"
+    assert server.get_json("/stats")["errors_by_code"]["server_busy"] >= 1
+    await asyncio.sleep(5.5)  # quiet again: the window forgets the stalls
+    assert await newcomer.call("enter_room", name) == []
+    await settled.wait_for("welcome")
+    rooms = {r["name"]: r for r in server.get_json("/rooms")["rooms"]}
+    assert rooms[name]["participants"] == 2, "the settled participant never left"
+
+
+def test_loop_lag_counts_recent_stalls_by_time_not_by_number():
+    lag = LoopLag()
+    for second in range(100):  # a quiet minute and a half, ten samples a second
+        for tenth in range(10):
+            lag.record(0.001, now=second + tenth / 10)
+    for second in (100, 101, 102):  # then a stalled loop: one very late sample a second
+        lag.record(0.9, now=second)
+    assert lag.recent_median(2.5, now=102.5) == 0.9
+    assert lag.stats()["p50_ms"] == 1.0, "by number, the stalls hide among quiet samples"

@@ -116,6 +116,24 @@ def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
     )
 
 
+def stream_ids_by_mid(sdp: str) -> dict[str, str]:
+    """The MediaStream id (first field of ``a=msid``) of each m-line of a description.
+
+    Read from the text the client actually receives, so that what was announced is
+    known for certain, whatever changed on the server while the answer was made.
+    """
+    ids: dict[str, str] = {}
+    for section in sdp.split("\nm=")[1:]:
+        attributes = dict(
+            line[2:].rstrip("\r").split(":", 1)
+            for line in section.split("\n")
+            if line.startswith("a=") and ":" in line
+        )
+        if "mid" in attributes and "msid" in attributes:
+            ids[attributes["mid"]] = attributes["msid"].split()[0]
+    return ids
+
+
 def parse_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
     """An aiortc candidate from a browser's, or None when it marks the end of gathering."""
     text = candidate.candidate.strip()

@@ -30,7 +30,7 @@ from aiortc.exceptions import InvalidStateError
 
 from ..validation import ProtocolError
 from .aiortc_hooks import negotiated_codecs, prefer_codecs, set_stream_id
-from .offer import MediaSection, ParsedOffer
+from .offer import MediaSection, ParsedOffer, stream_ids_by_mid
 from .planning import plan_every_source, plan_follow_speaker
 from .publication import Publication
 from .slot import Slot
@@ -208,7 +208,8 @@ class MediaPeer:
             await pc.setLocalDescription(answer)
             if pc is not self.pc:
                 raise closed_meanwhile()
-            self._announced = {slot: slot.source_peer for slot in self.slots}
+            announced = stream_ids_by_mid(pc.localDescription.sdp)
+            self._announced = {slot: announced.get(slot.mid or "") for slot in self.slots}
             for slot in self.slots:
                 slot.codec = slot.codec or slot.codec_mime
             await self._listener.answer(self.peer_id, pc.localDescription.sdp)
