@@ -15,6 +15,7 @@ from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ..validation import IceCandidate, ProtocolError
+from .sdp_budget import check_candidate, check_offer
 
 SENDING = ("sendrecv", "sendonly")
 RECEIVING = ("sendrecv", "recvonly")
@@ -56,6 +57,7 @@ def _invalid(message: str) -> ProtocolError:
 
 def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
     """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError."""
+    check_offer(sdp, max_media_sections)
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips over
@@ -122,6 +124,7 @@ def parse_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
     text = candidate.candidate.strip()
     if not text:
         return None
+    check_candidate(text)
     text = text.removeprefix("candidate:")
     try:
         parsed = candidate_from_sdp(text)
