@@ -11,8 +11,11 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from . import __version__
+from .admission import log_limits, raise_fd_limit
 from .app import create_app
 from .client_bundle import ClientBundleMissing
+from .context import SERVER_KEY
+from .logthrottle import RepeatFilter, throttle_repeats
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("roomrelay")
@@ -31,6 +34,11 @@ def configure_logging(level: str) -> None:
     if level != "debug":
         for noisy in ("aioice", "aiortc", "aiohttp.access", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A client can trigger warnings at will (malformed packets, refused connections,
+    # EMFILE on accept): repeats of one message are rate-limited, as are the per-event
+    # refusals logged at INFO.
+    throttle_repeats(logging.WARNING)
+    logging.getLogger("server.events").addFilter(RepeatFilter(logging.INFO))
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -51,6 +59,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
     configure_logging(settings.log_level)
+    soft_fds, hard_fds = raise_fd_limit()
     try:
         app = create_app(settings)
         ssl_context = tls_context(settings)
@@ -65,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.port,
         settings.media,
     )
+    log_limits(app[SERVER_KEY].sio.admission, soft_fds, hard_fds)
     web.run_app(
         app,
         host=settings.host,

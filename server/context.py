@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import socketio
 from aiohttp import web
 
 from .audio.hub import AudioHub
@@ -13,6 +12,7 @@ from .media.backend import MediaBackend
 from .membership import Membership
 from .rooms import Roster
 from .settings import Settings
+from .socket_server import SocketServer
 from .stats import Stats
 
 
@@ -21,7 +21,7 @@ class RoomServer:
     """Everything one roomrelay instance is made of."""
 
     settings: Settings
-    sio: socketio.AsyncServer
+    sio: SocketServer
     roster: Roster
     stats: Stats
     media: MediaBackend

@@ -85,6 +85,7 @@ async def stats(request: web.Request) -> web.Response:
             "errors_total": counters.errors_total,
             "errors_by_code": dict(counters.errors_by_code),
             "media": server.media.stats(),
+            "admission": server.sio.admission.stats(),
             "process": process_facts(),
         }
     )

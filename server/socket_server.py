@@ -1,0 +1,78 @@
+"""python-socketio's server, hardened at the packet and session level.
+
+- Binary events are refused as they are decoded: the server uses none, and
+  python-socketio would otherwise buffer the attachments a header announces
+  (``459999999999-[...]``) until they all arrive, with no limit.
+- Malformed packets are dropped with a (rate-limited) warning instead of an
+  exception in engine.io's read loop.
+- Sessions are admitted at engine.io's connect by :class:`Admission` (global and
+  per-address caps) before python-socketio keeps anything for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from .admission import Admission
+
+logger = logging.getLogger(__name__)
+
+BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+
+
+class BinaryPacketRefused(ValueError):
+    """A client sent a binary Socket.IO packet or attachment."""
+
+
+class TextOnlyPacket(packet.Packet):
+    """The default JSON packet, minus binary events and their attachments."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        if not isinstance(encoded_packet, str):
+            raise BinaryPacketRefused("binary messages are not accepted")
+        if encoded_packet[:1] in BINARY_TYPES:
+            raise BinaryPacketRefused("binary events are not accepted")
+        return super().decode(encoded_packet) or 0
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The peer address of the HTTP request that opened a session.
+
+    engine.io's aiohttp driver fills REMOTE_ADDR with a constant, so ask aiohttp.
+    """
+    request = environ.get("aiohttp.request")
+    return (getattr(request, "remote", None) or environ.get("REMOTE_ADDR") or "?").lower()
+
+
+class SocketServer(socketio.AsyncServer):
+    """python-socketio's AsyncServer with the refusals described in the module docstring."""
+
+    def __init__(self, admission: Admission, **kwargs: Any) -> None:
+        super().__init__(serializer=TextOnlyPacket, **kwargs)
+        self.admission = admission
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        address = client_address(environ)
+        refusal = self.admission.admit(eio_sid, address, self.eio.sockets)
+        if refusal is not None:
+            logger.warning("refused a connection from %s: %s", address, refusal.reason)
+            return refusal.message  # engine.io answers 401 with this message
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            self.admission.release(eio_sid)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # Our handlers catch their own errors (events.py), so this is a packet that
+            # python-socketio could not decode: bad JSON, no event name, binary, and the like.
+            logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
