@@ -29,8 +29,9 @@ class _Window:
 class RepeatFilter(logging.Filter):
     """Passes at most ``burst`` records per message template and logger every ``window`` s.
 
-    Records below ``level`` always pass. A template is the unformatted message,
-    so "refused %s from %s" counts as one whatever its arguments.
+    Records below ``level`` always pass. A template is the first line of the
+    unformatted message, so "refused %s from %s" counts as one whatever its
+    arguments (asyncio's multi-line reports differ only after the first line).
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self._level:
             return True
-        key = (record.name, record.levelno, str(record.msg)[:200])
+        key = (record.name, record.levelno, str(record.msg).split("\n", 1)[0][:200])
         now = self._clock()
         window = self._windows.get(key)
         if window is None or now - window.started >= self._window:

@@ -202,16 +202,17 @@ class Settings:
         parse=_boolean,
     )
     ping_interval: float = _setting(
-        5.0,
+        4.0,
         "PING_INTERVAL",
         "Seconds between the server's engine.io pings to each client.",
         parse=_positive_float,
     )
     ping_timeout: float = _setting(
-        8.0,
+        5.0,
         "PING_TIMEOUT",
         "Seconds a client may take to answer a ping before it counts as gone (it leaves its "
-        "room, and its media closes); a vanished client is gone after interval + timeout.",
+        "room, and its media closes). A vanished client is gone within interval + 2 x "
+        "timeout (engine.io checks every connection once per timeout).",
         parse=_positive_float,
     )
     require_nickname: bool = _setting(
