@@ -148,7 +148,10 @@ def create_app(settings: Settings) -> web.Application:
         roster,
         membership,
         media,
-        join_with_object=native_join(router, roster, membership, media, audio, ice_servers),
+        join_with_object=native_join(
+            router, roster, membership, media, audio, ice_servers, settings.require_nickname
+        ),
+        nickname_required=settings.require_nickname,
     )
     register_native_events(router, roster, membership)
 
