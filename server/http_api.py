@@ -85,7 +85,10 @@ async def stats(request: web.Request) -> web.Response:
             "errors_total": counters.errors_total,
             "errors_by_code": dict(counters.errors_by_code),
             "media": server.media.stats(),
-            "admission": server.sio.admission.stats(),
+            "admission": {
+                **server.sio.admission.stats(),
+                "malformed_disconnects": server.sio.malformed_disconnects,
+            },
             "process": process_facts(),
         }
     )

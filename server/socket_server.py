@@ -4,7 +4,9 @@
   python-socketio would otherwise buffer the attachments a header announces
   (``459999999999-[...]``) until they all arrive, with no limit.
 - Malformed packets are dropped with a (rate-limited) warning instead of an
-  exception in engine.io's read loop.
+  exception in engine.io's read loop; a connection that keeps sending them
+  (more than ``MALFORMED_BURST`` at once, or ``MALFORMED_RATE`` a second) is
+  disconnected, since no real client does.
 - Sessions are admitted at engine.io's connect by :class:`Admission` (global and
   per-address caps) before python-socketio keeps anything for them.
 """
@@ -18,8 +20,12 @@ import socketio
 from socketio import packet
 
 from .admission import Admission
+from .ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
+
+MALFORMED_RATE = 5.0  # malformed packets per second a connection may send on average
+MALFORMED_BURST = 50
 
 BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
 
@@ -54,6 +60,8 @@ class SocketServer(socketio.AsyncServer):
     def __init__(self, admission: Admission, **kwargs: Any) -> None:
         super().__init__(serializer=TextOnlyPacket, **kwargs)
         self.admission = admission
+        self._malformed: dict[str, TokenBucket] = {}
+        self.malformed_disconnects = 0
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         address = client_address(environ)
@@ -68,6 +76,7 @@ class SocketServer(socketio.AsyncServer):
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
             self.admission.release(eio_sid)
+            self._malformed.pop(eio_sid, None)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         try:
@@ -76,3 +85,14 @@ class SocketServer(socketio.AsyncServer):
             # Our handlers catch their own errors (events.py), so this is a packet that
             # python-socketio could not decode: bad JSON, no event name, binary, and the like.
             logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
+            await self._count_malformed(eio_sid)
+
+    async def _count_malformed(self, eio_sid: str) -> None:
+        if eio_sid not in self.eio.sockets:
+            return  # already disconnected; its last packets are still draining
+        bucket = self._malformed.setdefault(eio_sid, TokenBucket(MALFORMED_RATE, MALFORMED_BURST))
+        if bucket.try_take():
+            return
+        logger.warning("disconnected %s: too many malformed packets", eio_sid)
+        self.malformed_disconnects += 1
+        await self.eio.disconnect(eio_sid)

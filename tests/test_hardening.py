@@ -161,6 +161,7 @@ class RawSocket:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, frozen: bool) -> None:
         self.ws = ws
         self._acks: asyncio.Queue[str] = asyncio.Queue()
+        self.hung_up = False  # the server sent engine.io's CLOSE or closed the websocket
         self._reader = None if frozen else asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -169,8 +170,11 @@ class RawSocket:
                 continue
             if message.data == "2":
                 await self.ws.send_str("3")
+            elif message.data == "1":
+                self.hung_up = True
             elif message.data.startswith("431"):
                 await self._acks.put(message.data[3:].replace(" ", ""))
+        self.hung_up = True
 
     async def call(self, event: str) -> str:
         """Emit ``event`` (a JSON array) with ack id 1; returns the ack's JSON."""
@@ -198,6 +202,20 @@ def rss(server: ServerProcess) -> int:
     return server.get_json("/stats")["process"]["rss_bytes"]
 
 
+async def flood_until_disconnected(ws: RawSocket, frame: str | bytes, limit: int) -> int:
+    """Send ``frame`` until the server hangs up (or ``limit`` frames); returns frames sent."""
+    for sent in range(limit):
+        if ws.hung_up or ws.ws.closed:
+            return sent
+        try:
+            await (ws.ws.send_bytes(frame) if isinstance(frame, bytes) else ws.ws.send_str(frame))
+        except (ConnectionError, RuntimeError):
+            return sent
+        if sent % 20 == 0:
+            await asyncio.sleep(0.01)  # let the reader see the close
+    return limit
+
+
 async def test_binary_attachments_are_refused_without_buffering(relay_server, room):
     async with (
         Bystanders(relay_server, room("bystanders")) as bystanders,
@@ -207,9 +225,13 @@ async def test_binary_attachments_are_refused_without_buffering(relay_server, ro
         ws = await open_raw_socket(session, relay_server)
         await ws.ws.send_str('459999999999-["chat_message",{"_placeholder":true,"num":0}]')
         chunk = b"\x04" + bytes(240 * 1024)
-        for _ in range(400):  # ~96 MB pushed
+        for _ in range(20):
             await ws.ws.send_bytes(chunk)
-        assert '"ok":true' in await ws.call('["list_rooms"]')  # still works afterwards
+        # Were the header pending, this text packet would be swallowed as attachment 21.
+        assert '"ok":true' in await ws.call('["list_rooms"]')
+        # A client that keeps pushing binary frames is disconnected (100 MB offered).
+        sent = await flood_until_disconnected(ws, chunk, 400)
+        assert sent < 400
         grown = rss(relay_server) - before
         assert grown < 40 * 1024 * 1024, grown
         await bystanders.still_chatting()
@@ -238,12 +260,15 @@ async def test_malformed_packet_floods_are_logged_a_few_times(server_pool):
     start = len(server.log())
     async with aiohttp.ClientSession() as session:
         ws = await open_raw_socket(session, server)
-        for index in range(5000):
+        for index in range(30):  # a few bad packets are dropped, the connection lives on
             await ws.ws.send_str(f"42[not json {index}")
         assert '"ok":true' in await ws.call('["list_rooms"]')
+        assert await flood_until_disconnected(ws, "42[not json", 20000) < 20000
         await ws.close()
-    dropped = server.log()[start:].count("dropped a malformed Socket.IO packet")
-    assert 1 <= dropped <= 10, dropped
+    log = server.log()[start:]
+    assert 1 <= log.count("dropped a malformed Socket.IO packet") <= 10
+    assert log.count("too many malformed packets") == 1
+    assert server.get_json("/stats")["admission"]["malformed_disconnects"] >= 1
 
 
 def test_open_files_limit_is_raised_and_emfile_does_not_storm_the_log():
