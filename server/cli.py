@@ -22,6 +22,9 @@ logger = logging.getLogger("roomrelay")
 
 # Seconds aiohttp waits for open requests (websockets, long polls) when stopping.
 SHUTDOWN_TIMEOUT = 1.0
+# Seconds a TCP connection may sit without a request (new, or kept alive between requests)
+# before aiohttp closes it; idle connections otherwise hold file descriptors for 75 s.
+IDLE_TIMEOUT = 15.0
 
 
 def configure_logging(level: str) -> None:
@@ -82,5 +85,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=IDLE_TIMEOUT,
         ssl_context=ssl_context,
     )
