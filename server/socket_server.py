@@ -31,7 +31,15 @@ BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
 
 
 class BinaryPacketRefused(ValueError):
-    """A client sent a binary Socket.IO packet or attachment."""
+    """A client sent a binary Socket.IO packet or attachment.
+
+    For a binary event's header, ``packet`` is the decoded header (its event name
+    and ack id), so the client can be told; its attachments are never awaited.
+    """
+
+    def __init__(self, message: str, header: packet.Packet | None = None) -> None:
+        super().__init__(message)
+        self.header = header
 
 
 class TextOnlyPacket(packet.Packet):
@@ -40,9 +48,10 @@ class TextOnlyPacket(packet.Packet):
     def decode(self, encoded_packet: Any) -> int:
         if not isinstance(encoded_packet, str):
             raise BinaryPacketRefused("binary messages are not accepted")
-        if encoded_packet[:1] in BINARY_TYPES:
-            raise BinaryPacketRefused("binary events are not accepted")
-        return super().decode(encoded_packet) or 0
+        attachments = super().decode(encoded_packet) or 0
+        if encoded_packet[:1] in BINARY_TYPES or attachments:
+            raise BinaryPacketRefused("binary events are not accepted", header=self)
+        return 0
 
 
 def client_address(environ: dict[str, Any]) -> str:
@@ -86,6 +95,28 @@ class SocketServer(socketio.AsyncServer):
             # python-socketio could not decode: bad JSON, no event name, binary, and the like.
             logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
             await self._count_malformed(eio_sid)
+            if isinstance(exc, BinaryPacketRefused) and exc.header is not None:
+                await self._refuse_binary_event(eio_sid, exc.header)
+
+    async def _refuse_binary_event(self, eio_sid: str, header: packet.Packet) -> None:
+        """Answer a binary event like any refused event: an ``error``, and the ack if asked."""
+        namespace = header.namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or eio_sid not in self.eio.sockets:
+            return
+        data = header.data if isinstance(header.data, list) else []
+        event = str(data[0])[:64] if data else "?"
+        error = {
+            "code": "bad_request",
+            "message": "binary data is not supported; send JSON",
+            "event": event,
+        }
+        await self.emit("error", error, to=sid, namespace=namespace)
+        if header.id is not None:
+            reply = self.packet_class(
+                packet.ACK, namespace=namespace, id=header.id, data=[{"ok": False, "error": error}]
+            )
+            await self._send_packet(eio_sid, reply)
 
     async def _count_malformed(self, eio_sid: str) -> None:
         if eio_sid not in self.eio.sockets:
