@@ -68,7 +68,8 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--forwarding", forwarding, "--log-level", "warning",
-                 "--max-peers-per-room", "200", "--rate-limit", "1000"],
+                 "--max-peers-per-room", "200", "--rate-limit", "1000",
+                 "--max-connections-per-ip", "0"],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30

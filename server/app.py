@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp_cors
 import socketio
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
+from .admission import Admission
 from .audio.hub import AudioHub, build_consumers
 from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
@@ -21,14 +23,18 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .http_api import api_routes
+from .http_security import add_security_headers, host_guard, origin_checker
 from .loop_health import LoopLag
+from .media.sdp_budget import configure_candidates
 from .media.types import MediaConfig
 from .membership import Membership
 from .native import native_join, register_native_events
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
+from .socket_server import SocketServer
 from .stats import Stats
 from .transport_guard import stale_sessions_are_bad_requests
+from .turn import IceServerList
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -41,24 +47,12 @@ GOODBYE_TIMEOUT = 1.0
 BUSY_WINDOW = 5.0
 
 
-class SocketServer(socketio.AsyncServer):
-    """python-socketio's server, with malformed packets dropped quietly instead of raising."""
-
-    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            # Our handlers catch their own errors (events.py), so this is a packet that
-            # python-socketio could not decode: bad JSON, no event name, and the like.
-            logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
-
-
-def media_config(settings: Settings) -> MediaConfig:
+def media_config(settings: Settings, ice_servers: tuple[dict[str, Any], ...]) -> MediaConfig:
     """The media core's few settings."""
     return MediaConfig(
         forwarding=settings.forwarding == "forward",
         connect_timeout=settings.media_timeout,
-        ice_servers=settings.ice_servers,
+        ice_servers=ice_servers,
         # A client may receive from everyone else and publish a few tracks of its own.
         max_media_sections=4 * settings.max_peers_per_room + 8,
     )
@@ -73,7 +67,9 @@ def create_media(
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
-    return RelayBackend(sio, roster, router, media_config(settings), audio)
+    configure_candidates(allow_loopback=settings.allow_loopback_candidates)
+    ice_servers = IceServerList(settings.ice_servers, settings.turn_secret).for_server()
+    return RelayBackend(sio, roster, router, media_config(settings, ice_servers), audio)
 
 
 def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> AudioHub:
@@ -119,6 +115,17 @@ def page_handler(path: Path) -> Handler:
     return serve_page
 
 
+def socketio_origins(text: str) -> tuple[object, bool]:
+    """python-socketio's ``cors_allowed_origins`` and ``cors_credentials`` for CORS_ORIGINS.
+
+    A list always admits the server's own origin too; '*' never sends credentials.
+    """
+    allowed = parse_origins(text)
+    if isinstance(allowed, list):
+        return origin_checker(allowed), True
+    return allowed, allowed != "*"
+
+
 def add_page_routes(app: web.Application, settings: Settings) -> None:
     """The bundled page at ``/``, or a zoom-clone page and its ``/public`` folder."""
     index = settings.index or settings.static_dir / "index.html"
@@ -135,14 +142,20 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server; raises with a clear message when setup is incomplete."""
-    app = web.Application(
-        client_max_size=MAX_MESSAGE_BYTES, middlewares=[stale_sessions_are_bad_requests]
-    )
+    middlewares: list[Middleware] = [stale_sessions_are_bad_requests]
+    if settings.allowed_hosts:
+        middlewares.append(host_guard(settings.allowed_hosts))
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=middlewares)
     client_version = add_client_bundle_routes(app, settings.client_dir)
 
+    cors_origins, cors_credentials = socketio_origins(settings.cors_origins)
     sio = SocketServer(
+        Admission(settings.max_connections, settings.max_connections_per_ip),
         async_mode="aiohttp",
-        cors_allowed_origins=parse_origins(settings.cors_origins),
+        cors_allowed_origins=cors_origins,
+        cors_credentials=cors_credentials,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
         async_handlers=False,  # keeps every connection's events in order (see events.py)
         max_http_buffer_size=MAX_MESSAGE_BYTES,
         logger=logging.getLogger("socketio.server"),
@@ -150,6 +163,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     sio.attach(app)
 
+    ice_servers = IceServerList(settings.ice_servers, settings.turn_secret, settings.turn_ttl)
+    ice_servers.warn_about_static_credentials()
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
@@ -169,12 +184,14 @@ def create_app(settings: Settings) -> web.Application:
         membership,
         media,
         join_with_object=native_join(
-            router, roster, membership, media, audio, settings.ice_servers
+            router, roster, membership, media, audio, ice_servers, settings.require_nickname
         ),
+        nickname_required=settings.require_nickname,
     )
     register_native_events(router, roster, membership)
 
     app[SERVER_KEY] = RoomServer(
+        sio=sio,
         roster=roster,
         stats=stats,
         media=media,
@@ -184,6 +201,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
     add_page_routes(app, settings)
+    bundled_page = () if settings.index else ("/", "/static/index.html")
+    add_security_headers(app, bundled_page, tls=settings.tls_cert is not None)
 
     async def start(app: web.Application) -> None:
         loop_lag.start()

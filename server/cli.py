@@ -11,14 +11,20 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from . import __version__
+from .admission import log_limits, raise_fd_limit
 from .app import create_app
 from .client_bundle import ClientBundleMissing
+from .context import SERVER_KEY
+from .logthrottle import RepeatFilter, throttle_repeats
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("roomrelay")
 
 # Seconds aiohttp waits for open requests (websockets, long polls) when stopping.
 SHUTDOWN_TIMEOUT = 1.0
+# Seconds a TCP connection may sit without a request (new, or kept alive between requests)
+# before aiohttp closes it; idle connections otherwise hold file descriptors for 75 s.
+IDLE_TIMEOUT = 15.0
 
 
 def configure_logging(level: str) -> None:
@@ -31,6 +37,11 @@ def configure_logging(level: str) -> None:
     if level != "debug":
         for noisy in ("aioice", "aiortc", "aiohttp.access", "socketio", "engineio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A client can trigger warnings at will (malformed packets, refused connections,
+    # EMFILE on accept): repeats of one message are rate-limited, as are the per-event
+    # refusals logged at INFO.
+    throttle_repeats(logging.WARNING)
+    logging.getLogger("server.events").addFilter(RepeatFilter(logging.INFO))
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -51,6 +62,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
     configure_logging(settings.log_level)
+    soft_fds, hard_fds = raise_fd_limit()
     try:
         app = create_app(settings)
         ssl_context = tls_context(settings)
@@ -65,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.port,
         settings.media,
     )
+    log_limits(app[SERVER_KEY].sio.admission, soft_fds, hard_fds)
     web.run_app(
         app,
         host=settings.host,
@@ -72,5 +85,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=IDLE_TIMEOUT,
         ssl_context=ssl_context,
     )

@@ -28,7 +28,11 @@ def register_connection_events(
     @sio.on("connect")
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         participant = Participant(
-            sid=sid, limiter=TokenBucket(settings.rate_limit, settings.rate_burst)
+            sid=sid,
+            limiter=TokenBucket(settings.rate_limit, settings.rate_burst),
+            candidate_limiter=TokenBucket(
+                settings.max_trickled_candidates / 60, settings.max_trickled_candidates
+            ),
         )
         roster.add(participant)
         stats.connections_total += 1

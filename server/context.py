@@ -10,6 +10,7 @@ from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .loop_health import LoopLag
 from .rooms import Roster
+from .socket_server import SocketServer
 from .stats import Stats
 
 
@@ -17,6 +18,7 @@ from .stats import Stats
 class RoomServer:
     """What the HTTP endpoints read from a running roomrelay instance."""
 
+    sio: SocketServer
     roster: Roster
     stats: Stats
     media: MediaBackend

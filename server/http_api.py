@@ -86,6 +86,10 @@ async def stats(request: web.Request) -> web.Response:
             "errors_by_code": dict(counters.errors_by_code),
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
+            "admission": {
+                **server.sio.admission.stats(),
+                "malformed_disconnects": server.sio.malformed_disconnects,
+            },
             "process": process_facts(),
         }
     )

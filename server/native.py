@@ -14,8 +14,9 @@ from .backends import MediaBackend
 from .events import EventRouter
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
+from .turn import IceServerList
 from .validation import ProtocolError, expect_args
-from .zoomclone import ObjectJoin, current_room, deliver_chat
+from .zoomclone import ObjectJoin, current_room, deliver_chat, require_nickname
 
 
 def native_join(
@@ -24,7 +25,8 @@ def native_join(
     membership: Membership,
     media: MediaBackend,
     audio: AudioHub,
-    ice_servers: tuple[dict[str, Any], ...],
+    ice_servers: IceServerList,
+    nickname_required: bool = False,
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
 
@@ -32,6 +34,7 @@ def native_join(
         room = validation.room_name(request.get("room"))
         if request.get("nickname") is not None:
             participant.nickname = validation.nickname(request["nickname"])
+        require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.NATIVE):
             router.after_reply(participant, membership.announce_join(participant, room))
         return {
@@ -41,7 +44,7 @@ def native_join(
             "nickname": participant.nickname,
             "participants": [p.describe() for p in roster.members(room) if p is not participant],
             "published": media.published(room),
-            "ice_servers": list(ice_servers),
+            "ice_servers": ice_servers.for_client(participant.peer_id),
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": audio.has_captions(room),

@@ -40,6 +40,7 @@ class Participant:
 
     sid: str
     limiter: TokenBucket
+    candidate_limiter: TokenBucket | None = None  # trickled ICE candidates (zoomclone.py)
     peer_id: str = field(default_factory=lambda: secrets.token_hex(6))
     nickname: str = DEFAULT_NICKNAME
     dialect: Dialect | None = None

@@ -49,6 +49,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _host_names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -160,6 +171,65 @@ class Settings:
         "Events a connection may send in a burst above the sustained rate.",
         parse=_positive_int,
     )
+    max_connections: int = _setting(
+        2000,
+        "MAX_CONNECTIONS",
+        "Socket.IO connections the server accepts at once; more are refused (HTTP 503) "
+        "until some leave. 0: no limit.",
+        parse=_non_negative_int,
+    )
+    max_connections_per_ip: int = _setting(
+        100,
+        "MAX_CONNECTIONS_PER_IP",
+        "Socket.IO connections one client address may hold at once; more are refused "
+        "(HTTP 503). Behind a reverse proxy every client shares the proxy's address: "
+        "raise it or use 0 (no limit).",
+        parse=_non_negative_int,
+    )
+    max_trickled_candidates: int = _setting(
+        64,
+        "MAX_TRICKLED_CANDIDATES",
+        "ICE candidates one connection may trickle ('ice' events) per minute; more get "
+        "an 'invalid_candidate' error. Browsers send a handful per call.",
+        parse=_positive_int,
+    )
+    allow_loopback_candidates: bool = _setting(
+        False,
+        "ALLOW_LOOPBACK_CANDIDATES",
+        "Relay mode: accept ICE candidates on loopback addresses (127.0.0.0/8, ::1), for "
+        "clients on the server's own loopback-only host. Off: such offers are refused, "
+        "so clients cannot point the server's connectivity checks at its own host.",
+        parse=_boolean,
+    )
+    ping_interval: float = _setting(
+        4.0,
+        "PING_INTERVAL",
+        "Seconds between the server's engine.io pings to each client.",
+        parse=_positive_float,
+    )
+    ping_timeout: float = _setting(
+        5.0,
+        "PING_TIMEOUT",
+        "Seconds a client may take to answer a ping before it counts as gone (it leaves its "
+        "room, and its media closes). A vanished client is gone within interval + 2 x "
+        "timeout (engine.io checks every connection once per timeout).",
+        parse=_positive_float,
+    )
+    require_nickname: bool = _setting(
+        False,
+        "REQUIRE_NICKNAME",
+        "Refuse joins ('nickname_required') from connections that have not set a nickname "
+        "(the zoom-clone 'nickname' event, or the join's nickname).",
+        parse=_boolean,
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        (),
+        "ALLOWED_HOSTS",
+        "Comma-separated host names (with :port if not the default) the server answers to; "
+        "requests with another Host header get 421. Protects against DNS rebinding. "
+        "Empty: any host.",
+        parse=_host_names,
+    )
     media_timeout: float = _setting(
         30.0,
         "MEDIA_TIMEOUT",
@@ -182,6 +252,20 @@ class Settings:
         "candidates with them and hands them to clients in the join ack. Empty: host "
         "candidates only, fine when clients can reach the server's address directly.",
         parse=_ice_servers,
+    )
+    turn_secret: str = _setting(
+        "",
+        "TURN_SECRET",
+        "Shared secret of a TURN server using the TURN REST scheme (coturn: "
+        "use-auth-secret, static-auth-secret). Each joining client then gets its own "
+        "short-lived username/credential for the turn: URLs of --ice-servers, instead of "
+        "static credentials.",
+    )
+    turn_ttl: float = _setting(
+        86400.0,
+        "TURN_TTL",
+        "Seconds the TURN credentials made with --turn-secret stay valid.",
+        parse=_positive_float,
     )
     tls_cert: Path | None = _setting(
         None,

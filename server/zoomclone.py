@@ -14,7 +14,7 @@ from . import validation
 from .backends import MediaBackend
 from .events import EventRouter
 from .membership import Membership
-from .rooms import Dialect, Participant, Roster
+from .rooms import DEFAULT_NICKNAME, Dialect, Participant, Roster
 from .validation import ProtocolError, expect_args
 
 OK = {"ok": True}
@@ -32,6 +32,24 @@ def current_room(roster: Roster, participant: Participant, named: Any = None) ->
     if room is None:
         raise ProtocolError("not_in_room", "join a room first")
     return room
+
+
+def take_candidate(participant: Participant) -> None:
+    """Count a trickled candidate against the connection's allowance (MAX_TRICKLED_CANDIDATES).
+
+    Each candidate makes the receiving side send connectivity checks to an
+    address of the sender's choosing; without a cap one client could make the
+    server (or, in p2p mode, the other browsers) reflect traffic anywhere.
+    """
+    limiter = participant.candidate_limiter
+    if limiter is not None and not limiter.try_take():
+        raise ProtocolError("invalid_candidate", "too many ICE candidates from this connection")
+
+
+def require_nickname(participant: Participant, required: bool) -> None:
+    """With REQUIRE_NICKNAME, refuse joins from connections that never chose a name."""
+    if required and participant.nickname == DEFAULT_NICKNAME:
+        raise ProtocolError("nickname_required", "choose a nickname before joining a room")
 
 
 def chat_line(participant: Participant, text: str) -> dict[str, Any]:
@@ -61,6 +79,7 @@ def register_zoomclone_events(
     media: MediaBackend,
     *,
     join_with_object: ObjectJoin | None = None,
+    nickname_required: bool = False,
 ) -> None:
     """Chat stage (``enter_room``, ``nickname``, ``new_message``) and video stage signalling.
 
@@ -73,6 +92,7 @@ def register_zoomclone_events(
         room = validation.room_name(args[0])
         if len(args) == 2:
             participant.nickname = validation.nickname(args[1])
+        require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.CHAT):
             # The original calls done() first, then notifies the room and the lobby.
             router.after_reply(participant, membership.announce_join(participant, room))
@@ -105,6 +125,7 @@ def register_zoomclone_events(
         if isinstance(args[0], dict) and join_with_object is not None:
             return await join_with_object(participant, args[0])
         room = validation.room_name(args[0])
+        require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.VIDEO):
             router.after_reply(participant, membership.announce_join(participant, room))
         return None
@@ -129,5 +150,8 @@ def register_zoomclone_events(
     @router.on("ice")
     async def ice(participant: Participant, *args: Any) -> dict[str, bool]:
         payload, room = signalling_args(participant, args)
-        await media.on_ice(participant, room, validation.ice_candidate(payload))
+        candidate = validation.ice_candidate(payload)
+        if candidate is not None and candidate.candidate.strip():
+            take_candidate(participant)
+        await media.on_ice(participant, room, candidate)
         return OK

@@ -309,9 +309,15 @@ def _parameters(function: Any) -> list[str]:
     return list(inspect.signature(function).parameters)
 
 
+@functools.cache
+def _source(obj: Any) -> str:
+    """Source text of a class or function (read once: tokenizing aiortc takes a while)."""
+    return inspect.getsource(obj)
+
+
 def _assigns(cls: type, attribute: str) -> bool:
     """Whether ``cls`` sets ``self.<attribute>`` somewhere (no instance needed)."""
-    source = inspect.getsource(cls)
+    source = _source(cls)
     return f"self.{attribute} =" in source or f"self.{attribute}:" in source
 
 
@@ -332,8 +338,8 @@ def check_aiortc_internals() -> None:
         "JitterFrame(data, timestamp)",
     )
     _require(
-        "put(" in inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
-        and "decoder_queue" in inspect.getsource(RTCRtpReceiver._handle_rtp_packet),
+        "put(" in _source(RTCRtpReceiver._handle_rtp_packet)
+        and "decoder_queue" in _source(RTCRtpReceiver._handle_rtp_packet),
         "RTCRtpReceiver._handle_rtp_packet feeding the decoder queue",
     )
     _require(_assigns(RTCRtpReceiver, "__decoder_queue"), "RTCRtpReceiver.__decoder_queue")
@@ -414,7 +420,7 @@ def check_aioice_internals() -> None:
     """Raise :class:`AiortcInternalsChanged` unless aioice's consent loop looks as we expect."""
     _require(
         _parameters(aioice.Connection.query_consent) == ["self"]
-        and "query_consent()" in inspect.getsource(aioice.Connection.connect),
+        and "query_consent()" in _source(aioice.Connection.connect),
         "aioice.Connection.query_consent() started by connect()",
     )
     _require(

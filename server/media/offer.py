@@ -13,6 +13,7 @@ from aiortc import RTCIceCandidate, RTCSessionDescription
 
 from ..validation import IceCandidate, ProtocolError
 from .aiortc_hooks import common_codecs, parse_candidate_line, parse_sdp, supported_codecs
+from .sdp_budget import check_candidate, check_offer
 
 SENDING = ("sendrecv", "sendonly")
 RECEIVING = ("sendrecv", "recvonly")
@@ -54,6 +55,7 @@ def _invalid(message: str) -> ProtocolError:
 
 def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
     """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError."""
+    check_offer(sdp, max_media_sections)
     try:
         parsed = parse_sdp(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips over
@@ -139,6 +141,7 @@ def parse_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
     text = candidate.candidate.strip()
     if not text:
         return None
+    check_candidate(text)
     text = text.removeprefix("candidate:")
     try:
         parsed = parse_candidate_line(text)

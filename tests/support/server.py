@@ -37,6 +37,7 @@ class ServerProcess:
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
+    wrapper: tuple[str, ...] = ()  # a command the server runs under, e.g. prlimit
 
     @property
     def url(self) -> str:
@@ -49,6 +50,7 @@ class ServerProcess:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "server",

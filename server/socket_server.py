@@ -1,0 +1,129 @@
+"""python-socketio's server, hardened at the packet and session level.
+
+- Binary events are refused as they are decoded: the server uses none, and
+  python-socketio would otherwise buffer the attachments a header announces
+  (``459999999999-[...]``) until they all arrive, with no limit.
+- Malformed packets are dropped with a (rate-limited) warning instead of an
+  exception in engine.io's read loop; a connection that keeps sending them
+  (more than ``MALFORMED_BURST`` at once, or ``MALFORMED_RATE`` a second) is
+  disconnected, since no real client does.
+- Sessions are admitted at engine.io's connect by :class:`Admission` (global and
+  per-address caps) before python-socketio keeps anything for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from .admission import Admission
+from .ratelimit import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+MALFORMED_RATE = 5.0  # malformed packets per second a connection may send on average
+MALFORMED_BURST = 50
+
+BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+
+
+class BinaryPacketRefused(ValueError):
+    """A client sent a binary Socket.IO packet or attachment.
+
+    For a binary event's header, ``packet`` is the decoded header (its event name
+    and ack id), so the client can be told; its attachments are never awaited.
+    """
+
+    def __init__(self, message: str, header: packet.Packet | None = None) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+class TextOnlyPacket(packet.Packet):
+    """The default JSON packet, minus binary events and their attachments."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        if not isinstance(encoded_packet, str):
+            raise BinaryPacketRefused("binary messages are not accepted")
+        attachments = super().decode(encoded_packet) or 0
+        if encoded_packet[:1] in BINARY_TYPES or attachments:
+            raise BinaryPacketRefused("binary events are not accepted", header=self)
+        return 0
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The peer address of the HTTP request that opened a session.
+
+    engine.io's aiohttp driver fills REMOTE_ADDR with a constant, so ask aiohttp.
+    """
+    request = environ.get("aiohttp.request")
+    return (getattr(request, "remote", None) or environ.get("REMOTE_ADDR") or "?").lower()
+
+
+class SocketServer(socketio.AsyncServer):
+    """python-socketio's AsyncServer with the refusals described in the module docstring."""
+
+    def __init__(self, admission: Admission, **kwargs: Any) -> None:
+        super().__init__(serializer=TextOnlyPacket, **kwargs)
+        self.admission = admission
+        self._malformed: dict[str, TokenBucket] = {}
+        self.malformed_disconnects = 0
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        address = client_address(environ)
+        refusal = self.admission.admit(eio_sid, address, self.eio.sockets)
+        if refusal is not None:
+            logger.warning("refused a connection from %s: %s", address, refusal.reason)
+            return refusal.message  # engine.io answers 401 with this message
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            self.admission.release(eio_sid)
+            self._malformed.pop(eio_sid, None)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # Our handlers catch their own errors (events.py), so this is a packet that
+            # python-socketio could not decode: bad JSON, no event name, binary, and the like.
+            logger.warning("dropped a malformed Socket.IO packet from %s: %r", eio_sid, exc)
+            await self._count_malformed(eio_sid)
+            if isinstance(exc, BinaryPacketRefused) and exc.header is not None:
+                await self._refuse_binary_event(eio_sid, exc.header)
+
+    async def _refuse_binary_event(self, eio_sid: str, header: packet.Packet) -> None:
+        """Answer a binary event like any refused event: an ``error``, and the ack if asked."""
+        namespace = header.namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or eio_sid not in self.eio.sockets:
+            return
+        data = header.data if isinstance(header.data, list) else []
+        event = str(data[0])[:64] if data else "?"
+        error = {
+            "code": "bad_request",
+            "message": "binary data is not supported; send JSON",
+            "event": event,
+        }
+        await self.emit("error", error, to=sid, namespace=namespace)
+        if header.id is not None:
+            reply = self.packet_class(
+                packet.ACK, namespace=namespace, id=header.id, data=[{"ok": False, "error": error}]
+            )
+            await self._send_packet(eio_sid, reply)
+
+    async def _count_malformed(self, eio_sid: str) -> None:
+        if eio_sid not in self.eio.sockets:
+            return  # already disconnected; its last packets are still draining
+        bucket = self._malformed.setdefault(eio_sid, TokenBucket(MALFORMED_RATE, MALFORMED_BURST))
+        if bucket.try_take():
+            return
+        logger.warning("disconnected %s: too many malformed packets", eio_sid)
+        self.malformed_disconnects += 1
+        await self.eio.disconnect(eio_sid)
