@@ -17,6 +17,7 @@ from .client_bundle import add_client_bundle_routes
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
+from .fanout import FanoutManager
 from .http_api import api_routes
 from .media.backend import MediaBackend
 from .media.p2p import PeerToPeerMedia
@@ -114,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     sio = SocketServer(
         async_mode="aiohttp",
         cors_allowed_origins=parse_origins(settings.cors_origins),
+        client_manager=FanoutManager(settings.max_queued_messages),
         async_handlers=False,  # keeps every connection's events in order (see events.py)
         max_http_buffer_size=MAX_MESSAGE_BYTES,
         logger=logging.getLogger("socketio.server"),
@@ -166,6 +168,7 @@ def create_app(settings: Settings) -> web.Application:
                 await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
             except TimeoutError:
                 logger.info("some clients did not take their goodbye; closing anyway")
+        await membership.room_list.close()
         await sio.shutdown()
         await media.close()
         await audio.close()

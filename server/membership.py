@@ -1,10 +1,10 @@
 """Joining and leaving rooms, and telling each kind of client about it in its own words.
 
 Chat-stage clients hear ``welcome(nickname, count)`` and ``bye(nickname, count)``,
-native clients ``user_joined`` / ``user_left``, and every connection hears
-``room_change(rooms)``. Video-stage signalling (``welcome`` with no arguments)
-belongs to the media backend, which knows whether browsers negotiate with each
-other (p2p) or with the server (relay).
+native clients ``user_joined`` / ``user_left``, and the room list's followers
+hear ``room_change(rooms)`` (see roomlist.py). Video-stage signalling (``welcome``
+with no arguments) belongs to the media backend, which knows whether browsers
+negotiate with each other (p2p) or with the server (relay).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import socketio
 
 from .media.backend import MediaBackend
+from .roomlist import RoomListFeed
 from .rooms import Dialect, Participant, Roster
 
 logger = logging.getLogger(__name__)
@@ -23,9 +24,9 @@ class Membership:
     """Moves participants in and out of rooms and broadcasts the consequences."""
 
     def __init__(self, sio: socketio.AsyncServer, roster: Roster, media: MediaBackend) -> None:
-        self._sio = sio
         self._roster = roster
         self._media = media
+        self.room_list = RoomListFeed(sio, roster)
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -95,5 +96,5 @@ class Membership:
         return room
 
     async def broadcast_room_list(self) -> None:
-        """``room_change(rooms)`` to every connection, as the original server does."""
-        await self._sio.emit("room_change", self._roster.public_rooms())
+        """``room_change(rooms)`` to the connections that follow the room list."""
+        await self.room_list.changed()

@@ -42,6 +42,8 @@ class Participant:
     dialect: Dialect | None = None
     audio_enabled: bool = True
     video_enabled: bool = True
+    room: str | None = None  # mirrors the manager, so that room_of() is not O(rooms)
+    follows_rooms: bool | None = None  # explicit list_rooms({follow}); None: by dialect
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -84,11 +86,12 @@ class Roster:
         return self._sio.manager.rooms.get(NAMESPACE, {})
 
     def room_of(self, sid: str) -> str | None:
-        """The public room a connection is in (each connection joins at most one)."""
-        for room in self._sio.manager.get_rooms(sid, NAMESPACE):
-            if room != sid:
-                return room
-        return None
+        """The public room a connection is in (each connection joins at most one).
+
+        Read from the participant: the manager's ``get_rooms`` scans every room.
+        """
+        participant = self._by_sid.get(sid)
+        return participant.room if participant else None
 
     def public_rooms(self) -> list[str]:
         """Names of rooms people joined: not the per-connection rooms, not the None room."""
@@ -118,9 +121,11 @@ class Roster:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
         self.check_can_enter(room)
         await self._sio.enter_room(participant.sid, room)
+        participant.room = room
 
     async def leave(self, participant: Participant, room: str) -> None:
         await self._sio.leave_room(participant.sid, room)
+        participant.room = None
 
     async def emit_to_dialect(
         self,

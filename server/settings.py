@@ -160,6 +160,14 @@ class Settings:
         "Events a connection may send in a burst above the sustained rate.",
         parse=_positive_int,
     )
+    max_queued_messages: int = _setting(
+        1000,
+        "MAX_QUEUED_MESSAGES",
+        "Messages the server may hold for one connection that is not reading them; "
+        "beyond this the connection is closed (with a 'too_slow' error), so a stuck "
+        "client cannot grow the server's memory.",
+        parse=_positive_int,
+    )
     media_timeout: float = _setting(
         30.0,
         "MEDIA_TIMEOUT",
