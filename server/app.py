@@ -27,6 +27,7 @@ from .native import native_join, register_native_events
 from .rooms import Roster
 from .settings import Settings, parse_origins
 from .stats import Stats
+from .transport import without_websocket_compression
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server; raises with a clear message when setup is incomplete."""
-    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+    middlewares = [] if settings.websocket_compression else [without_websocket_compression()]
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=middlewares)
     client_version = add_client_bundle_routes(app, settings.client_dir)
 
     sio = SocketServer(

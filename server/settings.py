@@ -168,6 +168,13 @@ class Settings:
         "client cannot grow the server's memory.",
         parse=_positive_int,
     )
+    websocket_compression: bool = _setting(
+        False,
+        "WEBSOCKET_COMPRESSION",
+        "Accept WebSocket permessage-deflate when clients offer it. Off: small signalling "
+        "messages cost more CPU to compress than they save (Node's socket.io default too).",
+        parse=_boolean,
+    )
     media_timeout: float = _setting(
         30.0,
         "MEDIA_TIMEOUT",
