@@ -196,3 +196,15 @@ async def test_a_client_that_stops_reading_is_disconnected_with_a_bounded_backlo
     assert listed[name]["participants"] == 1
     # The talker is unaffected.
     assert await talker.call("new_message", "still here", name) == []
+
+
+async def test_websocket_compression_is_refused_unless_enabled(server_pool, scale_server):
+    """Compressing every small message cost more CPU than anything else on the relay path."""
+    compressing = server_pool.get("--media", "p2p", "--websocket-compression")
+    path = "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session:
+        for server, expected in ((scale_server, False), (compressing, True)):
+            url = server.url.replace("http", "ws") + path
+            async with session.ws_connect(url, compress=15) as socket:
+                assert (await socket.receive_str()).startswith("0")  # engine.io open
+                assert bool(socket.compress) is expected
