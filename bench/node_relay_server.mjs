@@ -1,7 +1,7 @@
 // The baseline of bench/signaling_bench.py: the zoom-clone course's own video-stage server,
 // reduced to its signalling (npm socket.io 4.x): join_room sends welcome to the others,
 // offer/answer/ice are passed to the rest of the room without the room name.
-// Usage: node bench/node_relay_server.mjs PORT   (prints "LISTENING <port>" when ready)
+// Usage: node bench/node_relay_server.mjs PORT   (0: any free port; prints "LISTENING <port>")
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -27,7 +27,7 @@ io.on("connection", (socket) => {
   }
 });
 
-httpServer.listen(port, "127.0.0.1", () => console.log(`LISTENING ${port}`));
+httpServer.listen(port, "127.0.0.1", () => console.log(`LISTENING ${httpServer.address().port}`));
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     io.close();

@@ -177,7 +177,7 @@ if ((await next()) === "IDLE") {
   say("JOINED");
   await next();
   await relay();
-  say("RESULT " + JSON.stringify(stats));
   sockets.forEach((socket) => socket.close());
-  setTimeout(() => process.exit(0), 200);
+  // A pipe is written asynchronously: exit only once the whole line is out.
+  process.stdout.write("RESULT " + JSON.stringify(stats) + "\n", () => process.exit(0));
 }

@@ -8,7 +8,8 @@
   unbounded queues) instead of ``server.fanout.FanoutManager``.
 - ``async-handlers``: ``async_handlers=True`` (each event in its own task; breaks the
   per-connection event order roomrelay relies on, measured for reference only).
-- ``orjson``: ``json=`` an orjson adapter instead of the standard library's json.
+- ``stock-packet``: python-socketio's own packet class (standard library json, a
+  full walk of every payload for binary parts) instead of ``server.packets.FastPacket``.
 - ``deflate``: ``--websocket-compression`` (permessage-deflate accepted, as aiohttp does
   unless told otherwise).
 """
@@ -17,20 +18,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import socketio
-
-
-def orjson_module() -> Any:
-    """The ``json``-module interface python-socketio calls (dumps with separators, loads)."""
-    import orjson  # noqa: PLC0415  (only this variant needs it)
-
-    def dumps(value: Any, **_: Any) -> str:
-        return orjson.dumps(value).decode()
-
-    return SimpleNamespace(dumps=dumps, loads=orjson.loads)
 
 
 def patch_server_options(**changes: Any) -> None:
@@ -49,7 +39,7 @@ VARIANTS: dict[str, tuple[Callable[[], None], list[str]]] = {
     "default": (lambda: None, []),
     "stock-manager": (lambda: patch_server_options(client_manager=None), []),
     "async-handlers": (lambda: patch_server_options(async_handlers=True), []),
-    "orjson": (lambda: patch_server_options(json=orjson_module()), []),
+    "stock-packet": (lambda: patch_server_options(serializer="default"), []),
     "deflate": (lambda: None, ["--websocket-compression"]),
 }
 

@@ -24,6 +24,7 @@ from .media.p2p import PeerToPeerMedia
 from .media.relay import RelayMedia
 from .membership import Membership
 from .native import native_join, register_native_events
+from .packets import FastPacket
 from .rooms import Roster
 from .settings import Settings, parse_origins
 from .stats import Stats
@@ -42,6 +43,11 @@ class SocketServer(socketio.AsyncServer):
     """python-socketio's server, with malformed packets dropped quietly instead of raising."""
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        connection = self.eio.sockets.get(eio_sid)
+        if connection is None or connection.closed:
+            # Cut off (a slow reader, a ping timeout) while its last messages were on the
+            # way: nobody can answer them, and a warning each would flood the log.
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -118,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
         async_mode="aiohttp",
         cors_allowed_origins=parse_origins(settings.cors_origins),
         client_manager=FanoutManager(settings.max_queued_messages),
+        serializer=FastPacket,
         async_handlers=False,  # keeps every connection's events in order (see events.py)
         max_http_buffer_size=MAX_MESSAGE_BYTES,
         logger=logging.getLogger("socketio.server"),
