@@ -10,12 +10,15 @@
   per-connection event order roomrelay relies on, measured for reference only).
 - ``stock-packet``: python-socketio's own packet class (standard library json, a
   full walk of every payload for binary parts) instead of ``server.packets.FastPacket``.
+- ``uvloop``: the same server on uvloop's event loop instead of asyncio's (not a
+  dependency of roomrelay: ``pip install uvloop`` to measure it).
 - ``deflate``: ``--websocket-compression`` (permessage-deflate accepted, as aiohttp does
   unless told otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,12 +38,19 @@ def patch_server_options(**changes: Any) -> None:
     socketio.AsyncServer.__init__ = init  # type: ignore[method-assign]
 
 
+def use_uvloop() -> None:
+    import uvloop  # noqa: PLC0415  (only this variant needs it)
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 VARIANTS: dict[str, tuple[Callable[[], None], list[str]]] = {
     "default": (lambda: None, []),
     "stock-manager": (lambda: patch_server_options(client_manager=None), []),
     "async-handlers": (lambda: patch_server_options(async_handlers=True), []),
     "stock-packet": (lambda: patch_server_options(serializer="default"), []),
     "deflate": (lambda: None, ["--websocket-compression"]),
+    "uvloop": (use_uvloop, []),
 }
 
 
