@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "docs" / "benchmark.md"
@@ -322,7 +324,7 @@ def write_report(summary: dict[str, Any]) -> None:
         "Raw figures of the latest run stay on the machine in `bench/results/latest.json`.",
         "",
     ]
-    REPORT.write_text("\n".join(lines))
+    replace_section(REPORT, "relay", "\n".join(lines))
 
 
 def main() -> None:

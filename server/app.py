@@ -22,6 +22,7 @@ from .client_bundle import add_client_bundle_routes
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
+from .fanout import FanoutManager
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
 from .loop_health import LoopLag
@@ -33,6 +34,7 @@ from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
 from .socket_server import SocketServer
 from .stats import Stats
+from .transport import without_websocket_compression
 from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .zoomclone import register_zoomclone_events
@@ -145,6 +147,8 @@ def create_app(settings: Settings) -> web.Application:
     middlewares: list[Middleware] = [stale_sessions_are_bad_requests]
     if settings.allowed_hosts:
         middlewares.append(host_guard(settings.allowed_hosts))
+    if not settings.websocket_compression:
+        middlewares.append(without_websocket_compression())
     app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=middlewares)
     client_version = add_client_bundle_routes(app, settings.client_dir)
 
@@ -156,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
         cors_credentials=cors_credentials,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
+        client_manager=FanoutManager(settings.max_queued_messages),
         async_handlers=False,  # keeps every connection's events in order (see events.py)
         max_http_buffer_size=MAX_MESSAGE_BYTES,
         logger=logging.getLogger("socketio.server"),
@@ -193,6 +198,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVER_KEY] = RoomServer(
         sio=sio,
         roster=roster,
+        membership=membership,
         stats=stats,
         media=media,
         audio=audio,
@@ -218,6 +224,7 @@ def create_app(settings: Settings) -> web.Application:
                 await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
             except TimeoutError:
                 logger.info("some clients did not take their goodbye; closing anyway")
+        await membership.room_list.close()
         await sio.shutdown()
         await media.close()
         await audio.close()

@@ -9,6 +9,7 @@ from aiohttp import web
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .loop_health import LoopLag
+from .membership import Membership
 from .rooms import Roster
 from .socket_server import SocketServer
 from .stats import Stats
@@ -20,6 +21,7 @@ class RoomServer:
 
     sio: SocketServer
     roster: Roster
+    membership: Membership
     stats: Stats
     media: MediaBackend
     audio: AudioHub

@@ -35,6 +35,17 @@ def process_facts() -> dict[str, Any]:
     }
 
 
+def signaling_facts(server: RoomServer) -> dict[str, Any]:
+    """How the Socket.IO fan-out copes: room lists sent, slow readers cut off."""
+    manager = server.sio.manager
+    return {
+        "room_lists_sent": server.membership.room_list.lists_sent,
+        "room_list_followers": server.membership.room_list.follower_count(),
+        "max_queued_messages": getattr(manager, "max_queued", None),
+        "slow_readers_disconnected": getattr(manager, "slow_readers_disconnected", 0),
+    }
+
+
 def describe_room(server: RoomServer, name: str) -> dict[str, Any]:
     members = server.roster.members(name)
     return {
@@ -84,6 +95,7 @@ async def stats(request: web.Request) -> web.Response:
             "events_by_name": dict(counters.events_by_name),
             "errors_total": counters.errors_total,
             "errors_by_code": dict(counters.errors_by_code),
+            "signaling": signaling_facts(server),
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
             "admission": {

@@ -1,10 +1,10 @@
 """Joining and leaving rooms, and telling each kind of client about it in its own words.
 
 Chat-stage clients hear ``welcome(nickname, count)`` and ``bye(nickname, count)``,
-native clients ``user_joined`` / ``user_left``, and every connection hears
-``room_change(rooms)``. Video-stage signalling (``welcome`` with no arguments)
-belongs to the media backend, which knows whether browsers negotiate with each
-other (p2p) or with the server (relay).
+native clients ``user_joined`` / ``user_left``, and the room list's followers
+hear ``room_change(rooms)`` (see roomlist.py). Video-stage signalling (``welcome``
+with no arguments) belongs to the media backend, which knows whether browsers
+negotiate with each other (p2p) or with the server (relay).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 import socketio
 
 from .backends import MediaBackend
+from .roomlist import RoomListFeed
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError
 
@@ -31,10 +32,10 @@ class Membership:
         media: MediaBackend,
         overloaded: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._sio = sio
         self._roster = roster
         self._media = media
         self._overloaded = overloaded  # new joins wait while the server cannot keep up
+        self.room_list = RoomListFeed(sio, roster)
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -108,5 +109,5 @@ class Membership:
         return room
 
     async def broadcast_room_list(self) -> None:
-        """``room_change(rooms)`` to every connection, as the original server does."""
-        await self._sio.emit("room_change", self._roster.public_rooms())
+        """``room_change(rooms)`` to the connections that follow the room list."""
+        await self.room_list.changed()

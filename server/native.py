@@ -90,7 +90,11 @@ def register_native_events(router: EventRouter, roster: Roster, membership: Memb
 
     @router.on("list_rooms")
     async def list_rooms(participant: Participant, *args: Any) -> dict[str, Any]:
-        expect_args(args, 0)
+        """The rooms with head counts; ``{follow: bool}`` (un)subscribes ``room_change``."""
+        expect_args(args, 0, 1)
+        options = validation.mapping(args[0], "options") if args else {}
+        # Asking for the list without following it says "native client": no room_change.
+        participant.follows_rooms = validation.boolean(options.get("follow", False), "follow")
         return {
             "ok": True,
             "rooms": [

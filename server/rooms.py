@@ -46,7 +46,8 @@ class Participant:
     dialect: Dialect | None = None
     audio_enabled: bool = True
     video_enabled: bool = True
-    room: str | None = None  # the one room it is in; written by Roster.enter/leave only
+    room: str | None = None  # mirrors the manager, so that room_of() is not O(rooms)
+    follows_rooms: bool | None = None  # explicit list_rooms({follow}); None: by dialect
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -94,7 +95,10 @@ class Roster:
     # -- rooms (membership from the Socket.IO manager) ------------------------
 
     def room_of(self, sid: str) -> str | None:
-        """The public room a connection is in (each connection joins at most one)."""
+        """The public room a connection is in (each connection joins at most one).
+
+        Read from the participant: the manager's ``get_rooms`` scans every room.
+        """
         participant = self._by_sid.get(sid)
         return participant.room if participant else None
 

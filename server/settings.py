@@ -230,6 +230,21 @@ class Settings:
         "Empty: any host.",
         parse=_host_names,
     )
+    max_queued_messages: int = _setting(
+        1000,
+        "MAX_QUEUED_MESSAGES",
+        "Messages the server may hold for one connection that is not reading them; "
+        "beyond this the connection is closed (with a 'too_slow' error), so a stuck "
+        "client cannot grow the server's memory.",
+        parse=_positive_int,
+    )
+    websocket_compression: bool = _setting(
+        False,
+        "WEBSOCKET_COMPRESSION",
+        "Accept WebSocket permessage-deflate when clients offer it. Off: small signalling "
+        "messages cost more CPU to compress than they save (Node's socket.io default too).",
+        parse=_boolean,
+    )
     media_timeout: float = _setting(
         30.0,
         "MEDIA_TIMEOUT",

@@ -20,6 +20,7 @@ import socketio
 from socketio import packet
 
 from .admission import Admission
+from .packets import FastPacket
 from .ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ class BinaryPacketRefused(ValueError):
         self.header = header
 
 
-class TextOnlyPacket(packet.Packet):
-    """The default JSON packet, minus binary events and their attachments."""
+class TextOnlyPacket(FastPacket):
+    """Our JSON packet (orjson), minus binary events and their attachments."""
 
     def decode(self, encoded_packet: Any) -> int:
         if not isinstance(encoded_packet, str):
@@ -88,6 +89,11 @@ class SocketServer(socketio.AsyncServer):
             self._malformed.pop(eio_sid, None)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        connection = self.eio.sockets.get(eio_sid)
+        if connection is None or connection.closed:
+            # Cut off (a slow reader, a ping timeout) while its last messages were on the
+            # way: nobody can answer them, and a warning each would flood the log.
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:

@@ -25,7 +25,7 @@ ObjectJoin = Callable[[Participant, dict[str, Any]], Awaitable[Any]]
 def current_room(roster: Roster, participant: Participant, named: Any = None) -> str:
     """The participant's room, checked against the room name a client passed, if any."""
     room = roster.room_of(participant.sid)
-    if named is not None:
+    if named is not None and named != room:  # the same name was validated when joining
         named_room = validation.room_name(named)
         if named_room != room:
             raise ProtocolError("not_in_room", f"you are not in room {named_room!r}")

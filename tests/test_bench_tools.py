@@ -54,3 +54,51 @@ async def test_sender_bench_runs_both_send_loops():
     delivered = [float(re.search(r"([\d.]+)% delivered", line)[1]) for line in lines[:2]]
     assert min(delivered) > 90
     assert lines[-1].startswith("median CPU per frame sent: aiortc ")
+
+
+def test_report_sections_are_replaced_in_place(tmp_path):
+    from bench.report import replace_section  # noqa: PLC0415
+
+    report = tmp_path / "benchmark.md"
+    replace_section(report, "relay", "# Relay\nold\n")
+    replace_section(report, "signaling", "# Signalling\nfirst\n")
+    replace_section(report, "relay", "# Relay\nnew\n")
+    text = report.read_text()
+    assert "old" not in text and text.count("# Relay") == 1
+    assert text.index("new") < text.index("first")
+
+
+async def signaling_load(url: str, clients: int) -> dict:
+    """One run of the signalling load process: connect, join in pairs, relay ice for 1 s."""
+    process = await asyncio.create_subprocess_exec(
+        "node", "bench/signaling_load.mjs", url, str(clients), "bench-test", "10", "1",
+        cwd=PROJECT_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout and process.stdin
+    for command, answer in (("JOIN", b"READY"), ("GO", b"JOINED")):
+        assert (await asyncio.wait_for(process.stdout.readline(), 60)).startswith(answer)
+        process.stdin.write(command.encode() + b"\n")
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return json.loads(output.decode().split("RESULT ", 1)[1])
+
+
+async def test_signaling_load_relays_against_both_servers(p2p_server):
+    from bench.signaling_bench import merge as merge_signaling  # noqa: PLC0415
+
+    node = await asyncio.create_subprocess_exec(
+        "node", "bench/node_relay_server.mjs", "0", cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert node.stdout
+        line = await asyncio.wait_for(node.stdout.readline(), 30)
+        node_url = "http://127.0.0.1:" + line.decode().split()[1]
+        for url in (p2p_server.url, node_url):
+            summary = merge_signaling([await signaling_load(url, 4)])
+            assert summary["connected"] == 4 and summary["welcomes"] == 2
+            assert summary["welcome_missing"] == 0
+            assert summary["sent"] > 0 and summary["lost"] == 0
+            assert summary["duplicates"] == 0 and summary["misrouted"] == 0
+    finally:
+        node.terminate()
+        await node.wait()

@@ -19,10 +19,13 @@ export class RoomList {
     signaling.on("room_change", () => this.refresh());
   }
 
-  /** Only the visible lobby keeps its list fresh. */
+  /** Only the visible lobby keeps its list fresh (and has the server send room_change). */
   setActive(active) {
     this.#active = active;
     if (active) this.refresh();
+    else if (this.#signaling.connected) {
+      this.#signaling.request("list_rooms", { follow: false }).catch(() => {});
+    }
   }
 
   refresh() {
@@ -33,7 +36,7 @@ export class RoomList {
       return;
     }
     this.#loading = this.#signaling
-      .request("list_rooms")
+      .request("list_rooms", { follow: true })
       .then(({ rooms }) => this.#render(rooms))
       .catch(() => {}) // the next room_change or reconnection tries again
       .finally(() => {

@@ -1,0 +1,117 @@
+"""Socket.IO broadcasts without a task per recipient, and a bound on every send queue.
+
+python-socketio's ``AsyncManager.emit`` encodes a broadcast once but then creates
+one asyncio task per recipient to put the packet on that connection's engine.io
+queue, and those queues are unbounded: a client that stops reading grows the
+server's memory without limit. ``FanoutManager`` is python-socketio's supported
+extension point (``AsyncServer(client_manager=...)``): it encodes each broadcast
+once, queues it to every recipient in a plain loop (engine.io's ``send_packet``
+only appends to an unbounded queue, so nothing is gained by a task each), and
+disconnects a connection whose queue is full, telling it why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import socketio
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+SLOW_READER_REASON = "send queue full: the client is not reading its messages"
+
+
+def _arguments(data: Any) -> list[Any]:
+    """python-socketio's convention: a tuple is several arguments, None is none."""
+    if isinstance(data, tuple):
+        return list(data)
+    return [] if data is None else [data]
+
+
+class FanoutManager(socketio.AsyncManager):
+    """The default in-memory manager, with task-free broadcasts and bounded send queues."""
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__()
+        self.max_queued = max_queued
+        self.slow_readers_disconnected = 0
+        self._evicting: dict[str, asyncio.Task[None]] = {}  # by engine.io sid
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if callback is not None or namespace not in self.rooms:
+            # Each recipient needs its own ack id; the stock path handles that.
+            await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
+            return
+        arguments = _arguments(data)
+        skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
+        ).encode()
+        packets = [
+            eio_packet.Packet(eio_packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
+        for sid, eio_sid in self.get_participants(namespace, to or room):
+            if sid not in skipped:
+                await self._queue(sid, eio_sid, packets)
+
+    async def _queue(self, sid: str, eio_sid: str, packets: list[eio_packet.Packet]) -> None:
+        """Append ``packets`` to one connection's queue, or disconnect it if it is full."""
+        connection = self.server.eio.sockets.get(eio_sid)
+        if connection is None or connection.closing or connection.closed:
+            return  # gone, or on its way out: nothing will read it
+        if eio_sid in self._evicting:
+            return
+        if connection.queue.qsize() + len(packets) > self.max_queued:
+            self._evict(sid, eio_sid, connection)
+            return
+        try:
+            for pkt in packets:
+                await self.server.eio.send_packet(eio_sid, pkt)
+        except eio_exceptions.SocketIsClosedError:
+            pass  # closed between the check and the send (ping timeout)
+
+    def _evict(self, sid: str, eio_sid: str, connection: Any) -> None:
+        """Close a connection that does not read what it is sent."""
+        self.slow_readers_disconnected += 1
+        logger.warning(
+            "disconnecting %s: %d messages queued and not read", sid, connection.queue.qsize()
+        )
+        task = asyncio.create_task(self._close_slow_reader(connection))
+        self._evicting[eio_sid] = task
+        task.add_done_callback(lambda _: self._evicting.pop(eio_sid, None))
+
+    async def _close_slow_reader(self, connection: Any) -> None:
+        """Replace the unread backlog with the reason, and close the connection."""
+        queue = connection.queue
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+        error = self.server.packet_class(
+            sio_packet.EVENT,
+            namespace=NAMESPACE,
+            data=["error", {"code": "too_slow", "message": SLOW_READER_REASON, "event": None}],
+        )
+        goodbye = self.server.packet_class(sio_packet.DISCONNECT, namespace=NAMESPACE)
+        for pkt in (error, goodbye):
+            queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, pkt.encode()))
+        queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+        # abort=True: the CLOSE is queued above; the application's disconnect handler runs now.
+        await connection.close(wait=False, abort=True, reason=SLOW_READER_REASON)
+        queue.put_nowait(None)  # lets the websocket writer finish after the goodbye

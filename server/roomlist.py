@@ -1,0 +1,90 @@
+"""The lobby's room list (``room_change``): sent only to those who read it, coalesced.
+
+The original zoom-clone server emits ``room_change(rooms)`` to every connection on
+every join and leave: O(connections x rooms) per join, quadratic as a server fills
+up. Only chat-stage clients use it, plus native clients that ask to follow the
+list (``list_rooms({follow: true})``). A connection that has not joined anything
+yet gets it too, because a chat-stage client in its lobby looks exactly like that.
+
+Changes are coalesced: the first change after a quiet interval is sent at once
+(so a chat-stage client hears about its own join as it always did), later ones
+within the interval are folded into one list sent when the interval ends, read
+at that moment, so the last list anyone receives is always the true state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import socketio
+
+from .rooms import Dialect, Participant, Roster
+
+logger = logging.getLogger(__name__)
+
+# At most one room list per connection per this many seconds.
+COALESCE_SECONDS = 0.25
+
+
+def follows_room_list(participant: Participant) -> bool:
+    """Whether ``participant`` gets ``room_change``: its explicit choice, else its dialect."""
+    if participant.follows_rooms is not None:
+        return participant.follows_rooms
+    return participant.dialect in (None, Dialect.CHAT)
+
+
+class RoomListFeed:
+    """Sends ``room_change(rooms)`` to the room list's followers, at a bounded rate."""
+
+    def __init__(
+        self, sio: socketio.AsyncServer, roster: Roster, interval: float = COALESCE_SECONDS
+    ) -> None:
+        self._sio = sio
+        self._roster = roster
+        self._interval = interval
+        self._last_sent = -interval
+        self._pending: asyncio.Task[None] | None = None
+        self.lists_sent = 0  # broadcasts, not messages: one per flush
+
+    async def changed(self) -> None:
+        """A room appeared, disappeared or changed its head count."""
+        if self._pending is not None:
+            return  # the scheduled list will be read after this change
+        wait = self._last_sent + self._interval - time.monotonic()
+        if wait <= 0:
+            await self._send()
+        else:
+            self._pending = asyncio.create_task(self._send_later(wait))
+
+    async def _send_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._pending = None  # a change from now on needs another list
+        try:
+            await self._send()
+        except Exception:
+            logger.exception("sending the room list failed")
+
+    def _followers(self) -> list[str]:
+        return [p.sid for p in self._roster if follows_room_list(p)]
+
+    def follower_count(self) -> int:
+        return len(self._followers())
+
+    async def _send(self) -> None:
+        self._last_sent = time.monotonic()
+        followers = self._followers()
+        if not followers:
+            return
+        self.lists_sent += 1
+        await self._sio.emit("room_change", self._roster.public_rooms(), to=followers)
+
+    async def close(self) -> None:
+        """Drop a scheduled list (shutdown)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
+            self._pending = None
