@@ -3,7 +3,7 @@
 
 import { Captions } from "./captions.js";
 import { Chat } from "./chat.js";
-import { bindMediaToggle, bindShortcuts } from "./controls.js";
+import { bindMediaToggle, bindShortcuts, toggleMedia } from "./controls.js";
 import { DevicePicker } from "./devices.js";
 import { describeError } from "./errors.js";
 import { Grid } from "./grid.js";
@@ -13,9 +13,11 @@ import { ParticipantList } from "./participants.js";
 import { MediaLink } from "./peer.js";
 import { QualityIndicator } from "./quality.js";
 import { activeRoom } from "./storage.js";
-import { byId, showBanner } from "./ui.js";
+import { AvatarColours, byId, showBanner } from "./ui.js";
 
 const SELF = "self"; // your own tile's id: your peer_id changes when you rejoin
+// Someone whose connection dropped usually rejoins within seconds: "left" waits this long.
+const RETURN_GRACE_MS = 15_000;
 
 export class Call {
   #signaling;
@@ -29,8 +31,10 @@ export class Call {
   #speaker = null;
   #sentState = null;
   #link;
-  #grid = new Grid(byId("grid"));
-  #list = new ParticipantList(byId("participant-list"), byId("participant-count"));
+  #colours = new AvatarColours();
+  #grid = new Grid(byId("grid"), this.#colours);
+  #list = new ParticipantList(byId("participant-list"), byId("participant-count"), this.#colours);
+  #pendingNotes = new Map(); // "left:Ada" / "joined:Ada" → timer of a line held back
   #quality;
   #chat;
   #captions = new Captions({
@@ -51,9 +55,11 @@ export class Call {
       log: byId("chat-log"),
       form: byId("chat-form"),
       input: byId("chat-input"),
+      problem: byId("chat-problem"),
       badge: byId("chat-unread"),
       button: byId("toggle-chat"),
       send: async (text) => (await signaling.request("chat_message", { text })).message,
+      nickname: () => this.#nickname,
     });
     this.#panel = new SidePanel(byId("side-panel"), {
       participants: { section: byId("participants-panel"), button: byId("toggle-participants") },
@@ -97,6 +103,7 @@ export class Call {
     if (!this.active) return;
     this.#signaling.request("leave_room").catch(() => {}); // the socket may already be gone
     this.#end(null);
+    this.#media.release(); // the camera light goes off; the lobby offers to turn it on again
   }
 
   // -- membership -------------------------------------------------------------------
@@ -108,6 +115,7 @@ export class Call {
     const present = new Set(reply.participants.map((person) => person.peer_id));
     for (const id of this.#people.keys()) if (!present.has(id)) this.#forget(id);
     for (const person of reply.participants) this.#remember(person);
+    this.#setSpeaker(reply.active_speaker ?? null);
     this.#renderSelf();
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
@@ -128,7 +136,10 @@ export class Call {
     this.#link.stop();
     this.#quality.stop();
     for (const id of [...this.#people.keys()]) this.#forget(id);
+    for (const timer of this.#pendingNotes.values()) clearTimeout(timer);
+    this.#pendingNotes.clear();
     this.#grid.clear();
+    this.#colours.reset();
     this.#chat.clear();
     this.#captions.reset();
     this.#showRecording(false);
@@ -169,22 +180,19 @@ export class Call {
   #bindServerEvents() {
     const on = (event, handler) => this.#signaling.on(event, (payload) => this.active && handler(payload));
     on("user_joined", (person) => {
+      this.#noteJoined(person.peer_id, person.nickname);
       this.#remember(person);
-      this.#chat.note(`${person.nickname} joined`);
       this.#link.expectPeers(this.#people.size);
     });
-    on("user_left", ({ peer_id: id, nickname }) => {
+    on("user_left", ({ peer_id: id, nickname, reason }) => {
       if (!this.#people.has(id)) return;
       this.#forget(id);
-      this.#chat.note(`${nickname} left`);
+      if (reason === "disconnect") this.#noteLeft(nickname);
+      else this.#chat.note(`${nickname} left`);
     });
     on("user_updated", ({ peer_id: id, nickname }) => this.#update(id, { nickname }));
     on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
-    on("active_speaker", ({ peer_id: id }) => {
-      this.#speaker = id === this.#peerId ? SELF : id;
-      this.#grid.setSpeaker(this.#speaker);
-      this.#renderList();
-    });
+    on("active_speaker", ({ peer_id: id }) => this.#setSpeaker(id));
     on("chat_message", (message) => this.#chat.receive(message));
     on("recording", ({ active }) => this.#showRecording(active));
     on("transcript", (entry) => this.#captions.receive(entry));
@@ -219,6 +227,48 @@ export class Call {
     this.#media.addEventListener("trackchange", ({ detail: { kind, track } }) => {
       if (this.active) this.#link.replaceTrack(kind, track);
     });
+  }
+
+  /** The dominant speaker (a peer_id, or null), from the join ack or an active_speaker event. */
+  #setSpeaker(id) {
+    this.#speaker = id === this.#peerId ? SELF : id;
+    this.#grid.setSpeaker(this.#speaker);
+    this.#renderList();
+  }
+
+  /**
+   * A dropped connection is said as "left" only when the person does not come back soon,
+   * so that a flaky network does not fill the chat with "left" and "joined" lines. The new
+   * connection may join before the server notices the old one dropped, or after.
+   */
+  #noteLeft(nickname) {
+    if (this.#cancelNote(`joined:${nickname}`)) return; // already back
+    this.#noteLater(`left:${nickname}`, `${nickname} left`);
+  }
+
+  #noteJoined(id, nickname) {
+    if (this.#cancelNote(`left:${nickname}`)) return; // back after a drop
+    const twin = [...this.#people].some(([other, person]) => other !== id && person.nickname === nickname);
+    // Someone of the same name still here may be this person's dropped connection.
+    if (twin) this.#noteLater(`joined:${nickname}`, `${nickname} joined`);
+    else this.#chat.note(`${nickname} joined`);
+  }
+
+  #noteLater(key, text) {
+    this.#cancelNote(key);
+    const timer = setTimeout(() => {
+      this.#pendingNotes.delete(key);
+      if (this.active) this.#chat.note(text);
+    }, RETURN_GRACE_MS);
+    this.#pendingNotes.set(key, timer);
+  }
+
+  #cancelNote(key) {
+    const timer = this.#pendingNotes.get(key);
+    if (timer === undefined) return false;
+    clearTimeout(timer);
+    this.#pendingNotes.delete(key);
+    return true;
   }
 
   #renderSelf() {
@@ -275,7 +325,7 @@ export class Call {
       this.#grid.unmuteAll();
       byId("unmute-audio").hidden = true;
     });
-    const toggle = (kind) => this.#media.track(kind) && this.#media.setEnabled(kind, !this.#media.enabled[kind]);
+    const toggle = (kind) => toggleMedia(this.#media, kind);
     bindShortcuts(
       {
         m: () => toggle("audio"),

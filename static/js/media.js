@@ -12,6 +12,7 @@ const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frame
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 const BASE = { audio: AUDIO_CONSTRAINTS, video: VIDEO_CONSTRAINTS };
 const DEVICE_PREF = { audio: "microphone", video: "camera" };
+const BLOCKED = new Set(["NotAllowedError", "SecurityError", "InsecureContext"]);
 
 export class LocalMedia extends EventTarget {
   stream = new MediaStream();
@@ -21,6 +22,8 @@ export class LocalMedia extends EventTarget {
   problem = null;
   /** True while asking for the devices (the browser may be showing its permission prompt). */
   opening = false;
+  /** True after release(): the devices were given back (leaving a call) until open(). */
+  released = false;
 
   get supported() {
     return Boolean(navigator.mediaDevices?.getUserMedia);
@@ -33,6 +36,11 @@ export class LocalMedia extends EventTarget {
 
   isOn(kind) {
     return this.track(kind) !== null && this.enabled[kind];
+  }
+
+  /** The browser refuses camera and microphone until the user allows them in site settings. */
+  get blocked() {
+    return BLOCKED.has(this.problem?.name) && !this.track("audio") && !this.track("video");
   }
 
   /** Settles when the last open() has: joining waits for it, so it publishes what we got. */
@@ -49,6 +57,7 @@ export class LocalMedia extends EventTarget {
 
   async #openDevices() {
     this.stop();
+    this.released = false;
     this.problem = null;
     if (!this.supported) {
       this.problem = { name: "InsecureContext" };
@@ -87,10 +96,43 @@ export class LocalMedia extends EventTarget {
     }
     if (old) this.stream.removeTrack(old);
     this.#adopt(fresh);
+    if (this.track("audio") && this.track("video")) this.problem = null;
     prefs.set(DEVICE_PREF[kind], deviceId);
     this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track: fresh } }));
     this.#changed();
     return fresh;
+  }
+
+  /**
+   * Open a device of ``kind`` that is missing (the call started without it): the new track is
+   * announced with "trackchange", and the call publishes it. Throws getUserMedia's error.
+   */
+  async acquire(kind) {
+    if (this.track(kind)) return this.track(kind);
+    let track;
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia(constraints([kind]));
+      [track] = stream.getTracks();
+    } catch (error) {
+      this.problem = error;
+      this.#changed();
+      throw error;
+    }
+    this.enabled[kind] = true;
+    for (const old of this.stream.getTracks()) if (old.kind === kind) this.stream.removeTrack(old);
+    this.#adopt(track);
+    if (this.track("audio") && this.track("video")) this.problem = null;
+    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track } }));
+    this.#changed();
+    return track;
+  }
+
+  /** Give the camera and microphone back (the camera light goes off) until open(). */
+  release() {
+    this.stop();
+    this.released = true;
+    this.problem = null;
+    this.#changed();
   }
 
   setEnabled(kind, on) {

@@ -74,10 +74,16 @@ export class MediaLink extends EventTarget {
     this.#negotiate();
   }
 
-  /** A device switch: swap the outgoing track in place, no renegotiation. */
+  /**
+   * A device switch swaps the outgoing track in place, with no renegotiation; a device turned
+   * on mid-call (nothing of its kind was published) gets a new sendonly transceiver, offered
+   * to the server like any renegotiation.
+   */
   async replaceTrack(kind, track) {
     this.#tracks[kind] = track;
-    await this.#senders.get(kind)?.replaceTrack(track);
+    const sender = this.#senders.get(kind);
+    if (sender) await sender.replaceTrack(track);
+    else if (track && this.#active) this.#negotiate();
   }
 
   /** Close the connection and start over with a new one (new ICE credentials). */
@@ -130,6 +136,7 @@ export class MediaLink extends EventTarget {
   }
 
   async #offer(pc) {
+    this.#addSenders(pc);
     this.#addReceiveSlots(pc);
     const offer = await this.#whileOpen(pc, pc.createOffer());
     await this.#whileOpen(pc, pc.setLocalDescription(offer));
@@ -180,10 +187,7 @@ export class MediaLink extends EventTarget {
     const pc = new RTCPeerConnection({ iceServers: this.#iceServers, bundlePolicy: "max-bundle" });
     this.#pc = pc;
     this.#senders = new Map();
-    for (const kind of KINDS) {
-      const track = this.#tracks[kind];
-      if (track) this.#senders.set(kind, pc.addTransceiver(track, { direction: "sendonly" }).sender);
-    }
+    this.#addSenders(pc);
     pc.addEventListener("icecandidate", ({ candidate }) => {
       if (pc !== this.#pc) return;
       // An empty candidate or null both mean "gathering finished".
@@ -193,6 +197,16 @@ export class MediaLink extends EventTarget {
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
     this.#emitState("connecting");
     return pc;
+  }
+
+  /** A sendonly transceiver for each track we publish that has none yet. */
+  #addSenders(pc) {
+    for (const kind of KINDS) {
+      const track = this.#tracks[kind];
+      if (track && !this.#senders.has(kind)) {
+        this.#senders.set(kind, pc.addTransceiver(track, { direction: "sendonly" }).sender);
+      }
+    }
   }
 
   #addReceiveSlots(pc) {

@@ -142,3 +142,45 @@ async def wait_visible(page: Page, selector: str, timeout: float = TIMEOUT) -> N
 
 async def wait_hidden(page: Page, selector: str, timeout: float = TIMEOUT) -> None:
     await page.wait_for_selector(selector, state="hidden", timeout=timeout * 1000)
+
+
+# Delays one kind of native request made by the page, as a slow server would.
+DELAY_REQUESTS_JS = """
+([event, ms]) => {
+  const signaling = window.roomrelay.signaling;
+  const request = signaling.request.bind(signaling);
+  signaling.request = async (name, ...args) => {
+    if (name === event) await new Promise((resolve) => setTimeout(resolve, ms));
+    return request(name, ...args);
+  };
+}
+"""
+
+# Everything that overflows the window to the right: tiles, controls, the status pill.
+OVERFLOW_JS = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const shown = ".tile:not([hidden]), .controls button:not([hidden]), #quality";
+  const boxes = [...document.querySelectorAll(shown)]
+    .map((element) => [element.id || element.dataset.nickname || element.className,
+                       element.getBoundingClientRect()]);
+  return boxes.filter(([, box]) => box.left < -1 || box.right > width + 1)
+    .map(([name, box]) => `${name}: ${Math.round(box.left)}..${Math.round(box.right)} of ${width}`);
+}
+"""
+
+
+async def delay_requests(page: Page, event: str, milliseconds: int) -> None:
+    await page.evaluate(DELAY_REQUESTS_JS, [event, milliseconds])
+
+
+async def overflowing(page: Page) -> list[str]:
+    """What sticks out of the window on either side (empty when the call fits)."""
+    return await page.evaluate(OVERFLOW_JS)
+
+
+async def box(page: Page, selector: str) -> dict[str, float]:
+    """The element's bounding box in CSS pixels."""
+    found = await page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not displayed"
+    return found
