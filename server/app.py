@@ -17,6 +17,7 @@ from .client_bundle import add_client_bundle_routes
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
+from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .media.backend import MediaBackend
 from .media.p2p import PeerToPeerMedia
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> web.Application:
     media = create_media(settings, sio, roster, audio)
     router = EventRouter(sio, roster, stats)
     membership = Membership(sio, roster, media)
+    hands = HandQueue(roster)
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
         router,
@@ -134,10 +136,11 @@ def create_app(settings: Settings) -> web.Application:
         membership,
         media,
         join_with_object=native_join(
-            router, roster, membership, media, audio, settings.ice_servers
+            router, roster, membership, media, audio, settings.ice_servers, hands
         ),
     )
     register_native_events(router, roster, membership)
+    register_gesture_events(router, roster, hands)
 
     app[SERVER_KEY] = RoomServer(
         settings=settings,

@@ -11,6 +11,7 @@ from typing import Any
 from . import validation
 from .audio.hub import AudioHub
 from .events import EventRouter
+from .gestures import HandQueue
 from .media.backend import MediaBackend
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
@@ -25,6 +26,7 @@ def native_join(
     media: MediaBackend,
     audio: AudioHub,
     ice_servers: tuple[dict[str, Any], ...],
+    hands: HandQueue,
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
 
@@ -33,6 +35,7 @@ def native_join(
         if request.get("nickname") is not None:
             participant.nickname = validation.nickname(request["nickname"])
         if await membership.join(participant, room, Dialect.NATIVE):
+            hands.lower(participant)  # a hand raised in an earlier stay does not come back
             router.after_reply(participant, membership.announce_join(participant, room))
         return {
             "ok": True,
@@ -45,6 +48,7 @@ def native_join(
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": audio.has_captions(room),
+            "hands": hands.queue(room),
         }
 
     return join
