@@ -3,17 +3,21 @@
 
 import { Captions } from "./captions.js";
 import { Chat } from "./chat.js";
+import { Chime } from "./chime.js";
 import { bindMediaToggle, bindShortcuts, toggleMedia } from "./controls.js";
-import { DevicePicker } from "./devices.js";
 import { describeError } from "./errors.js";
 import { Grid } from "./grid.js";
+import { RaisedHands } from "./hands.js";
 import { copyRoomLink, showRoomInUrl } from "./links.js";
 import { SidePanel } from "./panels.js";
 import { ParticipantList } from "./participants.js";
 import { MediaLink } from "./peer.js";
 import { QualityIndicator } from "./quality.js";
+import { ReactionBar, floatReaction } from "./reactions.js";
+import { SettingsDialog } from "./settings.js";
 import { activeRoom } from "./storage.js";
-import { AvatarColours, byId, showBanner } from "./ui.js";
+import { TileQuality } from "./tilequality.js";
+import { AvatarColours, byId, showBanner, toast } from "./ui.js";
 
 const SELF = "self"; // your own tile's id: your peer_id changes when you rejoin
 // Someone whose connection dropped usually rejoins within seconds: "left" waits this long.
@@ -43,11 +47,17 @@ export class Call {
     download: byId("download-transcript"),
   });
   #panel;
+  #hands;
+  #reactions;
+  #tileQuality;
+  #micLevel;
+  chime = new Chime();
 
   /** ``onExit(message | null)``: the call is over (left, or refused on rejoin); show the lobby. */
-  constructor({ signaling, media, onExit }) {
+  constructor({ signaling, media, micLevel, onExit }) {
     this.#signaling = signaling;
     this.#media = media;
+    this.#micLevel = micLevel;
     this.#onExit = onExit;
     this.#link = new MediaLink(signaling);
     this.#quality = new QualityIndicator(byId("quality"), () => this.#link.pc);
@@ -61,6 +71,24 @@ export class Call {
       send: async (text) => (await signaling.request("chat_message", { text })).message,
       nickname: () => this.#nickname,
     });
+    this.#chat.addEventListener("unread", () => this.#renderTitle());
+    this.#hands = new RaisedHands(
+      byId("raise-hand"),
+      async (raised) => (await signaling.request("raise_hand", { raised })).hands,
+    );
+    this.#hands.addEventListener("change", () => {
+      this.#grid.setHands(this.#hands.raised.map((id) => (id === this.#peerId ? SELF : id)));
+      this.#renderList();
+    });
+    this.#reactions = new ReactionBar(byId("open-reactions"), byId("reaction-bar"), async (emoji) => {
+      await signaling.request("reaction", { emoji });
+      floatReaction(this.#grid.element(SELF), emoji);
+    });
+    this.#tileQuality = new TileQuality(
+      () => this.#link.pc,
+      () => this.#grid.tracks(),
+      (id, quality) => this.#grid.setQuality(id, quality),
+    );
     this.#panel = new SidePanel(byId("side-panel"), {
       participants: { section: byId("participants-panel"), button: byId("toggle-participants") },
       chat: { section: byId("chat-panel"), button: byId("toggle-chat") },
@@ -91,10 +119,11 @@ export class Call {
     this.#nickname = reply.nickname;
     activeRoom.set(this.#room);
     showRoomInUrl(this.#room);
-    document.title = `${this.#room} · roomrelay`;
+    this.#renderTitle();
     byId("call-room").textContent = this.#room;
     byId("call").hidden = false;
     this.#quality.start();
+    this.#tileQuality.start();
     this.#joined(reply);
     byId("toggle-mic").focus();
   }
@@ -116,7 +145,9 @@ export class Call {
     for (const id of this.#people.keys()) if (!present.has(id)) this.#forget(id);
     for (const person of reply.participants) this.#remember(person);
     this.#setSpeaker(reply.active_speaker ?? null);
+    this.#hands.reset(this.#peerId, reply.hands ?? []);
     this.#renderSelf();
+    this.#renderAlone();
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
     this.#captions.setAvailable(Boolean(reply.captions), this.#room);
@@ -135,6 +166,9 @@ export class Call {
   #end(message) {
     this.#link.stop();
     this.#quality.stop();
+    this.#tileQuality.stop();
+    this.#reactions.close();
+    this.#hands.reset(null);
     for (const id of [...this.#people.keys()]) this.#forget(id);
     for (const timer of this.#pendingNotes.values()) clearTimeout(timer);
     this.#pendingNotes.clear();
@@ -146,6 +180,7 @@ export class Call {
     this.#room = this.#peerId = this.#speaker = null;
     activeRoom.clear();
     byId("call").hidden = true;
+    byId("muted-hint").hidden = true;
     showBanner(null);
     this.#onExit(message);
   }
@@ -161,12 +196,15 @@ export class Call {
     this.#grid.upsert(id, { nickname, audio, video });
     this.#grid.setTracks(id, tracksOf(this.#remoteTracks.get(id)));
     this.#renderList();
+    this.#renderAlone();
   }
 
   #forget(id) {
     this.#people.delete(id);
     this.#grid.remove(id);
+    this.#hands.drop(id);
     this.#renderList();
+    this.#renderAlone();
   }
 
   #update(id, changes) {
@@ -188,12 +226,20 @@ export class Call {
       if (!this.#people.has(id)) return;
       this.#forget(id);
       if (reason === "disconnect") this.#noteLeft(nickname);
-      else this.#chat.note(`${nickname} left`);
+      else this.#said(`${nickname} left`, "leave");
     });
     on("user_updated", ({ peer_id: id, nickname }) => this.#update(id, { nickname }));
     on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
     on("active_speaker", ({ peer_id: id }) => this.#setSpeaker(id));
     on("chat_message", (message) => this.#chat.receive(message));
+    on("hands", ({ hands }) => {
+      const before = this.#hands.raised;
+      this.#hands.set(hands);
+      for (const id of hands) {
+        if (!before.includes(id) && this.#people.has(id)) toast(`${this.#people.get(id).nickname} raised their hand`);
+      }
+    });
+    on("reaction", ({ peer_id: id, emoji }) => floatReaction(this.#grid.element(id), emoji));
     on("recording", ({ active }) => this.#showRecording(active));
     on("transcript", (entry) => this.#captions.receive(entry));
     // The server removed us from the room along with the old connection: rejoin on the new one.
@@ -223,7 +269,9 @@ export class Call {
       if (!this.active) return;
       this.#renderSelf();
       this.#sendMediaState();
+      this.#renderMutedHint();
     });
+    this.#micLevel.addEventListener("speaking", () => this.#renderMutedHint());
     this.#media.addEventListener("trackchange", ({ detail: { kind, track } }) => {
       if (this.active) this.#link.replaceTrack(kind, track);
     });
@@ -243,24 +291,48 @@ export class Call {
    */
   #noteLeft(nickname) {
     if (this.#cancelNote(`joined:${nickname}`)) return; // already back
-    this.#noteLater(`left:${nickname}`, `${nickname} left`);
+    this.#noteLater(`left:${nickname}`, `${nickname} left`, "leave");
   }
 
   #noteJoined(id, nickname) {
     if (this.#cancelNote(`left:${nickname}`)) return; // back after a drop
     const twin = [...this.#people].some(([other, person]) => other !== id && person.nickname === nickname);
     // Someone of the same name still here may be this person's dropped connection.
-    if (twin) this.#noteLater(`joined:${nickname}`, `${nickname} joined`);
-    else this.#chat.note(`${nickname} joined`);
+    if (twin) this.#noteLater(`joined:${nickname}`, `${nickname} joined`, "join");
+    else this.#said(`${nickname} joined`, "join");
   }
 
-  #noteLater(key, text) {
+  #noteLater(key, text, chime) {
     this.#cancelNote(key);
     const timer = setTimeout(() => {
       this.#pendingNotes.delete(key);
-      if (this.active) this.#chat.note(text);
+      if (this.active) this.#said(text, chime);
     }, RETURN_GRACE_MS);
     this.#pendingNotes.set(key, timer);
+  }
+
+  /** A line about the call in the chat, with its chime ("join" or "leave"). */
+  #said(text, chime) {
+    this.#chat.note(text);
+    this.chime.play(chime);
+  }
+
+  /** Alone in the room: say so, and offer the link that brings the others in. */
+  #renderAlone() {
+    byId("alone").hidden = !this.active || this.#people.size > 0;
+  }
+
+  /** "(2) standup · roomrelay": unread messages show on the tab while you look elsewhere. */
+  #renderTitle() {
+    if (!this.active) return;
+    const unread = this.#chat.unread;
+    document.title = `${unread ? `(${unread}) ` : ""}${this.#room} · roomrelay`;
+  }
+
+  /** Talking while muted: a hint, until you unmute or stop talking. */
+  #renderMutedHint() {
+    const muted = this.#media.track("audio") !== null && !this.#media.enabled.audio;
+    byId("muted-hint").hidden = !(this.active && muted && this.#micLevel.speaking);
   }
 
   #cancelNote(key) {
@@ -298,7 +370,8 @@ export class Call {
       video: this.#media.isOn("video"),
     };
     const others = [...this.#people].map(([id, person]) => ({ id, ...person }));
-    this.#list.render(this.active ? [self, ...others] : [], this.#speaker);
+    const hands = this.#hands.raised.map((id) => (id === this.#peerId ? SELF : id));
+    this.#list.render(this.active ? [self, ...others] : [], this.#speaker, hands);
   }
 
   // -- controls ---------------------------------------------------------------------------
@@ -306,21 +379,10 @@ export class Call {
   #bindControls() {
     bindMediaToggle(byId("toggle-mic"), this.#media, "audio");
     bindMediaToggle(byId("toggle-cam"), this.#media, "video");
-    const dialog = byId("devices-dialog");
-    const devices = new DevicePicker(
-      this.#media,
-      { video: byId("call-camera"), audio: byId("call-microphone") },
-      (message) => {
-        byId("devices-error").hidden = !message;
-        byId("devices-error").textContent = message ?? "";
-      },
-    );
-    byId("open-devices").addEventListener("click", () => {
-      devices.refresh();
-      dialog.showModal();
-    });
+    new SettingsDialog({ media: this.#media, grid: this.#grid, chime: this.chime });
     byId("leave").addEventListener("click", () => this.leave());
     byId("call-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
+    byId("alone-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
     byId("unmute-audio").addEventListener("click", () => {
       this.#grid.unmuteAll();
       byId("unmute-audio").hidden = true;
@@ -332,6 +394,7 @@ export class Call {
         v: () => toggle("video"),
         c: () => this.#panel.toggle("chat"),
         p: () => this.#panel.toggle("participants"),
+        h: () => this.#hands.toggle(),
       },
       () => this.active,
     );

@@ -1,4 +1,6 @@
 // The chat panel: messages with author and time, and an unread count while it is closed.
+//
+// Dispatches "unread" when the unread count changes.
 
 import { describeError } from "./errors.js";
 import { linkify } from "./linkify.js";
@@ -10,7 +12,7 @@ function formatBytes(bytes) {
   return `${(bytes / 1024).toFixed(1)} KiB`;
 }
 
-export class Chat {
+export class Chat extends EventTarget {
   #log;
   #form;
   #input;
@@ -28,6 +30,7 @@ export class Chat {
    * ``nickname()`` is your name, shown on messages still on their way.
    */
   constructor({ log, form, input, problem, badge, button, send, nickname }) {
+    super();
     this.#log = log;
     this.#problem = problem;
     this.#nickname = nickname;
@@ -146,8 +149,15 @@ export class Chat {
     if (atBottom) this.#log.scrollTop = this.#log.scrollHeight;
   }
 
+  /** Messages that arrived while the panel was closed. */
+  get unread() {
+    return this.#unread;
+  }
+
   #setUnread(count) {
+    const changed = count !== this.#unread;
     this.#unread = count;
+    if (changed) this.dispatchEvent(new Event("unread"));
     this.#badge.hidden = count === 0;
     this.#badge.textContent = count > 99 ? "99+" : String(count);
     this.#button.setAttribute("aria-label", count ? `Chat, ${count} unread` : "Chat");

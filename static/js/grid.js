@@ -45,6 +45,7 @@ export class Grid extends EventTarget {
   #pinned = null;
   #mode = prefs.get("layout") === "speaker" ? "speaker" : "grid";
   #hideWithoutVideo = prefs.get("hideWithoutVideo") === "on";
+  #sinkId = "";
   #corner = CORNERS.includes(prefs.get("pipCorner")) ? prefs.get("pipCorner") : CORNERS[0];
 
   /** ``colours``: the call's AvatarColours, so that no two people share a colour. */
@@ -154,9 +155,52 @@ export class Grid extends EventTarget {
     this.dispatchEvent(new Event("pinchange"));
   }
 
+  /** Raised hands, first raised first: each tile shows its place in the queue. */
+  setHands(order) {
+    for (const tile of this.#tiles.values()) {
+      const position = order.indexOf(tile.id) + 1;
+      tile.handBadge.hidden = position === 0;
+      tile.handPosition.textContent = position ? String(position) : "";
+      tile.handBadge.title = position ? `Hand raised (${position} in line)` : "";
+      tile.element.toggleAttribute("data-hand", position > 0);
+    }
+  }
+
+  /** Each tile's tracks, for measuring their quality. */
+  tracks() {
+    return [...this.#tiles.values()].map((tile) => ({
+      id: tile.id,
+      self: tile.self,
+      tracks: tile.video.srcObject?.getTracks() ?? [],
+    }));
+  }
+
+  /** A tile's connection quality, {level, details} or null (unknown: hidden). */
+  setQuality(id, quality) {
+    const tile = this.#tiles.get(id);
+    if (!tile) return;
+    tile.quality.hidden = !quality;
+    if (!quality) return;
+    tile.quality.dataset.level = quality.level;
+    const who = tile.self ? "Your connection" : `Connection to ${tile.person.nickname}`;
+    tile.quality.setAttribute("aria-label", `${who}: ${quality.level}. ${quality.details}`);
+    tile.qualityDetails.textContent = `${capitalise(quality.level)}: ${quality.details}`;
+  }
+
   /** The tile element of ``id`` (for overlays such as reactions), or null. */
   element(id) {
     return this.#tiles.get(id)?.element ?? null;
+  }
+
+  /** Play everyone's sound on this output device ("" for the system default). */
+  setSink(deviceId) {
+    this.#sinkId = deviceId;
+    for (const tile of this.#tiles.values()) if (!tile.self) this.#applySink(tile);
+  }
+
+  #applySink(tile) {
+    if (typeof tile.video.setSinkId !== "function" || tile.video.sinkId === this.#sinkId) return;
+    tile.video.setSinkId(this.#sinkId).catch((error) => console.warn("roomrelay: speaker not used", error));
   }
 
   /** After a click: let every tile play its sound. */
@@ -188,12 +232,17 @@ export class Grid extends EventTarget {
       micOff: element.querySelector(".mic-off"),
       camOff: element.querySelector(".cam-off"),
       pinButton: element.querySelector(".pin-tile"),
+      handBadge: element.querySelector(".hand-badge"),
+      handPosition: element.querySelector(".hand-position"),
+      quality: element.querySelector(".tile-quality"),
+      qualityDetails: element.querySelector(".tile-quality-details"),
       fullscreenButton: element.querySelector(".fullscreen-tile"),
     };
     tile.pinButton.addEventListener("click", () => this.pin(this.#pinned === id ? null : id));
     tile.fullscreenButton.addEventListener("click", () => toggleFullscreen(element));
     element.addEventListener("fullscreenchange", () => this.#renderPin(tile));
     if (self) this.#makeDraggable(tile);
+    else this.#applySink(tile);
     this.#renderPin(tile);
     return tile;
   }
@@ -320,6 +369,10 @@ export class Grid extends EventTarget {
     element.addEventListener("pointerup", drop);
     element.addEventListener("pointercancel", drop);
   }
+}
+
+function capitalise(word) {
+  return word[0].toUpperCase() + word.slice(1);
 }
 
 function toggleFullscreen(element) {

@@ -1,8 +1,9 @@
 // The local camera and microphone: opening them, choosing devices, muting.
 //
-// Dispatches "change" whenever tracks or their on/off state change, and
+// Dispatches "change" whenever tracks or their on/off state change,
 // "trackchange" {kind, track} when a device switch replaced a track (peers
-// swap it in with replaceTrack).
+// swap it in with replaceTrack) or a device was turned on mid-call, and
+// "devicesadded" (detail: [MediaDeviceInfo]) when a camera or microphone is plugged in.
 
 import { prefs } from "./storage.js";
 
@@ -45,6 +46,12 @@ export class LocalMedia extends EventTarget {
 
   /** Settles when the last open() has: joining waits for it, so it publishes what we got. */
   ready = Promise.resolve();
+  #known = null; // ids of the devices present, to tell which ones were just plugged in
+
+  constructor() {
+    super();
+    navigator.mediaDevices?.addEventListener("devicechange", () => this.#noticeDevices());
+  }
 
   /**
    * Open camera and microphone, settling for whichever of them works
@@ -76,7 +83,22 @@ export class LocalMedia extends EventTarget {
       }
     }
     this.opening = false;
+    this.#known = await this.#deviceIds();
     this.#changed();
+  }
+
+  async #deviceIds() {
+    const { audio, video } = await this.devices();
+    return new Set([...audio, ...video].map((device) => device.deviceId));
+  }
+
+  /** Hot-plug: announce new devices; the pickers list them by themselves. */
+  async #noticeDevices() {
+    const { audio, video } = await this.devices();
+    const before = this.#known;
+    this.#known = new Set([...audio, ...video].map((device) => device.deviceId));
+    const added = before ? [...audio, ...video].filter((device) => !before.has(device.deviceId)) : [];
+    if (added.length) this.dispatchEvent(new CustomEvent("devicesadded", { detail: added }));
   }
 
   /** Move ``kind`` to another device; the new track keeps the on/off state. */
@@ -104,10 +126,12 @@ export class LocalMedia extends EventTarget {
   }
 
   /**
-   * Open a device of ``kind`` that is missing (the call started without it): the new track is
-   * announced with "trackchange", and the call publishes it. Throws getUserMedia's error.
+   * Open a device of ``kind`` that is missing (the call started without it, or it was
+   * unplugged): the new track is announced with "trackchange", and the call publishes it.
+   * ``on``: turn it on (a click on "Start video"), or keep the current on/off choice.
+   * Throws getUserMedia's error.
    */
-  async acquire(kind) {
+  async acquire(kind, { on = true } = {}) {
     if (this.track(kind)) return this.track(kind);
     let track;
     try {
@@ -118,7 +142,7 @@ export class LocalMedia extends EventTarget {
       this.#changed();
       throw error;
     }
-    this.enabled[kind] = true;
+    if (on) this.enabled[kind] = true;
     for (const old of this.stream.getTracks()) if (old.kind === kind) this.stream.removeTrack(old);
     this.#adopt(track);
     if (this.track("audio") && this.track("video")) this.problem = null;
@@ -178,9 +202,16 @@ export class LocalMedia extends EventTarget {
 
   #adopt(track) {
     track.enabled = this.enabled[track.kind];
-    // A device unplugged mid-call ends its track: reflect it in the controls.
-    track.addEventListener("ended", () => this.#changed());
+    // A device unplugged mid-call ends its track: carry on with another one of its kind, if any.
+    track.addEventListener("ended", () => this.#replaceEnded(track));
     this.stream.addTrack(track);
+  }
+
+  async #replaceEnded(track) {
+    if (!this.stream.getTracks().includes(track)) return;
+    this.#changed();
+    const { [track.kind]: others } = await this.devices();
+    if (others.length && !this.released) await this.acquire(track.kind, { on: false }).catch(() => {});
   }
 
   #changed() {
