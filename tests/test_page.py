@@ -11,7 +11,14 @@ import wave
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.support.browser import frames_decoded, launch, wait_until, write_tone, write_y4m
+from tests.support.browser import (
+    close_to,
+    frames_decoded,
+    launch,
+    wait_until,
+    write_tone,
+    write_y4m,
+)
 from tests.support.page import (
     PC,
     box,
@@ -22,7 +29,10 @@ from tests.support.page import (
     open_and_join,
     open_lobby,
     overflowing,
+    reactions_seen,
+    record_reactions,
     remote_nicknames,
+    screenshot_colour,
     tile,
     wait_colour,
     wait_decoding,
@@ -764,3 +774,120 @@ async def test_self_view_is_a_movable_picture_in_picture_in_a_call_of_two(relay,
     assert max(sizes) - min(sizes) < 2
     await linus.close()
     await grace.close()
+
+
+# -- layouts, hands, reactions, quality and polish (issue 15) ---------------------------------
+
+
+async def choose_in_settings(page, selector, *, check=True):
+    await page.click("#open-devices")
+    await page.set_checked(selector, check)
+    await page.click("#devices-dialog button[type=submit]")
+
+
+async def test_speaker_view_pin_full_screen_and_hidden_tiles_are_per_device(relay, room, browsers):
+    name = room("layouts")
+    red, green, blue = await browsers(3)
+    viewport = {"width": 1280, "height": 800}
+    ada = await open_lobby(red, relay.url, viewport=viewport)
+    await join(ada, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await open_and_join(blue, relay.url, name, "Linus")
+    await wait_decoding(ada, ["Grace", "Linus"])
+    assert await ada.get_attribute("#grid", "data-layout") == "grid"
+
+    # Speaker view: one large tile, the others in a strip below it.
+    await choose_in_settings(ada, "#layout-speaker")
+    await wait_visible(ada, "#grid[data-layout='speaker'] .tile[data-featured]")
+    featured = await box(ada, ".tile[data-featured]")
+    stage = await box(ada, "#grid")
+    assert featured["width"] > stage["width"] * 0.6
+    for small in await ada.locator(".tile:not([data-featured])").all():
+        strip = await small.bounding_box()
+        assert strip["width"] < featured["width"] / 3
+        assert strip["y"] > featured["y"] + featured["height"] - 2
+
+    # Pin Linus: large for Ada, and only for her; the screen shows his blue.
+    await ada.hover(tile("Linus"))
+    await ada.click(f"{tile('Linus')} .pin-tile")
+    await wait_visible(ada, f"{tile('Linus')}[data-featured][data-pinned]")
+    assert await ada.get_attribute(f"{tile('Linus')} .pin-tile", "aria-pressed") == "true"
+
+    async def shows_blue():
+        return close_to(await screenshot_colour(ada, ".tile[data-featured]"), BLUE, 60)
+
+    await wait_until(shows_blue, 20)
+    assert await grace.get_attribute("#grid", "data-layout") == "grid"
+    assert await grace.locator(".tile[data-pinned]").count() == 0
+
+    # Full screen, and back.
+    await ada.click(f"{tile('Linus')} .fullscreen-tile")
+    await wait_until(lambda: ada.evaluate("() => document.fullscreenElement?.dataset.nickname"))
+    assert await ada.evaluate("() => document.fullscreenElement.dataset.nickname") == "Linus"
+    await ada.click(f"{tile('Linus')} .fullscreen-tile")
+    await wait_until(lambda: ada.evaluate("() => document.fullscreenElement === null"))
+    await ada.click(f"{tile('Linus')} .pin-tile")  # unpinned
+    await wait_hidden(ada, ".tile[data-pinned]")
+
+    # Hide tiles without video: Grace turns her camera off and leaves Ada's screen.
+    await choose_in_settings(ada, "#hide-without-video")
+    await grace.click("#toggle-cam")
+    await wait_hidden(ada, tile("Grace"))
+    assert await ada.is_visible(tile("Linus"))
+    await grace.click("#toggle-cam")
+    await wait_visible(ada, tile("Grace"))
+
+    # Remembered on this device after a reload.
+    await ada.reload()
+    await wait_for_remotes(ada, ["Grace", "Linus"])
+    await wait_visible(ada, "#grid[data-layout='speaker']")
+    await ada.click("#open-devices")
+    assert await ada.is_checked("#layout-speaker")
+    assert await ada.is_checked("#hide-without-video")
+
+
+async def test_hands_and_reactions_reach_every_page_in_order(relay, room, browsers):
+    name = room("hands")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    linus = await open_and_join(browser, relay.url, name, "Linus")
+    everyone = {"Ada": ada, "Grace": grace, "Linus": linus}
+    for nickname, page in everyone.items():
+        await wait_for_remotes(page, [other for other in everyone if other != nickname])
+
+    await grace.click("#raise-hand")
+    await wait_visible(linus, f"{tile('Grace')} .hand-badge")
+    await ada.keyboard.press("h")  # the shortcut
+    await wait_visible(linus, f"{tile('Ada')} .hand-badge")
+    assert await grace.get_attribute("#raise-hand", "aria-pressed") == "true"
+    for page in (ada, grace, linus):
+        await page.click("#toggle-participants")
+        await wait_until(lambda page=page: hand_queue_is(page, ["Grace", "Ada"]), 20)
+
+    # Grace lowers hers: Ada is first in line everywhere.
+    await grace.click("#raise-hand")
+    for page in (ada, grace, linus):
+        await wait_hidden(page, f"{tile('Grace')} .hand-badge")
+        await wait_visible(page, "#participant-list li[data-hand='1']:has-text('Ada')")
+
+    # Reactions float over the sender's tile, in the order they were sent.
+    for page in (grace, linus):
+        await record_reactions(page)
+    await ada.click("#open-reactions")
+    await ada.click(".reaction-choice[data-emoji='👍']")
+    await ada.click(".reaction-choice[data-emoji='🎉']")
+    await wait_visible(ada, ".tile[data-self] .reaction")
+    for page in (grace, linus):
+
+        async def both(page=page):
+            return len(await reactions_seen(page)) >= 2
+
+        await wait_until(both, 20)
+        assert await reactions_seen(page) == [["Ada", "👍"], ["Ada", "🎉"]]
+
+
+async def hand_queue_is(page, expected):
+    """The People panel lists raised hands first, in order; yourself as "Name (you)"."""
+    names = await page.locator("#participant-list li[data-hand] .name").all_inner_texts()
+    return [name.removesuffix(" (you)") for name in names] == expected

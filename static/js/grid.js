@@ -322,11 +322,12 @@ export class Grid extends EventTarget {
     if (speakerView) {
       const strip = visible.length - 1;
       const stripWidth = Math.max(48, Math.min(STRIP_MAX_WIDTH_PX, (width - GAP_PX * (strip - 1)) / strip));
-      const stripHeight = stripWidth / WIDE;
+      // Many people on a narrow screen: the strip takes several rows.
+      const perRow = Math.max(1, Math.floor((width + GAP_PX) / (stripWidth + GAP_PX)));
+      const stripHeight = Math.ceil(strip / perRow) * (stripWidth / WIDE + GAP_PX);
       const mainHeight = Math.max(0, height - stripHeight - GAP_PX);
       this.#container.style.setProperty("--tile-width", `${Math.floor(stripWidth)}px`);
       this.#container.style.setProperty("--tile-aspect", String(WIDE));
-      this.#container.style.setProperty("--strip-count", String(strip));
       this.#container.style.setProperty("--featured-width", `${Math.floor(Math.min(width, mainHeight * WIDE))}px`);
       return;
     }

@@ -5,6 +5,7 @@ Everything waits by polling with generous timeouts, so the tests hold on a loade
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from playwright.async_api import Browser, Page
@@ -184,3 +185,52 @@ async def box(page: Page, selector: str) -> dict[str, float]:
     found = await page.locator(selector).bounding_box()
     assert found is not None, f"{selector} is not displayed"
     return found
+
+
+# Mean RGB of a PNG (base64), decoded by the browser itself.
+PNG_COLOUR_JS = """
+async (data) => {
+  const blob = await (await fetch(`data:image/png;base64,${data}`)).blob();
+  const bitmap = await createImageBitmap(blob);
+  const canvas = new OffscreenCanvas(32, 24);
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0, 32, 24);
+  const pixels = context.getImageData(0, 0, 32, 24).data;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < pixels.length; i += 4) {
+    sum[0] += pixels[i]; sum[1] += pixels[i + 1]; sum[2] += pixels[i + 2];
+  }
+  return sum.map((value) => Math.round(value / (pixels.length / 4)));
+}
+"""
+
+
+async def screenshot_colour(page: Page, selector: str) -> list[int]:
+    """Mean RGB of what the screen shows in ``selector``'s box (a screenshot, not the video)."""
+    png = await page.locator(selector).screenshot()
+    return await page.evaluate(PNG_COLOUR_JS, base64.b64encode(png).decode())
+
+
+# Records every reaction that appears on a tile: window.reactionsSeen = [[nickname, emoji]].
+RECORD_REACTIONS_JS = """
+() => {
+  window.reactionsSeen = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      for (const node of change.addedNodes) {
+        if (node.classList?.contains("reaction")) {
+          window.reactionsSeen.push([node.closest(".tile").dataset.nickname, node.textContent]);
+        }
+      }
+    }
+  }).observe(document.querySelector("#grid"), { childList: true, subtree: true });
+}
+"""
+
+
+async def record_reactions(page: Page) -> None:
+    await page.evaluate(RECORD_REACTIONS_JS)
+
+
+async def reactions_seen(page: Page) -> list[list[str]]:
+    return await page.evaluate("() => window.reactionsSeen")
