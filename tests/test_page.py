@@ -891,3 +891,125 @@ async def hand_queue_is(page, expected):
     """The People panel lists raised hands first, in order; yourself as "Name (you)"."""
     names = await page.locator("#participant-list li[data-hand] .name").all_inner_texts()
     return [name.removesuffix(" (you)") for name in names] == expected
+
+
+async def test_each_tile_shows_its_connection_quality(relay, room, browsers):
+    name = room("tile-quality")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    await open_and_join(browser, relay.url, name, "Grace")
+    await wait_decoding(ada, ["Grace"])
+    indicator = f"{tile('Grace')} .tile-quality"
+    await wait_visible(ada, indicator)
+
+    async def measured():
+        label = await ada.get_attribute(indicator, "aria-label") or ""
+        return "Packet loss" in label and "fps" in label and label
+
+    label = await wait_until(measured, 20)
+    assert label.startswith("Connection to Grace: ")
+    assert await ada.get_attribute(indicator, "data-level") in ("good", "fair", "poor")
+    details = f"{indicator} .tile-quality-details"
+    assert (
+        await ada.evaluate("(s) => getComputedStyle(document.querySelector(s)).visibility", details)
+        == "hidden"
+    )
+    await ada.focus(indicator)
+    await ada.keyboard.press("Shift+Tab")
+    await ada.keyboard.press("Tab")  # keyboard focus shows the details
+    assert "fps" in await ada.inner_text(details)
+    assert (
+        await ada.evaluate("(s) => getComputedStyle(document.querySelector(s)).visibility", details)
+        == "visible"
+    )
+
+
+async def test_alone_state_unread_title_links_chime_and_muted_hint(relay, room, browsers):
+    name = room("polish")
+    (browser,) = await browsers(1)  # its fake microphone plays a steady tone: "talking"
+    lobby = await open_lobby(browser, relay.url)
+
+    async def level_shown(page=lobby, meter="#lobby-mic-level"):
+        return await page.evaluate("(s) => document.querySelector(s).value", meter) > 0.1
+
+    await wait_until(level_shown, 20)
+    await join(lobby, name, "Ada")
+    ada = lobby
+    await wait_visible(ada, "#alone")
+    assert "share the link" in (await ada.inner_text("#alone")).lower()
+
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    await wait_hidden(ada, "#alone")
+    assert await ada.evaluate("() => window.roomrelay.call.chime.played") == 1
+
+    # A message while Ada's chat is closed: counted on the tab; its address is a safe link.
+    await grace.click("#toggle-chat")
+    text = "look <img src=x onerror=window.pwned=1> at https://example.org/a?b=1."
+    await grace.fill("#chat-input", text)
+    await grace.press("#chat-input", "Enter")
+
+    async def title_counts():
+        return await ada.title() == f"(1) {name} · roomrelay"
+
+    await wait_until(title_counts, 20)
+    await ada.click("#toggle-chat")
+    assert await ada.title() == f"{name} · roomrelay"
+    link = ada.locator("#chat-log a")
+    assert await link.get_attribute("href") == "https://example.org/a?b=1"
+    assert await link.inner_text() == "https://example.org/a?b=1"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    assert await ada.locator("#chat-log img").count() == 0
+    assert await ada.evaluate("() => window.pwned") is None
+    assert text in await ada.inner_text("#chat-log li:not(.system) .text")
+
+    # Muted while talking: a hint says so, until unmuted.
+    await ada.click("#toggle-chat")
+    await ada.keyboard.press("m")
+    await wait_visible(ada, "#muted-hint")
+    await ada.keyboard.press("m")
+    await wait_hidden(ada, "#muted-hint")
+
+    # The Settings dialog shows the level too, and turns the chime off (remembered).
+    await ada.click("#open-devices")
+    await wait_until(lambda: level_shown(ada, "#call-mic-level"), 20)
+    await ada.set_checked("#chime-toggle", False)
+    await ada.click("#devices-dialog button[type=submit]")
+    await grace.click("#leave")
+    await wait_visible(ada, "#alone")
+    assert await ada.evaluate("() => window.roomrelay.call.chime.played") == 1
+    assert await ada.evaluate("() => localStorage.getItem('roomrelay.chime')") == "off"
+
+
+# A USB headset is plugged in once window.plugIn() runs.
+HOT_PLUG_JS = """
+(() => {
+  const enumerate = navigator.mediaDevices.enumerateDevices.bind(navigator.mediaDevices);
+  let plugged = false;
+  navigator.mediaDevices.enumerateDevices = async () => {
+    const devices = await enumerate();
+    if (!plugged) return devices;
+    const headset = { deviceId: "usb-headset", groupId: "usb", kind: "audioinput",
+                      label: "USB headset", toJSON() { return this; } };
+    return [...devices, headset];
+  };
+  window.plugIn = () => {
+    plugged = true;
+    navigator.mediaDevices.dispatchEvent(new Event("devicechange"));
+  };
+})();
+"""
+
+
+async def test_a_microphone_plugged_in_mid_call_shows_up(relay, room, browsers):
+    name = room("hot-plug")
+    (browser,) = await browsers(1)
+    context = await browser.new_context()
+    await context.add_init_script(HOT_PLUG_JS)
+    ada = await context.new_page()
+    await ada.goto(relay.url)
+    await join(ada, name, "Ada")
+    await ada.evaluate("() => window.plugIn()")
+    await wait_visible(ada, "#toast:has-text('USB headset connected')")
+    await ada.click("#open-devices")
+    options = ada.locator("#call-microphone option")
+    await options.filter(has_text="USB headset").wait_for(state="attached")
