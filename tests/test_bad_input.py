@@ -46,6 +46,17 @@ CASES = [
     ("offer", [{"type": "answer", "sdp": GOOD_SDP}, ROOM], "bad_request"),
     ("offer", [{"type": "offer"}, ROOM], "bad_request"),
     ("offer", [{"type": "offer", "sdp": "hello"}, ROOM], "invalid_sdp"),
+    (
+        "offer",
+        [{"type": "offer", "sdp": GOOD_SDP, "sources": {"0": "webcam"}}, ROOM],
+        "bad_request",
+    ),
+    ("offer", [{"type": "offer", "sdp": GOOD_SDP, "sources": ["screen"]}, ROOM], "bad_request"),
+    (
+        "offer",
+        [{"type": "offer", "sdp": GOOD_SDP, "sources": {"m" * 33: "screen"}}, ROOM],
+        "bad_request",
+    ),
     ("offer", [{"type": "offer", "sdp": GOOD_SDP + "a" * 65536}, ROOM], "too_large"),
     ("offer", [{"type": "offer", "sdp": GOOD_SDP}, OTHER_ROOM], "not_in_room"),
     ("offer", [{"type": "offer", "sdp": GOOD_SDP}, ROOM, "extra"], "bad_request"),

@@ -12,6 +12,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from tests.support.browser import (
+    average_colour,
     close_to,
     frames_decoded,
     launch,
@@ -41,6 +42,7 @@ from tests.support.page import (
     wait_visible,
 )
 from tests.support.server import ServerProcess
+from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
 pytestmark = pytest.mark.browser
 
@@ -1013,3 +1015,60 @@ async def test_a_microphone_plugged_in_mid_call_shows_up(relay, room, browsers):
     await ada.click("#open-devices")
     options = ada.locator("#call-microphone option")
     await options.filter(has_text="USB headset").wait_for(state="attached")
+
+
+SCREEN_GREEN = (3, 142, 1)  # Chromium's fake screen (--auto-select-desktop-capture-source)
+SHARE_SCREEN = ["--auto-select-desktop-capture-source=Entire screen"]
+
+
+async def zoomclone_peer_shows(page, colour):
+    return close_to(await average_colour(page, "#peerFace"), colour, 60)
+
+
+async def test_a_shared_screen_is_large_for_everyone_and_reaches_zoomclone_pages(
+    room, browsers, tmp_path
+):
+    name = room("present")
+    server = zoomclone_server("relay")  # the bundled page stays at /static/index.html
+    try:
+        (presenter,) = await browsers(1, [RED], extra_flags=SHARE_SCREEN)
+        silent = write_tone(tmp_path / "quiet.wav", 440, amplitude=0)
+        blue = write_y4m(tmp_path / "blue.y4m", BLUE)
+        (viewer,) = await browsers(1, files=False, video=blue, audio=silent)
+        (old_client,) = await browsers(1, files=False, video=blue, audio=silent)
+        page_url = f"{server.url}/static/index.html"
+        ada = await open_lobby(presenter, page_url, viewport={"width": 1280, "height": 800})
+        await join(ada, name, "Ada")
+        grace = await open_lobby(viewer, page_url, viewport={"width": 1280, "height": 800})
+        await join(grace, name, "Grace")
+        zoom = await open_zoomclone(old_client, server.url, name)
+        await wait_decoding(grace, ["Ada"])
+        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 30)  # Ada talks
+
+        await ada.click("#share-screen")
+        await wait_visible(ada, "#presenting")
+        assert await ada.get_attribute("#share-screen", "aria-pressed") == "true"
+        screen = ".tile[data-screen][data-screen-of='Ada']"
+        await wait_visible(grace, f"{screen}[data-featured]")
+        shown, stage = await box(grace, screen), await box(grace, "#grid")
+        assert shown["width"] > stage["width"] * 0.6
+        await wait_colour(grace, "Ada", RED)  # her camera goes on, in the strip
+        assert (await box(grace, tile("Ada")))["width"] < shown["width"] / 3
+
+        async def grace_sees_the_screen():
+            return close_to(await average_colour(grace, f"{screen} video"), SCREEN_GREEN, 60)
+
+        await wait_until(grace_sees_the_screen, 30)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, SCREEN_GREEN), 30)
+
+        # Stop: the screen goes away everywhere, and the zoom-clone page follows Ada again.
+        await ada.click("#stop-presenting")
+        await wait_hidden(ada, "#presenting")
+        await grace.locator(screen).wait_for(state="detached", timeout=30_000)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 30)
+        await wait_colour(grace, "Ada", RED)
+        # Sharing again reuses the connection's screen m-line.
+        await ada.click("#share-screen")
+        await wait_until(grace_sees_the_screen, 30)
+    finally:
+        server.stop()

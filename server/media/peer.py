@@ -265,7 +265,11 @@ class MediaPeer:
         publication = self.publications.get(mid)
         if section.client_sends and publication is None and transceiver.receiver.track:
             publication = Publication(
-                self.peer_id, transceiver, self.room.relay, forward=self._forwarding
+                self.peer_id,
+                transceiver,
+                self.room.relay,
+                forward=self._forwarding,
+                source=section.source,
             )
             if publication.kind == "audio":
                 peer_id = self.peer_id
@@ -337,6 +341,7 @@ class MediaPeer:
                     "mid": slot.mid,
                     "kind": slot.kind,
                     "peer_id": slot.source.peer_id if slot.source else None,
+                    "source": slot.source.source if slot.source else None,
                 }
                 for slot in self.slots
             ]

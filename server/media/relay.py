@@ -187,8 +187,8 @@ class RelayMedia:
             self._rooms.pop(relay_room.name, None)
             await relay_room.close()
 
-    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
-        parsed = parse_offer(offer["sdp"], self._max_media_sections)
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
+        parsed = parse_offer(offer["sdp"], self._max_media_sections, offer.get("sources", {}))
         self._peer_for(participant, room).submit_offer(parsed)
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:

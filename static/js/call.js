@@ -14,6 +14,7 @@ import { ParticipantList } from "./participants.js";
 import { MediaLink } from "./peer.js";
 import { QualityIndicator } from "./quality.js";
 import { ReactionBar, floatReaction } from "./reactions.js";
+import { ScreenShare } from "./screenshare.js";
 import { SettingsDialog } from "./settings.js";
 import { activeRoom } from "./storage.js";
 import { TileQuality } from "./tilequality.js";
@@ -51,6 +52,7 @@ export class Call {
   #reactions;
   #tileQuality;
   #micLevel;
+  #screen = new ScreenShare();
   chime = new Chime();
 
   /** ``onExit(message | null)``: the call is over (left, or refused on rejoin); show the lobby. */
@@ -168,6 +170,7 @@ export class Call {
     this.#quality.stop();
     this.#tileQuality.stop();
     this.#reactions.close();
+    this.#screen.stop();
     this.#hands.reset(null);
     for (const id of [...this.#people.keys()]) this.#forget(id);
     for (const timer of this.#pendingNotes.values()) clearTimeout(timer);
@@ -202,6 +205,7 @@ export class Call {
   #forget(id) {
     this.#people.delete(id);
     this.#grid.remove(id);
+    this.#grid.remove(screenTile(id));
     this.#hands.drop(id);
     this.#renderList();
     this.#renderAlone();
@@ -228,7 +232,10 @@ export class Call {
       if (reason === "disconnect") this.#noteLeft(nickname);
       else this.#said(`${nickname} left`, "leave");
     });
-    on("user_updated", ({ peer_id: id, nickname }) => this.#update(id, { nickname }));
+    on("user_updated", ({ peer_id: id, nickname }) => {
+      this.#update(id, { nickname });
+      this.#renderScreen(id);
+    });
     on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
     on("active_speaker", ({ peer_id: id }) => this.#setSpeaker(id));
     on("chat_message", (message) => this.#chat.receive(message));
@@ -255,8 +262,12 @@ export class Call {
   #bindMedia() {
     this.#link.addEventListener("tracks", ({ detail }) => {
       this.#remoteTracks = detail;
-      for (const id of this.#people.keys()) this.#grid.setTracks(id, tracksOf(detail.get(id)));
+      for (const id of this.#people.keys()) {
+        this.#grid.setTracks(id, tracksOf(detail.get(id)));
+        this.#renderScreen(id);
+      }
     });
+    this.#screen.addEventListener("change", () => this.#presentingChanged());
     this.#link.addEventListener("state", ({ detail: state }) => {
       if (!this.active || !this.#signaling.connected) return;
       this.#quality.setPhase(state);
@@ -343,6 +354,32 @@ export class Call {
     return true;
   }
 
+  /** A participant's shared screen: a tile of its own while the server relays it to us. */
+  #renderScreen(id) {
+    const tracks = this.#remoteTracks.get(id);
+    const person = this.#people.get(id);
+    if (!tracks?.screen || !person) {
+      this.#grid.remove(screenTile(id));
+      return;
+    }
+    this.#grid.upsert(screenTile(id), { nickname: person.nickname, audio: true, video: true, screen: true });
+    this.#grid.setTracks(screenTile(id), [tracks.screen, tracks.screen_audio].filter(Boolean));
+  }
+
+  /** Your screen share started or stopped: publish it (or stop), and say so on the stage. */
+  #presentingChanged() {
+    const { active, video, audio } = this.#screen;
+    if (this.active) {
+      this.#link.publish("screen", video);
+      this.#link.publish("screen_audio", audio);
+    }
+    byId("presenting").hidden = !(this.active && active);
+    const button = byId("share-screen");
+    button.setAttribute("aria-pressed", String(active));
+    button.querySelector(".control-label").textContent = active ? "Stop presenting" : "Present";
+    button.title = active ? "Stop presenting your screen" : "Present your screen";
+  }
+
   #renderSelf() {
     const self = { nickname: this.#nickname, audio: this.#media.isOn("audio"), video: this.#media.isOn("video") };
     this.#grid.upsert(SELF, { ...self, self: true });
@@ -383,6 +420,9 @@ export class Call {
     byId("leave").addEventListener("click", () => this.leave());
     byId("call-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
     byId("alone-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
+    byId("share-screen").hidden = !this.#screen.supported;
+    byId("share-screen").addEventListener("click", () => (this.#screen.active ? this.#screen.stop() : this.#screen.start()));
+    byId("stop-presenting").addEventListener("click", () => this.#screen.stop());
     byId("unmute-audio").addEventListener("click", () => {
       this.#grid.unmuteAll();
       byId("unmute-audio").hidden = true;
@@ -399,6 +439,10 @@ export class Call {
       () => this.active,
     );
   }
+}
+
+function screenTile(peerId) {
+  return `${peerId}/screen`;
 }
 
 function tracksOf(entry) {

@@ -1,6 +1,7 @@
 // The video stage: one tile per participant (yourself included), laid out as a grid or as
 // a speaker view (one large tile above a strip of the others). In a call of two your own
-// tile is a small picture-in-picture you can drag to any corner.
+// tile is a small picture-in-picture you can drag to any corner. A shared screen gets a
+// tile of its own, shown large while it lasts.
 //
 // Dispatches "autoplayblocked" when the browser refuses to play sound without a click,
 // and "pinchange" when you pin or unpin a tile.
@@ -68,11 +69,11 @@ export class Grid extends EventTarget {
     return this.#pinned;
   }
 
-  /** Add or update a participant's tile. ``person``: {nickname, audio, video, self?}. */
+  /** Add or update a tile. ``person``: {nickname, audio, video, self?, screen?}. */
   upsert(id, person) {
     let tile = this.#tiles.get(id);
     if (!tile) {
-      tile = this.#create(id, Boolean(person.self));
+      tile = this.#create(id, Boolean(person.self), Boolean(person.screen));
       this.#tiles.set(id, tile);
       // Your own tile always comes first; the others in the order they arrived.
       if (tile.self) this.#container.prepend(tile.element);
@@ -212,15 +213,17 @@ export class Grid extends EventTarget {
     }
   }
 
-  #create(id, self) {
+  #create(id, self, screen) {
     const element = this.#template.content.firstElementChild.cloneNode(true);
     element.dataset.peerId = id;
     element.toggleAttribute("data-self", self);
+    element.toggleAttribute("data-screen", screen);
     const video = element.querySelector("video");
     video.muted = self; // never play your own microphone back to you
     const tile = {
       id,
       self,
+      screen,
       element,
       video,
       videoTrack: null,
@@ -249,14 +252,15 @@ export class Grid extends EventTarget {
 
   #render(tile) {
     const { nickname, audio, video } = tile.person;
-    tile.element.dataset.nickname = nickname;
-    tile.name.textContent = tile.self ? `${nickname} (you)` : nickname;
+    // A screen is named after its presenter, but it is not their tile.
+    tile.element.dataset[tile.screen ? "screenOf" : "nickname"] = nickname;
+    tile.name.textContent = tile.screen ? `${nickname}'s screen` : tile.self ? `${nickname} (you)` : nickname;
     paintAvatar(tile.element, tile.avatar, nickname, this.#colours.hue(nickname));
     tile.micOff.hidden = audio;
     tile.camOff.hidden = video;
     tile.placeholder.hidden = this.#showsVideo(tile);
     tile.element.toggleAttribute("data-speaking", tile.id === this.#speaker && audio);
-    const label = `${tile.self ? "You" : nickname}`;
+    const label = tile.screen ? `${nickname}'s screen` : tile.self ? "You" : nickname;
     tile.pinButton.setAttribute("aria-label", `${this.#pinned === tile.id ? "Unpin" : "Pin"} ${label}`);
     tile.fullscreenButton.setAttribute("aria-label", `Show ${label} full screen`);
   }
@@ -287,10 +291,12 @@ export class Grid extends EventTarget {
     });
   }
 
-  /** Which tile is large in speaker view: the pinned one, else the (last) speaker. */
+  /** Which tile is large in speaker view: the pinned one, a shared screen, the (last) speaker. */
   #pickFeatured(visible) {
     const present = (id) => id !== null && visible.some((tile) => tile.id === id);
     if (present(this.#pinned)) return this.#pinned;
+    const screen = visible.findLast((tile) => tile.screen);
+    if (screen) return screen.id;
     if (present(this.#speaker) && this.#speaker !== SELF) this.#featured = this.#speaker;
     if (!present(this.#featured)) this.#featured = visible.find((tile) => !tile.self)?.id ?? visible[0]?.id ?? null;
     return this.#featured;
@@ -299,14 +305,20 @@ export class Grid extends EventTarget {
   #layout() {
     const { clientWidth: width, clientHeight: height } = this.#container;
     const tiles = [...this.#tiles.values()];
-    const remotes = tiles.filter((tile) => !tile.self);
+    const remotes = tiles.filter((tile) => !tile.self && !tile.screen);
     // Hidden: others without video (never the pinned tile, never everyone).
-    const hideable = (tile) => this.#hideWithoutVideo && !tile.self && tile.id !== this.#pinned && !this.#showsVideo(tile);
+    const hideable = (tile) =>
+      this.#hideWithoutVideo && !tile.self && !tile.screen && tile.id !== this.#pinned && !this.#showsVideo(tile);
     const hidden = remotes.filter(hideable).length < remotes.length ? new Set(tiles.filter(hideable)) : new Set();
     const visible = tiles.filter((tile) => !hidden.has(tile));
     const visibleRemotes = visible.filter((tile) => !tile.self);
-    const pip = this.#mode === "grid" && this.#pinned === null && visibleRemotes.length === 1 ? this.#tiles.get(SELF) : null;
-    const speakerView = (this.#mode === "speaker" || this.#pinned !== null) && visible.length > 1;
+    const sharing = visible.some((tile) => tile.screen);
+    const pip =
+      this.#mode === "grid" && this.#pinned === null && !sharing && visibleRemotes.length === 1
+        ? this.#tiles.get(SELF)
+        : null;
+    // A shared screen is large for everyone, with the cameras in a strip.
+    const speakerView = (this.#mode === "speaker" || this.#pinned !== null || sharing) && visible.length > 1;
     const featured = speakerView ? this.#pickFeatured(visible) : null;
     for (const tile of tiles) {
       tile.element.hidden = hidden.has(tile);

@@ -28,7 +28,7 @@ async () => {
     }
   });
   const result = {};
-  for (const tile of document.querySelectorAll(".tile:not([data-self])")) {
+  for (const tile of document.querySelectorAll(".tile:not([data-self]):not([data-screen])")) {
     const track = tile.querySelector("video").srcObject?.getVideoTracks()[0];
     result[tile.dataset.nickname] = track ? decoded.get(track.id) ?? 0 : 0;
   }
@@ -89,7 +89,8 @@ async def open_and_join(browser: Browser, url: str, room: str, nickname: str) ->
 async def remote_nicknames(page: Page) -> list[str]:
     return sorted(
         await page.eval_on_selector_all(
-            ".tile:not([data-self])", "(tiles) => tiles.map((t) => t.dataset.nickname)"
+            ".tile:not([data-self]):not([data-screen])",
+            "(tiles) => tiles.map((t) => t.dataset.nickname)",
         )
     )
 
