@@ -818,7 +818,8 @@ async def test_speaker_view_pin_full_screen_and_hidden_tiles_are_per_device(rela
     async def shows_blue():
         return close_to(await screenshot_colour(ada, ".tile[data-featured]"), BLUE, 60)
 
-    await wait_until(shows_blue, 20)
+    await wait_colour(ada, "Linus", BLUE)
+    await wait_until(shows_blue, 30)
     assert await grace.get_attribute("#grid", "data-layout") == "grid"
     assert await grace.locator(".tile[data-pinned]").count() == 0
 
@@ -1058,17 +1059,17 @@ async def test_a_shared_screen_is_large_for_everyone_and_reaches_zoomclone_pages
         async def grace_sees_the_screen():
             return close_to(await average_colour(grace, f"{screen} video"), SCREEN_GREEN, 60)
 
-        await wait_until(grace_sees_the_screen, 30)
-        await wait_until(lambda: zoomclone_peer_shows(zoom, SCREEN_GREEN), 30)
+        await wait_until(grace_sees_the_screen, 45)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, SCREEN_GREEN), 45)
 
         # Stop: the screen goes away everywhere, and the zoom-clone page follows Ada again.
         await ada.click("#stop-presenting")
         await wait_hidden(ada, "#presenting")
         await grace.locator(screen).wait_for(state="detached", timeout=30_000)
-        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 30)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 45)
         await wait_colour(grace, "Ada", RED)
         # Sharing again reuses the connection's screen m-line.
         await ada.click("#share-screen")
-        await wait_until(grace_sees_the_screen, 30)
+        await wait_until(grace_sees_the_screen, 45)
     finally:
         server.stop()

@@ -158,8 +158,12 @@ export class Call {
   }
 
   async #rejoin() {
+    const handWasUp = this.#hands.mine;
     try {
       this.#joined(await this.#signaling.request("join_room", { room: this.#room, nickname: this.#nickname }));
+      // A new connection is a new participant to the server: carry your hand and screen over.
+      if (handWasUp) this.#hands.toggle();
+      this.#presentingChanged();
     } catch (error) {
       if (error.code !== "offline") this.#end(describeError(error)); // offline: the next "connect" retries
     }

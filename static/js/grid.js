@@ -355,8 +355,7 @@ export class Grid extends EventTarget {
     let start = null;
     element.addEventListener("pointerdown", (event) => {
       if (!element.hasAttribute("data-pip") || event.button !== 0 || event.target.closest("button")) return;
-      const box = element.getBoundingClientRect();
-      start = { x: event.clientX, y: event.clientY, left: box.left, top: box.top };
+      start = { x: event.clientX, y: event.clientY };
       element.setPointerCapture(event.pointerId);
       element.toggleAttribute("data-dragging", true);
     });
