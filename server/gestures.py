@@ -27,25 +27,31 @@ class HandQueue:
         self._raised: dict[str, list[Participant]] = {}
 
     def raise_hand(self, participant: Participant, room: str) -> None:
+        self._prune()
         queue = self._raised.setdefault(room, [])
         if participant not in queue:
             queue.append(participant)
 
     def lower(self, participant: Participant) -> None:
         """Lower the participant's hand wherever it is raised (leaving, or joining afresh)."""
-        for room, queue in list(self._raised.items()):
+        for queue in self._raised.values():
             if participant in queue:
                 queue.remove(participant)
-            if not queue:
-                del self._raised[room]
+        self._prune()
 
     def queue(self, room: str) -> list[str]:
         """The peer ids with a raised hand in ``room``, in order; hands of leavers drop out."""
-        queue = self._raised.get(room, [])
-        queue[:] = [p for p in queue if self._roster.room_of(p.sid) == room]
-        if not queue:
-            self._raised.pop(room, None)
-        return [p.peer_id for p in queue]
+        self._prune()
+        return [p.peer_id for p in self._raised.get(room, [])]
+
+    def _prune(self) -> None:
+        """Forget the hands of everyone who left their room (or disconnected), and empty rooms."""
+        for room in list(self._raised):
+            queue = [p for p in self._raised[room] if self._roster.room_of(p.sid) == room]
+            if queue:
+                self._raised[room] = queue
+            else:
+                del self._raised[room]
 
 
 def register_gesture_events(router: EventRouter, roster: Roster, hands: HandQueue) -> None:

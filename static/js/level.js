@@ -43,6 +43,7 @@ export class MicLevel extends EventTarget {
   /** Listen to the current microphone (or stop, without one). */
   #follow() {
     const track = this.#media.track("audio");
+    for (const meter of this.#meters) meter.hidden = !track; // no microphone, no meter
     if (track && this.#copy?.sourceId === track.id) return;
     this.#detach();
     if (!track || !window.AudioContext) return;
