@@ -83,7 +83,7 @@ export class LocalMedia extends EventTarget {
       }
     }
     this.opening = false;
-    this.#known = await this.#deviceIds();
+    this.#known = await this.#deviceIds().catch(() => null); // only for telling new devices apart
     this.#changed();
   }
 
