@@ -1,7 +1,8 @@
-"""Regenerate docs/screenshot.png: a three-person call on the bundled page.
+"""Regenerate docs/screenshot.png: a three-person call on the bundled page, one presenting.
 
 Starts a relay-mode server and three headless Chromiums, each filming its own synthetic
-"person", and photographs one participant's page with the chat open.
+"person"; one shares a synthetic slide as their screen, one raises a hand, and the script
+photographs another participant's page with the chat open.
 
     .venv/bin/python scripts/screenshot.py [--output docs/screenshot.png]
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(ROOT))  # the test helpers live in the project, not in th
 
 from tests.support.browser import launch, write_tone  # noqa: E402
 from tests.support.page import (  # noqa: E402
+    join,
     open_and_join,
     tile,
     wait_decoding,
@@ -41,6 +43,31 @@ PEOPLE = [
     ("Grace Hopper", (120, 62, 40), (232, 176, 120), (58, 28, 20), 0.0),
     ("Alan Turing", (30, 90, 70), (120, 200, 160), (14, 44, 34), 0.0),
 ]
+# Ada's "screen": a slide drawn on a canvas, handed to the page as getDisplayMedia's result.
+SLIDE_SCREEN_JS = """
+navigator.mediaDevices.getDisplayMedia = async () => {
+  const canvas = Object.assign(document.createElement("canvas"), { width: 1280, height: 720 });
+  const c = canvas.getContext("2d");
+  const draw = () => {
+    c.fillStyle = "#f6f4ef"; c.fillRect(0, 0, 1280, 720);
+    c.fillStyle = "#1d3557"; c.fillRect(0, 0, 1280, 120);
+    c.fillStyle = "#ffffff"; c.font = "bold 54px sans-serif";
+    c.fillText("Lobby redesign: results", 60, 82);
+    c.fillStyle = "#1d3557"; c.font = "36px sans-serif";
+    ["Join time: 9.1 s to 3.4 s", "Camera check before joining", "Works on phones"]
+      .forEach((line, i) => c.fillText("•  " + line, 70, 220 + i * 70));
+    const bars = [[0.42, "#e76f51"], [0.64, "#f4a261"], [0.88, "#2a9d8f"]];
+    bars.forEach(([value, colour], i) => {
+      c.fillStyle = colour; c.fillRect(820 + i * 130, 620 - value * 420, 90, value * 420);
+    });
+    c.fillStyle = "#1d3557"; c.fillRect(790, 620, 420, 4);
+  };
+  draw();
+  setInterval(draw, 100);
+  return canvas.captureStream(15);
+};
+"""
+
 CHAT = [
     (0, "Morning! Shall we start with the new lobby?"),
     (2, "Sure, I'm on the train: camera off for now."),
@@ -103,7 +130,11 @@ async def stage_call(browsers: list[Browser], url: str) -> Page:
     # those already in the room.
     grace = await open_and_join(browsers[1], url, ROOM, names[1])
     alan = await open_and_join(browsers[2], url, ROOM, names[2])
-    ada = await open_and_join(browsers[0], url, ROOM, names[0])
+    presenter = await browsers[0].new_context()
+    await presenter.add_init_script(SLIDE_SCREEN_JS)
+    ada = await presenter.new_page()
+    await ada.goto(url)
+    await join(ada, ROOM, names[0])
     pages = [ada, grace, alan]
     for page, name in zip(pages, names, strict=True):
         await page.set_viewport_size(VIEWPORT)
@@ -117,7 +148,14 @@ async def stage_call(browsers: list[Browser], url: str) -> Page:
     for author, text in CHAT:
         await send_chat(pages[author], text)
     await wait_visible(grace, f"{tile('Ada Lovelace')}[data-speaking]")
-    await ada.wait_for_timeout(1000)  # let every tile settle on a fresh frame
+    await alan.click("#raise-hand")
+    await wait_visible(grace, f"{tile('Alan Turing')} .hand-badge")
+    await ada.click("#share-screen")
+    await wait_visible(grace, ".tile[data-screen][data-featured]")
+    await grace.wait_for_function(
+        "() => document.querySelector('.tile[data-screen] video')?.videoWidth > 0"
+    )
+    await ada.wait_for_timeout(1500)  # let every tile settle on a fresh frame
     await grace.focus("#chat-input")
     await grace.evaluate("() => document.activeElement.blur()")
     return grace

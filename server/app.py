@@ -23,6 +23,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .fanout import FanoutManager
+from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
 from .loop_health import LoopLag
@@ -182,6 +183,7 @@ def create_app(settings: Settings) -> web.Application:
         media,
         overloaded=lambda: loop_lag.recent_median(BUSY_WINDOW) >= settings.busy_lag,
     )
+    hands = HandQueue(roster)
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
         router,
@@ -189,11 +191,19 @@ def create_app(settings: Settings) -> web.Application:
         membership,
         media,
         join_with_object=native_join(
-            router, roster, membership, media, audio, ice_servers, settings.require_nickname
+            router,
+            roster,
+            membership,
+            media,
+            audio,
+            ice_servers,
+            hands,
+            nickname_required=settings.require_nickname,
         ),
         nickname_required=settings.require_nickname,
     )
     register_native_events(router, roster, membership)
+    register_gesture_events(router, roster, hands)
 
     app[SERVER_KEY] = RoomServer(
         sio=sio,

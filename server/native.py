@@ -12,6 +12,7 @@ from . import validation
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .events import EventRouter
+from .gestures import HandQueue
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
 from .turn import IceServerList
@@ -26,6 +27,7 @@ def native_join(
     media: MediaBackend,
     audio: AudioHub,
     ice_servers: IceServerList,
+    hands: HandQueue,
     nickname_required: bool = False,
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
@@ -36,6 +38,7 @@ def native_join(
             participant.nickname = validation.nickname(request["nickname"])
         require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.NATIVE):
+            hands.lower(participant)  # a hand raised in an earlier stay does not come back
             router.after_reply(participant, membership.announce_join(participant, room))
         return {
             "ok": True,
@@ -48,6 +51,7 @@ def native_join(
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": audio.has_captions(room),
+            "hands": hands.queue(room),
         }
 
     return join

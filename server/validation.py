@@ -18,6 +18,9 @@ MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATE_BYTES = 1024
 MAX_MID = 32
 MAX_UFRAG = 256
+# What a published track carries (native offers name them per m-line; see docs/protocol.md).
+SOURCES = {"audio": ("microphone", "screen_audio"), "video": ("camera", "screen")}
+MAX_SOURCES = 64
 
 
 class ProtocolError(Exception):
@@ -86,8 +89,11 @@ def chat_text(value: Any) -> str:
     return bounded_text(value, "message", MAX_MESSAGE_BYTES)
 
 
-def session_description(value: Any, expected_type: str) -> dict[str, str]:
-    """An ``RTCSessionDescriptionInit`` of the given type with an SDP of at most 64 KiB."""
+def session_description(value: Any, expected_type: str) -> dict[str, Any]:
+    """An ``RTCSessionDescriptionInit`` of the given type with an SDP of at most 64 KiB.
+
+    A native offer may add ``sources``: what each of its sending m-lines carries.
+    """
     if not isinstance(value, dict):
         raise bad_request(f"{expected_type} must be an object {{type, sdp}}")
     if value.get("type") != expected_type:
@@ -95,7 +101,20 @@ def session_description(value: Any, expected_type: str) -> dict[str, str]:
     sdp = bounded_text(value.get("sdp"), f"{expected_type}.sdp", MAX_SDP_BYTES)
     if not sdp.startswith("v=0"):
         raise ProtocolError("invalid_sdp", f"{expected_type}.sdp is not an SDP document")
+    if value.get("sources") is not None:
+        return {"type": expected_type, "sdp": sdp, "sources": publication_sources(value["sources"])}
     return {"type": expected_type, "sdp": sdp}
+
+
+def publication_sources(value: Any) -> dict[str, str]:
+    """``{mid: source}`` with known sources (``camera``, ``screen``…) and short mids."""
+    known = {source for sources in SOURCES.values() for source in sources}
+    if not isinstance(value, dict) or len(value) > MAX_SOURCES:
+        raise bad_request(f"sources must be an object of at most {MAX_SOURCES} mid: source pairs")
+    for mid, source in value.items():
+        if not isinstance(mid, str) or len(mid) > MAX_MID or source not in known:
+            raise bad_request(f"sources maps mids to one of {', '.join(sorted(known))}")
+    return dict(value)
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ class FakeSource:
 
     def __init__(self) -> None:
         self.forwardable, self.mime_type, self.kind = True, "video/vp8", "video"
-        self.peer_id = "fake"
+        self.peer_id, self.source = "fake", "camera"
         self.keyframe_requests = 0
 
     def request_keyframe(self) -> None:

@@ -31,6 +31,7 @@ class Pub:
     peer_id: str
     kind: str
     mid: str = "0"
+    source: str = "camera"
 
     @property
     def key(self) -> str:
@@ -70,6 +71,13 @@ def test_follow_speaker_puts_the_latest_speaker_first():
     assert plan[audio] == Pub("bob", "audio") and plan[video] == Pub("bob", "video")
     plan = plan_follow_speaker([audio, video], sources, ["cy", "bob"])
     assert plan[video] == Pub("cy", "video")
+
+
+def test_follow_speaker_shows_a_shared_screen_first():
+    video = FakeSlot("video")
+    screen = Pub("cy", "video", "2", source="screen")
+    plan = plan_follow_speaker([video], [Pub("ada", "video"), screen], ["ada", "cy"])
+    assert plan[video] is screen
 
 
 def test_follow_speaker_leaves_extra_slots_idle():

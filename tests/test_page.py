@@ -11,15 +11,29 @@ import wave
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.support.browser import frames_decoded, launch, wait_until, write_tone, write_y4m
+from tests.support.browser import (
+    average_colour,
+    close_to,
+    frames_decoded,
+    launch,
+    wait_until,
+    write_tone,
+    write_y4m,
+)
 from tests.support.page import (
     PC,
+    box,
+    delay_requests,
     fill_and_join,
     inbound_audio_packets,
     join,
     open_and_join,
     open_lobby,
+    overflowing,
+    reactions_seen,
+    record_reactions,
     remote_nicknames,
+    screenshot_colour,
     tile,
     wait_colour,
     wait_decoding,
@@ -28,6 +42,7 @@ from tests.support.page import (
     wait_visible,
 )
 from tests.support.server import ServerProcess
+from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
 pytestmark = pytest.mark.browser
 
@@ -451,3 +466,610 @@ async def test_live_captions_show_under_the_video_and_the_transcript_downloads(
     transcript = await grace.evaluate("async (url) => (await fetch(url)).text()", href)
     assert "Ada: " in transcript
     await ada.close()
+
+
+# -- defects found by trying the page next to Meet and Jitsi (issue 15) ----------------------
+
+
+async def test_chat_keeps_what_is_typed_while_a_message_is_sent(relay, room, browsers):
+    name = room("chat-typing")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    await wait_for_remotes(ada, ["Grace"])
+    await delay_requests(ada, "chat_message", 1500)  # a slow server: typing goes on meanwhile
+
+    await ada.click("#toggle-chat")
+    await ada.keyboard.type("first message")
+    await ada.keyboard.press("Enter")
+    await ada.keyboard.type("second message")
+    await ada.keyboard.press("Enter")
+    await ada.keyboard.type("third, still typing")
+
+    await grace.click("#toggle-chat")
+
+    async def both_arrived():
+        texts = await grace.locator("#chat-log li:not(.system) .text").all_inner_texts()
+        return texts if len(texts) >= 2 else None
+
+    assert await wait_until(both_arrived, 20) == ["first message", "second message"]
+    assert await ada.input_value("#chat-input") == "third, still typing"
+    own = ada.locator("#chat-log li.own:not(.pending) .text")
+
+    async def both_confirmed():
+        return await own.count() == 2
+
+    await wait_until(both_confirmed, 20)
+    assert await own.all_inner_texts() == ["first message", "second message"]
+
+
+async def test_chat_over_4_kib_of_utf8_is_too_long(relay, room, browsers):
+    name = room("chat-long")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    await ada.click("#toggle-chat")
+    text = "日本語" * 500  # 1,500 characters, 4,500 bytes in UTF-8
+    await ada.fill("#chat-input", text)
+    await ada.press("#chat-input", "Enter")
+    await wait_visible(ada, "#chat-problem")
+    problem = (await ada.inner_text("#chat-problem")).lower()
+    assert "message too long" in problem and "room" not in problem
+    assert await ada.input_value("#chat-input") == text  # nothing lost
+    assert await ada.locator("#chat-log li.own").count() == 0
+
+    # Just under the limit goes through.
+    await ada.fill("#chat-input", "日" * 1365)
+    await ada.press("#chat-input", "Enter")
+    await wait_hidden(ada, "#chat-problem")
+    await wait_visible(ada, "#chat-log li.own:not(.pending)")
+
+
+async def test_speaker_ring_comes_with_the_join_and_goes_with_the_microphone(
+    relay, room, browsers, tmp_path
+):
+    name = room("ring")
+    (talker,) = await browsers(1)
+    silent = write_tone(tmp_path / "silence.wav", 440, amplitude=0)
+    (quiet,) = await browsers(
+        1, files=False, video=write_y4m(tmp_path / "g.y4m", GREEN), audio=silent
+    )
+    ada = await open_and_join(talker, relay.url, name, "Ada")
+    await wait_visible(ada, ".tile[data-self][data-speaking]", timeout=30)  # she is talking
+
+    # Grace joins while Ada talks: the join ack names the speaker, no event will follow.
+    grace = await open_and_join(quiet, relay.url, name, "Grace")
+    await wait_visible(grace, f"{tile('Ada')}[data-speaking]")
+    await grace.click("#toggle-participants")
+    await wait_visible(grace, "#participant-list li[data-speaking]:has-text('Ada')")
+
+    await ada.click("#toggle-mic")  # muted: not speaking any more, wherever it is shown
+    await wait_hidden(grace, f"{tile('Ada')}[data-speaking]")
+    await wait_hidden(grace, "#participant-list li[data-speaking]")
+    await wait_hidden(ada, ".tile[data-self][data-speaking]")
+
+
+async def test_the_call_fits_the_window_after_narrowing_it(relay, room, browsers):
+    name = room("narrow")
+    (browser,) = await browsers(1)
+    ada = await open_lobby(browser, relay.url, viewport={"width": 1280, "height": 800})
+    await join(ada, name, "Ada")
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    linus = await open_and_join(browser, relay.url, name, "Linus")
+    await wait_for_remotes(ada, ["Grace", "Linus"])
+    assert await overflowing(ada) == []
+
+    await ada.set_viewport_size({"width": 390, "height": 844})
+
+    async def fits():
+        return await overflowing(ada) == []
+
+    await wait_until(fits, 10)
+    assert await ada.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await wait_visible(ada, "#leave")
+
+    # A call of two, narrowed from a wide window to 600 px.
+    await linus.close()
+    await wait_for_remotes(ada, ["Grace"])
+    await ada.set_viewport_size({"width": 1280, "height": 800})
+    await wait_until(fits, 10)
+    await ada.set_viewport_size({"width": 600, "height": 800})
+    await wait_until(fits, 10)
+    remote = await box(ada, tile("Grace"))
+    assert remote["width"] > 400  # the other person still fills the stage
+    await grace.close()
+
+
+async def test_escape_closes_the_people_panel_wherever_the_focus_is(relay, room, browsers):
+    name = room("escape")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    await ada.click("#toggle-participants")  # the focus stays on the button, outside the panel
+    await wait_visible(ada, "#participants-panel")
+    await ada.keyboard.press("Escape")
+    await wait_hidden(ada, "#side-panel")
+    assert await ada.get_attribute("#toggle-participants", "aria-expanded") == "false"
+
+    await ada.keyboard.press("p")
+    await wait_visible(ada, "#participants-panel")
+    await ada.click("#grid")  # focus nowhere in particular
+    await ada.keyboard.press("Escape")
+    await wait_hidden(ada, "#side-panel")
+
+
+# The devices are busy in another app while the page opens them, until window.devicesFree.
+BUSY_DEVICES_JS = """
+(() => {
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    if (!window.devicesFree) throw new DOMException("Could not start source", "NotReadableError");
+    return getUserMedia(constraints);
+  };
+})();
+"""
+
+# This computer has no camera and no microphone at all.
+NO_DEVICES_JS = """
+(() => {
+  navigator.mediaDevices.getUserMedia = async () => {
+    throw new DOMException("Requested device not found", "NotFoundError");
+  };
+  navigator.mediaDevices.enumerateDevices = async () => [];
+})();
+"""
+
+
+async def test_a_viewer_turns_camera_and_microphone_on_in_the_call(relay, room, browsers):
+    name = room("late-devices")
+    red, green = await browsers(2)
+    ada = await open_and_join(green, relay.url, name, "Ada")
+    context = await red.new_context()
+    await context.add_init_script(BUSY_DEVICES_JS)
+    viewer = await context.new_page()
+    await viewer.goto(relay.url)
+    await wait_visible(viewer, "#media-problem")
+    assert "busy" in await viewer.inner_text("#media-problem-text")
+    await join(viewer, name, "Grace")
+    await wait_decoding(viewer, ["Ada"])
+    await wait_visible(ada, f"{tile('Grace')} .cam-off")
+
+    # The other app lets go of the devices: the call's own buttons turn them on.
+    await viewer.evaluate("() => { window.devicesFree = true; }")
+    assert await viewer.is_enabled("#toggle-cam")
+    await viewer.click("#toggle-cam")
+    await wait_hidden(ada, f"{tile('Grace')} .cam-off")
+    await wait_decoding(ada, ["Grace"])
+    await wait_colour(ada, "Grace", RED)
+    await viewer.click("#toggle-mic")
+    await wait_hidden(ada, f"{tile('Grace')} .mic-off")
+
+    async def hears_grace():
+        return await inbound_audio_packets(ada, "Grace") > 50
+
+    await wait_until(hears_grace, 30)
+    assert await inner_label(viewer, "#toggle-cam") == "Stop video"
+    assert await inner_label(viewer, "#toggle-mic") == "Mute"
+
+
+async def inner_label(page, selector):
+    return await page.inner_text(f"{selector} .control-label")
+
+
+async def test_leaving_turns_the_camera_off(relay, room, browsers):
+    name = room("release")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    await ada.evaluate("() => { window.callTracks = window.roomrelay.media.stream.getTracks(); }")
+    await ada.click("#leave")
+    await wait_visible(ada, "#lobby")
+    states = await ada.evaluate("() => window.callTracks.map((track) => track.readyState)")
+    assert states == ["ended", "ended"]
+    await wait_visible(ada, "#media-released")
+
+    # Joining again turns them back on.
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    await join(ada, name, "Ada")
+    await wait_decoding(grace, ["Ada"])
+
+
+async def test_a_reconnection_does_not_fill_the_chat(relay, room, browsers):
+    name = room("flaky")
+    red, green = await browsers(2)
+    ada = await open_and_join(red, relay.url, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await wait_for_remotes(ada, ["Grace"])
+    before = await ada.get_attribute(tile("Grace"), "data-peer-id")
+    notes = ada.locator("#chat-log li.system")
+    assert await notes.all_inner_texts() == ["Grace joined"]
+
+    for _ in range(2):
+        await grace.evaluate("() => window.roomrelay.signaling.socket.io.engine.close()")
+        before = await wait_until(lambda old=before: rejoined(ada, "Grace", old), 30)
+    await ada.wait_for_timeout(1000)
+    assert await notes.all_inner_texts() == ["Grace joined"]
+
+    # Leaving for good is still said.
+    await grace.click("#leave")
+    await notes.filter(has_text="Grace left").wait_for(state="attached")
+
+
+async def rejoined(page, nickname, old_peer_id):
+    """The participant's new peer_id once their tile shows one other than ``old_peer_id``."""
+    peer_id = await page.get_attribute(tile(nickname), "data-peer-id")
+    return peer_id not in (None, old_peer_id) and peer_id
+
+
+async def test_similar_names_get_their_own_colours_and_letter_initials(relay, room, browsers):
+    name = room("colours")
+    (browser,) = await browsers(1)
+    nicknames = ["Sam 1", "Sam 2", "Sam 3", "<Olga>"]
+    pages = [await open_and_join(browser, relay.url, name, nickname) for nickname in nicknames]
+    first = pages[0]
+    await wait_for_remotes(first, nicknames[1:])
+    hues = {
+        nickname: float(
+            await first.evaluate(
+                "(n) => document.querySelector(`.tile[data-nickname='${n}']`)"
+                ".style.getPropertyValue('--hue')",
+                nickname,
+            )
+        )
+        for nickname in nicknames
+    }
+    for one in nicknames:
+        for other in nicknames:
+            if one < other:
+                distance = abs(hues[one] - hues[other]) % 360
+                assert min(distance, 360 - distance) >= 20, (one, other, hues)
+    assert await first.inner_text(f"{tile('<Olga>')} .avatar") == "OL"
+    assert await first.inner_text(f"{tile('Sam 2')} .avatar") == "SA"  # digits are no initials
+    item = first.locator("#participant-list li", has_text="<Olga>")
+    assert await item.locator(".avatar").text_content() == "OL"
+
+
+async def test_no_devices_at_all_says_camera_or_microphone(relay, browsers):
+    (browser,) = await browsers(1)
+    context = await browser.new_context()
+    await context.add_init_script(NO_DEVICES_JS)
+    page = await context.new_page()
+    await page.goto(relay.url)
+    await wait_visible(page, "#media-problem")
+    text = await page.inner_text("#media-problem-text")
+    assert text.startswith("No camera or microphone was found."), text
+
+
+async def test_self_view_is_a_movable_picture_in_picture_in_a_call_of_two(relay, room, browsers):
+    name = room("pip")
+    (browser,) = await browsers(1)
+    viewport = {"width": 1280, "height": 800}
+    ada = await open_lobby(browser, relay.url, viewport=viewport)
+    await join(ada, name, "Ada")
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    await wait_for_remotes(ada, ["Grace"])
+    stage = await box(ada, "#grid")
+    await wait_visible(ada, ".tile[data-self][data-pip]")
+    own, other = await box(ada, ".tile[data-self]"), await box(ada, tile("Grace"))
+    assert own["width"] < stage["width"] * 0.3
+    assert other["width"] > stage["width"] * 0.6
+    assert own["x"] + own["width"] / 2 > stage["x"] + stage["width"] / 2  # bottom right
+    assert own["y"] + own["height"] / 2 > stage["y"] + stage["height"] / 2
+
+    # Dragged to the top left, it stays there.
+    await ada.mouse.move(own["x"] + 20, own["y"] + 20)
+    await ada.mouse.down()
+    await ada.mouse.move(stage["x"] + 60, stage["y"] + 60, steps=8)
+    await ada.mouse.up()
+    await ada.wait_for_timeout(300)
+    moved = await box(ada, ".tile[data-self]")
+    assert moved["x"] < stage["x"] + stage["width"] / 2
+    assert moved["y"] < stage["y"] + stage["height"] / 2
+    assert await ada.evaluate("() => localStorage.getItem('roomrelay.pipCorner')") == "top-left"
+
+    # A third person: everyone gets a tile, yours first.
+    linus = await open_and_join(browser, relay.url, name, "Linus")
+    await wait_for_remotes(ada, ["Grace", "Linus"])
+    await wait_hidden(ada, ".tile[data-pip]")
+    order = await ada.eval_on_selector_all(
+        ".tile", "(tiles) => tiles.map((t) => t.dataset.nickname)"
+    )
+    assert order[0] == "Ada"
+    sizes = {(await box(ada, f"{tile(n)}"))["width"] for n in ("Ada", "Grace", "Linus")}
+    assert max(sizes) - min(sizes) < 2
+    await linus.close()
+    await grace.close()
+
+
+# -- layouts, hands, reactions, quality and polish (issue 15) ---------------------------------
+
+
+async def choose_in_settings(page, selector, *, check=True):
+    await page.click("#open-devices")
+    await page.set_checked(selector, check)
+    await page.click("#devices-dialog button[type=submit]")
+
+
+async def test_speaker_view_pin_full_screen_and_hidden_tiles_are_per_device(relay, room, browsers):
+    name = room("layouts")
+    red, green, blue = await browsers(3)
+    viewport = {"width": 1280, "height": 800}
+    ada = await open_lobby(red, relay.url, viewport=viewport)
+    await join(ada, name, "Ada")
+    grace = await open_and_join(green, relay.url, name, "Grace")
+    await open_and_join(blue, relay.url, name, "Linus")
+    await wait_decoding(ada, ["Grace", "Linus"])
+    assert await ada.get_attribute("#grid", "data-layout") == "grid"
+
+    # Speaker view: one large tile, the others in a strip below it.
+    await choose_in_settings(ada, "#layout-speaker")
+    await wait_visible(ada, "#grid[data-layout='speaker'] .tile[data-featured]")
+    featured = await box(ada, ".tile[data-featured]")
+    stage = await box(ada, "#grid")
+    assert featured["width"] > stage["width"] * 0.6
+    for small in await ada.locator(".tile:not([data-featured])").all():
+        strip = await small.bounding_box()
+        assert strip["width"] < featured["width"] / 3
+        assert strip["y"] > featured["y"] + featured["height"] - 2
+
+    # Pin Linus: large for Ada, and only for her; the screen shows his blue.
+    await ada.hover(tile("Linus"))
+    await ada.click(f"{tile('Linus')} .pin-tile")
+    await wait_visible(ada, f"{tile('Linus')}[data-featured][data-pinned]")
+    assert await ada.get_attribute(f"{tile('Linus')} .pin-tile", "aria-pressed") == "true"
+
+    async def shows_blue():
+        return close_to(await screenshot_colour(ada, ".tile[data-featured]"), BLUE, 60)
+
+    await wait_colour(ada, "Linus", BLUE)
+    await wait_until(shows_blue, 30)
+    assert await grace.get_attribute("#grid", "data-layout") == "grid"
+    assert await grace.locator(".tile[data-pinned]").count() == 0
+
+    # Full screen, and back.
+    await ada.click(f"{tile('Linus')} .fullscreen-tile")
+    await wait_until(lambda: ada.evaluate("() => document.fullscreenElement?.dataset.nickname"))
+    assert await ada.evaluate("() => document.fullscreenElement.dataset.nickname") == "Linus"
+    await ada.click(f"{tile('Linus')} .fullscreen-tile")
+    await wait_until(lambda: ada.evaluate("() => document.fullscreenElement === null"))
+    await ada.click(f"{tile('Linus')} .pin-tile")  # unpinned
+    await wait_hidden(ada, ".tile[data-pinned]")
+
+    # Hide tiles without video: Grace turns her camera off and leaves Ada's screen.
+    await choose_in_settings(ada, "#hide-without-video")
+    await grace.click("#toggle-cam")
+    await wait_hidden(ada, tile("Grace"))
+    assert await ada.is_visible(tile("Linus"))
+    await grace.click("#toggle-cam")
+    await wait_visible(ada, tile("Grace"))
+
+    # Remembered on this device after a reload.
+    await ada.reload()
+    await wait_for_remotes(ada, ["Grace", "Linus"])
+    await wait_visible(ada, "#grid[data-layout='speaker']")
+    await ada.click("#open-devices")
+    assert await ada.is_checked("#layout-speaker")
+    assert await ada.is_checked("#hide-without-video")
+
+
+async def test_hands_and_reactions_reach_every_page_in_order(relay, room, browsers):
+    name = room("hands")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    linus = await open_and_join(browser, relay.url, name, "Linus")
+    everyone = {"Ada": ada, "Grace": grace, "Linus": linus}
+    for nickname, page in everyone.items():
+        await wait_for_remotes(page, [other for other in everyone if other != nickname])
+
+    await grace.click("#raise-hand")
+    await wait_visible(linus, f"{tile('Grace')} .hand-badge")
+    await ada.keyboard.press("h")  # the shortcut
+    await wait_visible(linus, f"{tile('Ada')} .hand-badge")
+    assert await grace.get_attribute("#raise-hand", "aria-pressed") == "true"
+    for page in (ada, grace, linus):
+        await page.click("#toggle-participants")
+        await wait_until(lambda page=page: hand_queue_is(page, ["Grace", "Ada"]), 20)
+
+    # Grace lowers hers: Ada is first in line everywhere.
+    await grace.click("#raise-hand")
+    for page in (ada, grace, linus):
+        await wait_hidden(page, f"{tile('Grace')} .hand-badge")
+        await wait_visible(page, "#participant-list li[data-hand='1']:has-text('Ada')")
+
+    # Reactions float over the sender's tile, in the order they were sent.
+    for page in (grace, linus):
+        await record_reactions(page)
+    await ada.click("#open-reactions")
+    await ada.click(".reaction-choice[data-emoji='👍']")
+    await ada.click(".reaction-choice[data-emoji='🎉']")
+    await wait_visible(ada, ".tile[data-self] .reaction")
+    for page in (grace, linus):
+
+        async def both(page=page):
+            return len(await reactions_seen(page)) >= 2
+
+        await wait_until(both, 20)
+        assert await reactions_seen(page) == [["Ada", "👍"], ["Ada", "🎉"]]
+
+
+async def hand_queue_is(page, expected):
+    """The People panel lists raised hands first, in order; yourself as "Name (you)"."""
+    names = await page.locator("#participant-list li[data-hand] .name").all_inner_texts()
+    return [name.removesuffix(" (you)") for name in names] == expected
+
+
+async def test_each_tile_shows_its_connection_quality(relay, room, browsers):
+    name = room("tile-quality")
+    (browser,) = await browsers(1)
+    ada = await open_and_join(browser, relay.url, name, "Ada")
+    await open_and_join(browser, relay.url, name, "Grace")
+    await wait_decoding(ada, ["Grace"])
+    indicator = f"{tile('Grace')} .tile-quality"
+    await wait_visible(ada, indicator)
+
+    async def measured():
+        label = await ada.get_attribute(indicator, "aria-label") or ""
+        return "Packet loss" in label and "fps" in label and label
+
+    label = await wait_until(measured, 20)
+    assert label.startswith("Connection to Grace: ")
+    assert await ada.get_attribute(indicator, "data-level") in ("good", "fair", "poor")
+    details = f"{indicator} .tile-quality-details"
+    assert (
+        await ada.evaluate("(s) => getComputedStyle(document.querySelector(s)).visibility", details)
+        == "hidden"
+    )
+    await ada.focus(indicator)
+    await ada.keyboard.press("Shift+Tab")
+    await ada.keyboard.press("Tab")  # keyboard focus shows the details
+    assert "fps" in await ada.inner_text(details)
+    assert (
+        await ada.evaluate("(s) => getComputedStyle(document.querySelector(s)).visibility", details)
+        == "visible"
+    )
+
+
+async def test_alone_state_unread_title_links_chime_and_muted_hint(relay, room, browsers):
+    name = room("polish")
+    (browser,) = await browsers(1)  # its fake microphone plays a steady tone: "talking"
+    lobby = await open_lobby(browser, relay.url)
+
+    async def level_shown(page=lobby, meter="#lobby-mic-level"):
+        return await page.evaluate("(s) => document.querySelector(s).value", meter) > 0.1
+
+    await wait_until(level_shown, 20)
+    await join(lobby, name, "Ada")
+    ada = lobby
+    await wait_visible(ada, "#alone")
+    assert "share the link" in (await ada.inner_text("#alone")).lower()
+
+    grace = await open_and_join(browser, relay.url, name, "Grace")
+    await wait_hidden(ada, "#alone")
+    assert await ada.evaluate("() => window.roomrelay.call.chime.played") == 1
+
+    # A message while Ada's chat is closed: counted on the tab; its address is a safe link.
+    await grace.click("#toggle-chat")
+    text = "look <img src=x onerror=window.pwned=1> at https://example.org/a?b=1."
+    await grace.fill("#chat-input", text)
+    await grace.press("#chat-input", "Enter")
+
+    async def title_counts():
+        return await ada.title() == f"(1) {name} · roomrelay"
+
+    await wait_until(title_counts, 20)
+    await ada.click("#toggle-chat")
+    assert await ada.title() == f"{name} · roomrelay"
+    link = ada.locator("#chat-log a")
+    assert await link.get_attribute("href") == "https://example.org/a?b=1"
+    assert await link.inner_text() == "https://example.org/a?b=1"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    assert await ada.locator("#chat-log img").count() == 0
+    assert await ada.evaluate("() => window.pwned") is None
+    assert text in await ada.inner_text("#chat-log li:not(.system) .text")
+
+    # Muted while talking: a hint says so, until unmuted.
+    await ada.click("#toggle-chat")
+    await ada.keyboard.press("m")
+    await wait_visible(ada, "#muted-hint")
+    await ada.keyboard.press("m")
+    await wait_hidden(ada, "#muted-hint")
+
+    # The Settings dialog shows the level too, and turns the chime off (remembered).
+    await ada.click("#open-devices")
+    await wait_until(lambda: level_shown(ada, "#call-mic-level"), 20)
+    await ada.set_checked("#chime-toggle", False)
+    await ada.click("#devices-dialog button[type=submit]")
+    await grace.click("#leave")
+    await wait_visible(ada, "#alone")
+    assert await ada.evaluate("() => window.roomrelay.call.chime.played") == 1
+    assert await ada.evaluate("() => localStorage.getItem('roomrelay.chime')") == "off"
+
+
+# A USB headset is plugged in once window.plugIn() runs.
+HOT_PLUG_JS = """
+(() => {
+  const enumerate = navigator.mediaDevices.enumerateDevices.bind(navigator.mediaDevices);
+  let plugged = false;
+  navigator.mediaDevices.enumerateDevices = async () => {
+    const devices = await enumerate();
+    if (!plugged) return devices;
+    const headset = { deviceId: "usb-headset", groupId: "usb", kind: "audioinput",
+                      label: "USB headset", toJSON() { return this; } };
+    return [...devices, headset];
+  };
+  window.plugIn = () => {
+    plugged = true;
+    navigator.mediaDevices.dispatchEvent(new Event("devicechange"));
+  };
+})();
+"""
+
+
+async def test_a_microphone_plugged_in_mid_call_shows_up(relay, room, browsers):
+    name = room("hot-plug")
+    (browser,) = await browsers(1)
+    context = await browser.new_context()
+    await context.add_init_script(HOT_PLUG_JS)
+    ada = await context.new_page()
+    await ada.goto(relay.url)
+    await join(ada, name, "Ada")
+    await ada.evaluate("() => window.plugIn()")
+    await wait_visible(ada, "#toast:has-text('USB headset connected')")
+    await ada.click("#open-devices")
+    options = ada.locator("#call-microphone option")
+    await options.filter(has_text="USB headset").wait_for(state="attached")
+
+
+SCREEN_GREEN = (3, 142, 1)  # Chromium's fake screen (--auto-select-desktop-capture-source)
+SHARE_SCREEN = ["--auto-select-desktop-capture-source=Entire screen"]
+
+
+async def zoomclone_peer_shows(page, colour):
+    return close_to(await average_colour(page, "#peerFace"), colour, 60)
+
+
+async def test_a_shared_screen_is_large_for_everyone_and_reaches_zoomclone_pages(
+    room, browsers, tmp_path
+):
+    name = room("present")
+    server = zoomclone_server("relay")  # the bundled page stays at /static/index.html
+    try:
+        (presenter,) = await browsers(1, [RED], extra_flags=SHARE_SCREEN)
+        silent = write_tone(tmp_path / "quiet.wav", 440, amplitude=0)
+        blue = write_y4m(tmp_path / "blue.y4m", BLUE)
+        (viewer,) = await browsers(1, files=False, video=blue, audio=silent)
+        (old_client,) = await browsers(1, files=False, video=blue, audio=silent)
+        page_url = f"{server.url}/static/index.html"
+        ada = await open_lobby(presenter, page_url, viewport={"width": 1280, "height": 800})
+        await join(ada, name, "Ada")
+        grace = await open_lobby(viewer, page_url, viewport={"width": 1280, "height": 800})
+        await join(grace, name, "Grace")
+        zoom = await open_zoomclone(old_client, server.url, name)
+        await wait_decoding(grace, ["Ada"])
+        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 30)  # Ada talks
+
+        await ada.click("#share-screen")
+        await wait_visible(ada, "#presenting")
+        assert await ada.get_attribute("#share-screen", "aria-pressed") == "true"
+        screen = ".tile[data-screen][data-screen-of='Ada']"
+        await wait_visible(grace, f"{screen}[data-featured]")
+        shown, stage = await box(grace, screen), await box(grace, "#grid")
+        assert shown["width"] > stage["width"] * 0.6
+        await wait_colour(grace, "Ada", RED)  # her camera goes on, in the strip
+        assert (await box(grace, tile("Ada")))["width"] < shown["width"] / 3
+
+        async def grace_sees_the_screen():
+            return close_to(await average_colour(grace, f"{screen} video"), SCREEN_GREEN, 60)
+
+        await wait_until(grace_sees_the_screen, 45)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, SCREEN_GREEN), 45)
+
+        # Stop: the screen goes away everywhere, and the zoom-clone page follows Ada again.
+        await ada.click("#stop-presenting")
+        await wait_hidden(ada, "#presenting")
+        await grace.locator(screen).wait_for(state="detached", timeout=30_000)
+        await wait_until(lambda: zoomclone_peer_shows(zoom, RED), 45)
+        await wait_colour(grace, "Ada", RED)
+        # Sharing again reuses the connection's screen m-line.
+        await ada.click("#share-screen")
+        await wait_until(grace_sees_the_screen, 45)
+    finally:
+        server.stop()

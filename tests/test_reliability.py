@@ -184,6 +184,7 @@ class FakePublication:
 
     def __init__(self, peer_id: str) -> None:
         self.peer_id, self.key, self.kind = peer_id, f"{peer_id}:0", "audio"
+        self.source = "microphone"
         self.forwardable, self.mime_type = True, "audio/opus"
 
     def request_keyframe(self) -> None: ...

@@ -25,7 +25,7 @@ class MediaBackend(Protocol):
     async def on_leave(self, participant: Participant, room: str) -> None:
         """``participant`` is leaving ``room`` (still a member); free its media."""
 
-    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         """An SDP offer from ``participant``."""
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:

@@ -40,7 +40,7 @@ class PeerToPeerBackend:
     async def on_leave(self, participant: Participant, room: str) -> None:
         return None
 
-    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         self._require_video_dialect(participant)
         await self._to_others(participant, room, "offer", offer)
 

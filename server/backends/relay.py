@@ -83,8 +83,8 @@ class RelayBackend:
     async def on_leave(self, participant: Participant, room: str) -> None:
         await self._media.leave(room, participant.peer_id)
 
-    async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
-        self._media.offer(room, participant.peer_id, offer["sdp"])
+    async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
+        self._media.offer(room, participant.peer_id, offer["sdp"], offer.get("sources"))
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
         raise ProtocolError(
@@ -128,7 +128,10 @@ class RelayBackend:
     async def slots_changed(self, peer_id: str, slots: list[SlotInfo]) -> None:
         participant = self._native(peer_id)
         if participant is not None:
-            tracks = [{"mid": s.mid, "kind": s.kind, "peer_id": s.peer_id} for s in slots]
+            tracks = [
+                {"mid": s.mid, "kind": s.kind, "peer_id": s.peer_id, "source": s.source}
+                for s in slots
+            ]
             await self._send(participant, "tracks", {"tracks": tracks})
 
     async def renegotiation_needed(self, peer_id: str, wanted: dict[Kind, int]) -> None:

@@ -34,7 +34,7 @@ from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 from aiortc.utils import random32, uint16_add, uint32_add
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler) 
     tap = EncodedFrameTap(on_frame)
     setattr(receiver, _DECODER_QUEUE, tap)
     return tap
+
+
+__all__ = ["MediaDescription"]  # aiortc's parsed m-line, for offer.py's type hints
 
 
 def parse_sdp(sdp: str) -> SessionDescription:

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 
 from aiortc import RTCIceCandidate, RTCSessionDescription
 
-from ..validation import IceCandidate, ProtocolError
-from .aiortc_hooks import common_codecs, parse_candidate_line, parse_sdp, supported_codecs
+from ..validation import SOURCES, IceCandidate, ProtocolError
+from .aiortc_hooks import (
+    MediaDescription,
+    common_codecs,
+    parse_candidate_line,
+    parse_sdp,
+    supported_codecs,
+)
 from .sdp_budget import check_candidate, check_offer
 
 SENDING = ("sendrecv", "sendonly")
@@ -27,6 +33,7 @@ class MediaSection:
     kind: str
     direction: str
     codecs: tuple[str, ...]  # mime types we share with the client, in its order
+    source: str = ""  # what a sending m-line carries: microphone, camera, screen, screen_audio
 
     @property
     def client_sends(self) -> bool:
@@ -53,9 +60,16 @@ def _invalid(message: str) -> ProtocolError:
     return ProtocolError("invalid_sdp", message)
 
 
-def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
-    """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError."""
+def parse_offer(
+    sdp: str, max_media_sections: int, sources: dict[str, str] | None = None
+) -> ParsedOffer:
+    """Validate ``sdp`` as an offer aiortc can apply completely, or raise ProtocolError.
+
+    ``sources`` names what some m-lines carry (by mid); the others carry the kind's first
+    source (a microphone, a camera).
+    """
     check_offer(sdp, max_media_sections)
+    sources = sources or {}
     try:
         parsed = parse_sdp(sdp)
     except Exception as exc:  # aiortc's parser raises whatever it trips over
@@ -86,36 +100,39 @@ def parse_offer(sdp: str, max_media_sections: int) -> ParsedOffer:
     ufrags = {media.ice.usernameFragment for media in parsed.media if media.ice}
     if len(ufrags) != 1:
         raise _invalid("all media sections must share one ICE username fragment")
-    sections = []
-    for media in parsed.media:
-        if media.kind == "application":
-            sections.append(MediaSection(media.rtp.muxId, media.kind, "sendrecv", ()))
-            continue
-        supported = supported_codecs(media.kind)
-        if not supported:
-            raise ProtocolError("unsupported_sdp", f"unsupported media kind {media.kind!r}")
-        if media.port == 0:
-            raise ProtocolError(
-                "unsupported_sdp",
-                "stopped transceivers are not supported; set their direction to inactive",
-            )
-        common = common_codecs(media.kind, media.rtp.codecs)
-        names = tuple(codec.mimeType for codec in common if not codec.mimeType.endswith("/rtx"))
-        if not names:
-            offered = ", ".join(sorted({c.mimeType for c in media.rtp.codecs})) or "none"
-            raise ProtocolError(
-                "no_usable_codec",
-                f"no {media.kind} codec in common (offered: {offered}; "
-                f"supported: {', '.join(c.mimeType for c in supported)})",
-            )
-        sections.append(
-            MediaSection(media.rtp.muxId, media.kind, media.direction or "sendrecv", names)
-        )
+    sections = tuple(_section(media, sources) for media in parsed.media)
     return ParsedOffer(
         description=RTCSessionDescription(sdp=sdp, type="offer"),
         ice_ufrag=ufrags.pop() or "",
-        sections=tuple(sections),
+        sections=sections,
     )
+
+
+def _section(media: MediaDescription, sources: dict[str, str]) -> MediaSection:
+    """One m-line: its direction, the codecs we share and what it carries."""
+    if media.kind == "application":
+        return MediaSection(media.rtp.muxId, media.kind, "sendrecv", ())
+    supported = supported_codecs(media.kind)
+    if not supported:
+        raise ProtocolError("unsupported_sdp", f"unsupported media kind {media.kind!r}")
+    if media.port == 0:
+        raise ProtocolError(
+            "unsupported_sdp",
+            "stopped transceivers are not supported; set their direction to inactive",
+        )
+    common = common_codecs(media.kind, media.rtp.codecs)
+    names = tuple(codec.mimeType for codec in common if not codec.mimeType.endswith("/rtx"))
+    if not names:
+        offered = ", ".join(sorted({c.mimeType for c in media.rtp.codecs})) or "none"
+        raise ProtocolError(
+            "no_usable_codec",
+            f"no {media.kind} codec in common (offered: {offered}; "
+            f"supported: {', '.join(c.mimeType for c in supported)})",
+        )
+    source = sources.get(media.rtp.muxId, SOURCES[media.kind][0])
+    if source not in SOURCES[media.kind]:
+        raise ProtocolError("bad_request", f"a {media.kind} m-line cannot carry {source!r}")
+    return MediaSection(media.rtp.muxId, media.kind, media.direction or "sendrecv", names, source)
 
 
 def stream_ids_by_mid(sdp: str) -> dict[str, str]:

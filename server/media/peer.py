@@ -319,7 +319,11 @@ class MediaPeer:
         publication = self.publications.get(mid)
         if section.client_sends and publication is None and transceiver.receiver.track:
             publication = Publication(
-                self.peer_id, transceiver, self._relay, forward=self._forwarding
+                self.peer_id,
+                transceiver,
+                self._relay,
+                forward=self._forwarding,
+                source=section.source,
             )
             await publication.start()
             if transceiver not in (self.pc.getTransceivers() if self.pc else ()):

@@ -26,6 +26,9 @@ class Source(Protocol):
     @property
     def peer_id(self) -> str: ...
 
+    @property
+    def source(self) -> str: ...  # microphone, camera, screen or screen_audio
+
 
 class Receiver(Hashable, Protocol):
     """A receive slot as planning sees it."""
@@ -77,7 +80,10 @@ def plan_every_source(
 def plan_follow_speaker(
     slots: Sequence[SlotT], sources: Iterable[SourceT], speaker_order: Sequence[str]
 ) -> dict[SlotT, SourceT | None]:
-    """Fill each kind's slots with the sources of the most relevant speakers first."""
+    """Fill each kind's slots with the sources of the most relevant speakers first.
+
+    A shared screen comes before every camera while it lasts: it is what the room looks at.
+    """
     rank = {peer_id: index for index, peer_id in enumerate(speaker_order)}
     sources = list(sources)
     plan: dict[SlotT, SourceT | None] = {}
@@ -85,7 +91,7 @@ def plan_follow_speaker(
         kind_slots = [slot for slot in slots if slot.kind == kind]
         ranked = sorted(
             (s for s in sources if s.kind == kind),
-            key=lambda s: (rank.get(s.peer_id, len(rank)), s.key),
+            key=lambda s: (s.source != "screen", rank.get(s.peer_id, len(rank)), s.key),
         )
         for index, slot in enumerate(kind_slots):
             plan[slot] = ranked[index] if index < len(ranked) else None

@@ -141,9 +141,11 @@ class Publication:
         relay: MediaRelay,
         *,
         forward: bool,
+        source: str = "",
     ) -> None:
         receiver = transceiver.receiver
         self.peer_id = peer_id
+        self.source = source  # microphone, camera, screen or screen_audio
         self.mid: str = transceiver.mid or ""
         self.kind = cast("Kind", receiver.track.kind)
         self.receiver = receiver

@@ -78,9 +78,14 @@ class Sfu:
             del self._rooms[room]
             await media_room.close()
 
-    def offer(self, room: str, peer_id: str, sdp: str) -> None:
-        """Queue an offer; the answer (or an error) arrives through the listener."""
-        parsed = parse_offer(sdp, self.config.max_media_sections)
+    def offer(
+        self, room: str, peer_id: str, sdp: str, sources: dict[str, str] | None = None
+    ) -> None:
+        """Queue an offer; the answer (or an error) arrives through the listener.
+
+        ``sources`` names what the client's sending m-lines carry, by mid.
+        """
+        parsed = parse_offer(sdp, self.config.max_media_sections, sources)
         self._peer(room, peer_id).submit_offer(parsed)
 
     async def ice(self, room: str, peer_id: str, candidate: IceCandidate | None) -> None:

@@ -127,7 +127,8 @@ class Slot(MediaStreamTrack):
         return "forward" if isinstance(self._subscription, EncodedSubscription) else "decode"
 
     def info(self) -> SlotInfo:
-        return SlotInfo(self.mid, cast("Kind", self.kind), self.source_peer)
+        source = self._subscription.publication.source if self._subscription else None
+        return SlotInfo(self.mid, cast("Kind", self.kind), self.source_peer, source)
 
     # -- switching sources -------------------------------------------------------------
 

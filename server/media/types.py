@@ -56,6 +56,7 @@ class SlotInfo:
     mid: str | None
     kind: Kind
     peer_id: str | None  # None: the slot is idle
+    source: str | None = None  # what it carries: microphone, camera, screen, screen_audio
 
 
 @dataclass(frozen=True)

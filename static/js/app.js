@@ -4,20 +4,23 @@
 import { Call } from "./call.js";
 import { describeError } from "./errors.js";
 import { roomFromUrl } from "./links.js";
+import { MicLevel } from "./level.js";
 import { Lobby } from "./lobby.js";
 import { LocalMedia } from "./media.js";
 import { RequestError, Signaling } from "./signaling.js";
 import { activeRoom, prefs } from "./storage.js";
-import { showBanner } from "./ui.js";
+import { showBanner, toast } from "./ui.js";
 
 const RESUME_WAIT_MS = 10_000;
 
 const signaling = new Signaling();
 const media = new LocalMedia();
+const micLevel = new MicLevel(media, [document.getElementById("lobby-mic-level"), document.getElementById("call-mic-level")]);
 const lobby = new Lobby({ signaling, media, onJoin: enterCall });
 const call = new Call({
   signaling,
   media,
+  micLevel,
   onExit: (message) => {
     lobby.show(message);
     lobby.focus();
@@ -28,6 +31,11 @@ async function enterCall(room, nickname) {
   await call.enter(room, nickname);
   lobby.hide();
 }
+
+media.addEventListener("devicesadded", ({ detail: devices }) => {
+  const names = devices.map((device) => device.label || (device.kind === "videoinput" ? "A camera" : "A microphone"));
+  toast(`${names.join(", ")} connected. Choose it in ${call.active ? "Settings" : "the lists below the preview"}.`);
+});
 
 signaling.on("connect", () => showBanner(null));
 signaling.on("disconnect", () => {
@@ -42,6 +50,7 @@ signaling.on("error", (error) => {
 window.roomrelay = {
   signaling,
   media,
+  micLevel,
   call,
   get pc() {
     return call.pc;

@@ -3,19 +3,26 @@
 
 import { Captions } from "./captions.js";
 import { Chat } from "./chat.js";
-import { bindMediaToggle, bindShortcuts } from "./controls.js";
-import { DevicePicker } from "./devices.js";
+import { Chime } from "./chime.js";
+import { bindMediaToggle, bindShortcuts, toggleMedia } from "./controls.js";
 import { describeError } from "./errors.js";
 import { Grid } from "./grid.js";
+import { RaisedHands } from "./hands.js";
 import { copyRoomLink, showRoomInUrl } from "./links.js";
 import { SidePanel } from "./panels.js";
 import { ParticipantList } from "./participants.js";
 import { MediaLink } from "./peer.js";
 import { QualityIndicator } from "./quality.js";
+import { ReactionBar, floatReaction } from "./reactions.js";
+import { ScreenShare } from "./screenshare.js";
+import { SettingsDialog } from "./settings.js";
 import { activeRoom } from "./storage.js";
-import { byId, showBanner } from "./ui.js";
+import { TileQuality } from "./tilequality.js";
+import { AvatarColours, byId, showBanner, toast } from "./ui.js";
 
 const SELF = "self"; // your own tile's id: your peer_id changes when you rejoin
+// Someone whose connection dropped usually rejoins within seconds: "left" waits this long.
+const RETURN_GRACE_MS = 15_000;
 
 export class Call {
   #signaling;
@@ -29,8 +36,10 @@ export class Call {
   #speaker = null;
   #sentState = null;
   #link;
-  #grid = new Grid(byId("grid"));
-  #list = new ParticipantList(byId("participant-list"), byId("participant-count"));
+  #colours = new AvatarColours();
+  #grid = new Grid(byId("grid"), this.#colours);
+  #list = new ParticipantList(byId("participant-list"), byId("participant-count"), this.#colours);
+  #pendingNotes = new Map(); // "left:Ada" / "joined:Ada" → timer of a line held back
   #quality;
   #chat;
   #captions = new Captions({
@@ -39,11 +48,18 @@ export class Call {
     download: byId("download-transcript"),
   });
   #panel;
+  #hands;
+  #reactions;
+  #tileQuality;
+  #micLevel;
+  #screen = new ScreenShare();
+  chime = new Chime();
 
   /** ``onExit(message | null)``: the call is over (left, or refused on rejoin); show the lobby. */
-  constructor({ signaling, media, onExit }) {
+  constructor({ signaling, media, micLevel, onExit }) {
     this.#signaling = signaling;
     this.#media = media;
+    this.#micLevel = micLevel;
     this.#onExit = onExit;
     this.#link = new MediaLink(signaling);
     this.#quality = new QualityIndicator(byId("quality"), () => this.#link.pc);
@@ -51,10 +67,30 @@ export class Call {
       log: byId("chat-log"),
       form: byId("chat-form"),
       input: byId("chat-input"),
+      problem: byId("chat-problem"),
       badge: byId("chat-unread"),
       button: byId("toggle-chat"),
       send: async (text) => (await signaling.request("chat_message", { text })).message,
+      nickname: () => this.#nickname,
     });
+    this.#chat.addEventListener("unread", () => this.#renderTitle());
+    this.#hands = new RaisedHands(
+      byId("raise-hand"),
+      async (raised) => (await signaling.request("raise_hand", { raised })).hands,
+    );
+    this.#hands.addEventListener("change", () => {
+      this.#grid.setHands(this.#hands.raised.map((id) => (id === this.#peerId ? SELF : id)));
+      this.#renderList();
+    });
+    this.#reactions = new ReactionBar(byId("open-reactions"), byId("reaction-bar"), async (emoji) => {
+      await signaling.request("reaction", { emoji });
+      floatReaction(this.#grid.element(SELF), emoji);
+    });
+    this.#tileQuality = new TileQuality(
+      () => this.#link.pc,
+      () => this.#grid.tracks(),
+      (id, quality) => this.#grid.setQuality(id, quality),
+    );
     this.#panel = new SidePanel(byId("side-panel"), {
       participants: { section: byId("participants-panel"), button: byId("toggle-participants") },
       chat: { section: byId("chat-panel"), button: byId("toggle-chat") },
@@ -85,10 +121,11 @@ export class Call {
     this.#nickname = reply.nickname;
     activeRoom.set(this.#room);
     showRoomInUrl(this.#room);
-    document.title = `${this.#room} · roomrelay`;
+    this.#renderTitle();
     byId("call-room").textContent = this.#room;
     byId("call").hidden = false;
     this.#quality.start();
+    this.#tileQuality.start();
     this.#joined(reply);
     byId("toggle-mic").focus();
   }
@@ -97,6 +134,7 @@ export class Call {
     if (!this.active) return;
     this.#signaling.request("leave_room").catch(() => {}); // the socket may already be gone
     this.#end(null);
+    this.#media.release(); // the camera light goes off; the lobby offers to turn it on again
   }
 
   // -- membership -------------------------------------------------------------------
@@ -108,7 +146,10 @@ export class Call {
     const present = new Set(reply.participants.map((person) => person.peer_id));
     for (const id of this.#people.keys()) if (!present.has(id)) this.#forget(id);
     for (const person of reply.participants) this.#remember(person);
+    this.#setSpeaker(reply.active_speaker ?? null);
+    this.#hands.reset(this.#peerId, reply.hands ?? []);
     this.#renderSelf();
+    this.#renderAlone();
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
     this.#captions.setAvailable(Boolean(reply.captions), this.#room);
@@ -117,8 +158,12 @@ export class Call {
   }
 
   async #rejoin() {
+    const handWasUp = this.#hands.mine;
     try {
       this.#joined(await this.#signaling.request("join_room", { room: this.#room, nickname: this.#nickname }));
+      // A new connection is a new participant to the server: carry your hand and screen over.
+      if (handWasUp) this.#hands.toggle();
+      this.#presentingChanged();
     } catch (error) {
       if (error.code !== "offline") this.#end(describeError(error)); // offline: the next "connect" retries
     }
@@ -127,14 +172,22 @@ export class Call {
   #end(message) {
     this.#link.stop();
     this.#quality.stop();
+    this.#tileQuality.stop();
+    this.#reactions.close();
+    this.#screen.stop();
+    this.#hands.reset(null);
     for (const id of [...this.#people.keys()]) this.#forget(id);
+    for (const timer of this.#pendingNotes.values()) clearTimeout(timer);
+    this.#pendingNotes.clear();
     this.#grid.clear();
+    this.#colours.reset();
     this.#chat.clear();
     this.#captions.reset();
     this.#showRecording(false);
     this.#room = this.#peerId = this.#speaker = null;
     activeRoom.clear();
     byId("call").hidden = true;
+    byId("muted-hint").hidden = true;
     showBanner(null);
     this.#onExit(message);
   }
@@ -150,12 +203,16 @@ export class Call {
     this.#grid.upsert(id, { nickname, audio, video });
     this.#grid.setTracks(id, tracksOf(this.#remoteTracks.get(id)));
     this.#renderList();
+    this.#renderAlone();
   }
 
   #forget(id) {
     this.#people.delete(id);
     this.#grid.remove(id);
+    this.#grid.remove(screenTile(id));
+    this.#hands.drop(id);
     this.#renderList();
+    this.#renderAlone();
   }
 
   #update(id, changes) {
@@ -169,23 +226,31 @@ export class Call {
   #bindServerEvents() {
     const on = (event, handler) => this.#signaling.on(event, (payload) => this.active && handler(payload));
     on("user_joined", (person) => {
+      this.#noteJoined(person.peer_id, person.nickname);
       this.#remember(person);
-      this.#chat.note(`${person.nickname} joined`);
       this.#link.expectPeers(this.#people.size);
     });
-    on("user_left", ({ peer_id: id, nickname }) => {
+    on("user_left", ({ peer_id: id, nickname, reason }) => {
       if (!this.#people.has(id)) return;
       this.#forget(id);
-      this.#chat.note(`${nickname} left`);
+      if (reason === "disconnect") this.#noteLeft(nickname);
+      else this.#said(`${nickname} left`, "leave");
     });
-    on("user_updated", ({ peer_id: id, nickname }) => this.#update(id, { nickname }));
+    on("user_updated", ({ peer_id: id, nickname }) => {
+      this.#update(id, { nickname });
+      this.#renderScreen(id);
+    });
     on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
-    on("active_speaker", ({ peer_id: id }) => {
-      this.#speaker = id === this.#peerId ? SELF : id;
-      this.#grid.setSpeaker(this.#speaker);
-      this.#renderList();
-    });
+    on("active_speaker", ({ peer_id: id }) => this.#setSpeaker(id));
     on("chat_message", (message) => this.#chat.receive(message));
+    on("hands", ({ hands }) => {
+      const before = this.#hands.raised;
+      this.#hands.set(hands);
+      for (const id of hands) {
+        if (!before.includes(id) && this.#people.has(id)) toast(`${this.#people.get(id).nickname} raised their hand`);
+      }
+    });
+    on("reaction", ({ peer_id: id, emoji }) => floatReaction(this.#grid.element(id), emoji));
     on("recording", ({ active }) => this.#showRecording(active));
     on("transcript", (entry) => this.#captions.receive(entry));
     // The server removed us from the room along with the old connection: rejoin on the new one.
@@ -201,8 +266,12 @@ export class Call {
   #bindMedia() {
     this.#link.addEventListener("tracks", ({ detail }) => {
       this.#remoteTracks = detail;
-      for (const id of this.#people.keys()) this.#grid.setTracks(id, tracksOf(detail.get(id)));
+      for (const id of this.#people.keys()) {
+        this.#grid.setTracks(id, tracksOf(detail.get(id)));
+        this.#renderScreen(id);
+      }
     });
+    this.#screen.addEventListener("change", () => this.#presentingChanged());
     this.#link.addEventListener("state", ({ detail: state }) => {
       if (!this.active || !this.#signaling.connected) return;
       this.#quality.setPhase(state);
@@ -215,10 +284,104 @@ export class Call {
       if (!this.active) return;
       this.#renderSelf();
       this.#sendMediaState();
+      this.#renderMutedHint();
     });
+    this.#micLevel.addEventListener("speaking", () => this.#renderMutedHint());
     this.#media.addEventListener("trackchange", ({ detail: { kind, track } }) => {
       if (this.active) this.#link.replaceTrack(kind, track);
     });
+  }
+
+  /** The dominant speaker (a peer_id, or null), from the join ack or an active_speaker event. */
+  #setSpeaker(id) {
+    this.#speaker = id === this.#peerId ? SELF : id;
+    this.#grid.setSpeaker(this.#speaker);
+    this.#renderList();
+  }
+
+  /**
+   * A dropped connection is said as "left" only when the person does not come back soon,
+   * so that a flaky network does not fill the chat with "left" and "joined" lines. The new
+   * connection may join before the server notices the old one dropped, or after.
+   */
+  #noteLeft(nickname) {
+    if (this.#cancelNote(`joined:${nickname}`)) return; // already back
+    this.#noteLater(`left:${nickname}`, `${nickname} left`, "leave");
+  }
+
+  #noteJoined(id, nickname) {
+    if (this.#cancelNote(`left:${nickname}`)) return; // back after a drop
+    const twin = [...this.#people].some(([other, person]) => other !== id && person.nickname === nickname);
+    // Someone of the same name still here may be this person's dropped connection.
+    if (twin) this.#noteLater(`joined:${nickname}`, `${nickname} joined`, "join");
+    else this.#said(`${nickname} joined`, "join");
+  }
+
+  #noteLater(key, text, chime) {
+    this.#cancelNote(key);
+    const timer = setTimeout(() => {
+      this.#pendingNotes.delete(key);
+      if (this.active) this.#said(text, chime);
+    }, RETURN_GRACE_MS);
+    this.#pendingNotes.set(key, timer);
+  }
+
+  /** A line about the call in the chat, with its chime ("join" or "leave"). */
+  #said(text, chime) {
+    this.#chat.note(text);
+    this.chime.play(chime);
+  }
+
+  /** Alone in the room: say so, and offer the link that brings the others in. */
+  #renderAlone() {
+    byId("alone").hidden = !this.active || this.#people.size > 0;
+  }
+
+  /** "(2) standup · roomrelay": unread messages show on the tab while you look elsewhere. */
+  #renderTitle() {
+    if (!this.active) return;
+    const unread = this.#chat.unread;
+    document.title = `${unread ? `(${unread}) ` : ""}${this.#room} · roomrelay`;
+  }
+
+  /** Talking while muted: a hint, until you unmute or stop talking. */
+  #renderMutedHint() {
+    const muted = this.#media.track("audio") !== null && !this.#media.enabled.audio;
+    byId("muted-hint").hidden = !(this.active && muted && this.#micLevel.speaking);
+  }
+
+  #cancelNote(key) {
+    const timer = this.#pendingNotes.get(key);
+    if (timer === undefined) return false;
+    clearTimeout(timer);
+    this.#pendingNotes.delete(key);
+    return true;
+  }
+
+  /** A participant's shared screen: a tile of its own while the server relays it to us. */
+  #renderScreen(id) {
+    const tracks = this.#remoteTracks.get(id);
+    const person = this.#people.get(id);
+    if (!tracks?.screen || !person) {
+      this.#grid.remove(screenTile(id));
+      return;
+    }
+    this.#grid.upsert(screenTile(id), { nickname: person.nickname, audio: true, video: true, screen: true });
+    this.#grid.setTracks(screenTile(id), [tracks.screen, tracks.screen_audio].filter(Boolean));
+  }
+
+  /** Your screen share started or stopped: publish it (or stop), and say so on the stage. */
+  #presentingChanged() {
+    const { active, video, audio } = this.#screen;
+    if (this.active) {
+      this.#link.publish("screen", video);
+      this.#link.publish("screen_audio", audio);
+    }
+    byId("presenting").hidden = !(this.active && active);
+    const button = byId("share-screen");
+    button.setAttribute("aria-pressed", String(active));
+    button.querySelector(".control-label").textContent = active ? "Stop presenting" : "Present";
+    button.title = active ? "Stop presenting your screen" : "Present your screen";
   }
 
   #renderSelf() {
@@ -248,7 +411,8 @@ export class Call {
       video: this.#media.isOn("video"),
     };
     const others = [...this.#people].map(([id, person]) => ({ id, ...person }));
-    this.#list.render(this.active ? [self, ...others] : [], this.#speaker);
+    const hands = this.#hands.raised.map((id) => (id === this.#peerId ? SELF : id));
+    this.#list.render(this.active ? [self, ...others] : [], this.#speaker, hands);
   }
 
   // -- controls ---------------------------------------------------------------------------
@@ -256,36 +420,33 @@ export class Call {
   #bindControls() {
     bindMediaToggle(byId("toggle-mic"), this.#media, "audio");
     bindMediaToggle(byId("toggle-cam"), this.#media, "video");
-    const dialog = byId("devices-dialog");
-    const devices = new DevicePicker(
-      this.#media,
-      { video: byId("call-camera"), audio: byId("call-microphone") },
-      (message) => {
-        byId("devices-error").hidden = !message;
-        byId("devices-error").textContent = message ?? "";
-      },
-    );
-    byId("open-devices").addEventListener("click", () => {
-      devices.refresh();
-      dialog.showModal();
-    });
+    new SettingsDialog({ media: this.#media, grid: this.#grid, chime: this.chime });
     byId("leave").addEventListener("click", () => this.leave());
     byId("call-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
+    byId("alone-copy-link").addEventListener("click", () => copyRoomLink(this.#room));
+    byId("share-screen").hidden = !this.#screen.supported;
+    byId("share-screen").addEventListener("click", () => (this.#screen.active ? this.#screen.stop() : this.#screen.start()));
+    byId("stop-presenting").addEventListener("click", () => this.#screen.stop());
     byId("unmute-audio").addEventListener("click", () => {
       this.#grid.unmuteAll();
       byId("unmute-audio").hidden = true;
     });
-    const toggle = (kind) => this.#media.track(kind) && this.#media.setEnabled(kind, !this.#media.enabled[kind]);
+    const toggle = (kind) => toggleMedia(this.#media, kind);
     bindShortcuts(
       {
         m: () => toggle("audio"),
         v: () => toggle("video"),
         c: () => this.#panel.toggle("chat"),
         p: () => this.#panel.toggle("participants"),
+        h: () => this.#hands.toggle(),
       },
       () => this.active,
     );
   }
+}
+
+function screenTile(peerId) {
+  return `${peerId}/screen`;
 }
 
 function tracksOf(entry) {

@@ -29,15 +29,21 @@ export class DevicePicker {
         const label = device.label || `${NOUNS[kind]} ${index + 1}`;
         return new Option(label, device.deviceId, false, device.deviceId === current);
       });
-      // Without a working device of this kind there is nothing to switch (its track is not sent).
-      if (current === null) options.splice(0, options.length, new Option(`No ${NOUNS[kind]}`, ""));
+      if (current === null) {
+        // Not in use: picking a device turns it on (devices plugged in later show up here too).
+        const usable = options.length > 0 && !this.#media.blocked;
+        options.unshift(new Option(usable ? `${capitalised(NOUNS[kind])} off` : `No ${NOUNS[kind]}`, "", true, true));
+        select.disabled = !usable;
+      } else {
+        select.disabled = false;
+      }
       select.replaceChildren(...options);
-      select.disabled = current === null;
     }
   }
 
   async #switch(kind, deviceId) {
     this.#onError(null);
+    if (!deviceId) return;
     try {
       await this.#media.switchDevice(kind, deviceId);
     } catch (error) {
@@ -45,4 +51,8 @@ export class DevicePicker {
       await this.refresh();
     }
   }
+}
+
+function capitalised(word) {
+  return word[0].toUpperCase() + word.slice(1);
 }

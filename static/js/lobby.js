@@ -33,10 +33,12 @@ export class Lobby {
   #rooms;
   #devices;
   #busy = false;
+  #media;
 
   /** ``onJoin(room, nickname)`` enters the call; it throws (a RequestError) when refused. */
   constructor({ signaling, media, onJoin }) {
     this.#onJoin = onJoin;
+    this.#media = media;
     this.#room.value = roomFromUrl() ?? prefs.get("room") ?? "";
     this.#nickname.value = prefs.get("nickname") ?? "";
     this.#preview = new Preview(media, this.#nickname);
@@ -102,6 +104,8 @@ export class Lobby {
     this.#busy = true;
     this.#renderButton();
     try {
+      // Devices given back when leaving the last call come back for the next one.
+      if (this.#media.released) await this.#media.open();
       await this.#onJoin(room, nickname);
     } catch (error) {
       this.showError(describeError(error));

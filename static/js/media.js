@@ -1,8 +1,9 @@
 // The local camera and microphone: opening them, choosing devices, muting.
 //
-// Dispatches "change" whenever tracks or their on/off state change, and
+// Dispatches "change" whenever tracks or their on/off state change,
 // "trackchange" {kind, track} when a device switch replaced a track (peers
-// swap it in with replaceTrack).
+// swap it in with replaceTrack) or a device was turned on mid-call, and
+// "devicesadded" (detail: [MediaDeviceInfo]) when a camera or microphone is plugged in.
 
 import { prefs } from "./storage.js";
 
@@ -12,6 +13,7 @@ const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frame
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 const BASE = { audio: AUDIO_CONSTRAINTS, video: VIDEO_CONSTRAINTS };
 const DEVICE_PREF = { audio: "microphone", video: "camera" };
+const BLOCKED = new Set(["NotAllowedError", "SecurityError", "InsecureContext"]);
 
 export class LocalMedia extends EventTarget {
   stream = new MediaStream();
@@ -21,6 +23,8 @@ export class LocalMedia extends EventTarget {
   problem = null;
   /** True while asking for the devices (the browser may be showing its permission prompt). */
   opening = false;
+  /** True after release(): the devices were given back (leaving a call) until open(). */
+  released = false;
 
   get supported() {
     return Boolean(navigator.mediaDevices?.getUserMedia);
@@ -35,8 +39,19 @@ export class LocalMedia extends EventTarget {
     return this.track(kind) !== null && this.enabled[kind];
   }
 
+  /** The browser refuses camera and microphone until the user allows them in site settings. */
+  get blocked() {
+    return BLOCKED.has(this.problem?.name) && !this.track("audio") && !this.track("video");
+  }
+
   /** Settles when the last open() has: joining waits for it, so it publishes what we got. */
   ready = Promise.resolve();
+  #known = null; // ids of the devices present, to tell which ones were just plugged in
+
+  constructor() {
+    super();
+    navigator.mediaDevices?.addEventListener("devicechange", () => this.#noticeDevices());
+  }
 
   /**
    * Open camera and microphone, settling for whichever of them works
@@ -49,6 +64,7 @@ export class LocalMedia extends EventTarget {
 
   async #openDevices() {
     this.stop();
+    this.released = false;
     this.problem = null;
     if (!this.supported) {
       this.problem = { name: "InsecureContext" };
@@ -67,7 +83,22 @@ export class LocalMedia extends EventTarget {
       }
     }
     this.opening = false;
+    this.#known = await this.#deviceIds().catch(() => null); // only for telling new devices apart
     this.#changed();
+  }
+
+  async #deviceIds() {
+    const { audio, video } = await this.devices();
+    return new Set([...audio, ...video].map((device) => device.deviceId));
+  }
+
+  /** Hot-plug: announce new devices; the pickers list them by themselves. */
+  async #noticeDevices() {
+    const { audio, video } = await this.devices();
+    const before = this.#known;
+    this.#known = new Set([...audio, ...video].map((device) => device.deviceId));
+    const added = before ? [...audio, ...video].filter((device) => !before.has(device.deviceId)) : [];
+    if (added.length) this.dispatchEvent(new CustomEvent("devicesadded", { detail: added }));
   }
 
   /** Move ``kind`` to another device; the new track keeps the on/off state. */
@@ -87,10 +118,45 @@ export class LocalMedia extends EventTarget {
     }
     if (old) this.stream.removeTrack(old);
     this.#adopt(fresh);
+    if (this.track("audio") && this.track("video")) this.problem = null;
     prefs.set(DEVICE_PREF[kind], deviceId);
     this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track: fresh } }));
     this.#changed();
     return fresh;
+  }
+
+  /**
+   * Open a device of ``kind`` that is missing (the call started without it, or it was
+   * unplugged): the new track is announced with "trackchange", and the call publishes it.
+   * ``on``: turn it on (a click on "Start video"), or keep the current on/off choice.
+   * Throws getUserMedia's error.
+   */
+  async acquire(kind, { on = true } = {}) {
+    if (this.track(kind)) return this.track(kind);
+    let track;
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia(constraints([kind]));
+      [track] = stream.getTracks();
+    } catch (error) {
+      this.problem = error;
+      this.#changed();
+      throw error;
+    }
+    if (on) this.enabled[kind] = true;
+    for (const old of this.stream.getTracks()) if (old.kind === kind) this.stream.removeTrack(old);
+    this.#adopt(track);
+    if (this.track("audio") && this.track("video")) this.problem = null;
+    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track } }));
+    this.#changed();
+    return track;
+  }
+
+  /** Give the camera and microphone back (the camera light goes off) until open(). */
+  release() {
+    this.stop();
+    this.released = true;
+    this.problem = null;
+    this.#changed();
   }
 
   setEnabled(kind, on) {
@@ -136,9 +202,16 @@ export class LocalMedia extends EventTarget {
 
   #adopt(track) {
     track.enabled = this.enabled[track.kind];
-    // A device unplugged mid-call ends its track: reflect it in the controls.
-    track.addEventListener("ended", () => this.#changed());
+    // A device unplugged mid-call ends its track: carry on with another one of its kind, if any.
+    track.addEventListener("ended", () => this.#replaceEnded(track));
     this.stream.addTrack(track);
+  }
+
+  async #replaceEnded(track) {
+    if (!this.stream.getTracks().includes(track)) return;
+    this.#changed();
+    const { [track.kind]: others } = await this.devices();
+    if (others.length && !this.released) await this.acquire(track.kind, { on: false }).catch(() => {});
   }
 
   #changed() {

@@ -16,8 +16,12 @@ export class SidePanel extends EventTarget {
       button.addEventListener("click", () => this.toggle(name));
       section.querySelector(".close-panel").addEventListener("click", () => this.close());
     }
-    aside.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") this.close();
+    // Esc closes the open panel wherever the focus is (an open dialog handles Esc itself).
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !this.#current || event.defaultPrevented) return;
+      if (document.querySelector("dialog[open]") || document.fullscreenElement) return;
+      event.preventDefault();
+      this.close();
     });
   }
 

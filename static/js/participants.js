@@ -1,38 +1,64 @@
-// The "People" panel: everyone in the call, with their microphone and camera state.
+// The "People" panel: everyone in the call, with their microphone and camera state; raised
+// hands first, in the order they were raised.
 
 import { icon, paintAvatar } from "./ui.js";
 
 export class ParticipantList {
   #list;
   #count;
+  #colours;
 
-  constructor(list, count) {
+  /** ``colours``: the call's AvatarColours, shared with the tiles. */
+  constructor(list, count, colours) {
     this.#list = list;
     this.#count = count;
+    this.#colours = colours;
   }
 
-  /** ``people``: [{id, nickname, audio, video, self}], yourself first. */
-  render(people, speakerId) {
+  /**
+   * ``people``: [{id, nickname, audio, video, self}], yourself first; ``hands``: the ids of
+   * raised hands, first raised first.
+   */
+  render(people, speakerId, hands = []) {
     this.#count.textContent = `(${people.length})`;
-    this.#list.replaceChildren(...people.map((person) => this.#item(person, person.id === speakerId)));
+    const queued = (person) => hands.indexOf(person.id);
+    const raised = people.filter((person) => queued(person) >= 0).sort((a, b) => queued(a) - queued(b));
+    const others = people.filter((person) => queued(person) < 0);
+    this.#list.replaceChildren(
+      ...raised.map((person) => this.#item(person, person.id === speakerId, queued(person) + 1)),
+      ...others.map((person) => this.#item(person, person.id === speakerId, 0)),
+    );
   }
 
-  #item(person, speaking) {
+  #item(person, speaking, handPosition) {
     const item = document.createElement("li");
     item.dataset.peerId = person.id;
-    item.toggleAttribute("data-speaking", speaking);
+    // A muted speaker is not speaking any more.
+    item.toggleAttribute("data-speaking", speaking && person.audio);
     const avatar = document.createElement("span");
     avatar.className = "avatar";
     avatar.setAttribute("aria-hidden", "true");
-    paintAvatar(item, avatar, person.nickname);
+    paintAvatar(item, avatar, person.nickname, this.#colours.hue(person.nickname));
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = person.self ? `${person.nickname} (you)` : person.nickname;
     item.append(avatar, name);
+    if (handPosition) {
+      item.dataset.hand = String(handPosition);
+      const hand = indicator("hand", `Hand raised, ${ordinal(handPosition)} in line`);
+      hand.classList.add("hand");
+      hand.append(String(handPosition));
+      item.append(hand);
+    }
     if (!person.audio) item.append(indicator("mic-off", "Microphone off"));
     if (!person.video) item.append(indicator("cam-off", "Camera off"));
     return item;
   }
+}
+
+function ordinal(position) {
+  const suffix = { one: "st", two: "nd", few: "rd", other: "th" }[new Intl.PluralRules("en", { type: "ordinal" }).select(position)];
+  return `${position}${suffix}`;
 }
 
 function indicator(name, label) {

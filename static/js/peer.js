@@ -2,10 +2,17 @@
 // the page always offers and keeps one offer in flight; the server answers, asks
 // for more receive slots (renegotiate) and says whose media each slot carries (tracks).
 //
-// Dispatches "tracks" (detail: Map peer_id → {audio, video} of MediaStreamTracks)
-// and "state" (detail: "idle" | "connecting" | "connected" | "reconnecting").
+// What we publish is named by source (microphone, camera, screen, screen_audio); each offer
+// tells the server which m-line carries which.
+//
+// Dispatches "tracks" (detail: Map peer_id → {audio, video, screen, screen_audio} of
+// MediaStreamTracks; audio and video are the microphone and camera) and "state"
+// (detail: "idle" | "connecting" | "connected" | "reconnecting").
 
 const KINDS = ["audio", "video"];
+const SOURCE_OF_KIND = { audio: "microphone", video: "camera" };
+// How the "tracks" detail names each source (a camera tile has {audio, video}).
+const FIELD_OF_SOURCE = { microphone: "audio", camera: "video", screen: "screen", screen_audio: "screen_audio" };
 // The server may hold a re-offer until the connection is up (its MEDIA_TIMEOUT, 30 s by default).
 const ANSWER_TIMEOUT_MS = 60_000;
 // "disconnected" often heals by itself; after this long we start over.
@@ -15,12 +22,12 @@ const MAX_RETRY_DELAY_MS = 10_000;
 export class MediaLink extends EventTarget {
   #signaling;
   #pc = null;
-  #senders = new Map(); // kind → RTCRtpSender of the current connection
+  #senders = new Map(); // source → RTCRtpTransceiver sending it on the current connection
   #abandon = new WeakMap(); // connection → rejects its "closed" promise (see #whileOpen)
-  #tracks = { audio: null, video: null }; // what we publish
+  #tracks = {}; // source → the MediaStreamTrack we publish (or null)
   #iceServers = [];
   #wanted = { audio: 0, video: 0 }; // receive slots per kind
-  #owners = new Map(); // mid → peer_id, from the server's "tracks"
+  #owners = new Map(); // mid → {peer_id, source}, from the server's "tracks"
   #answer = null; // the pending offer's answer: {resolve, reject, acked}
   #running = null;
   #again = false;
@@ -38,7 +45,7 @@ export class MediaLink extends EventTarget {
       if (error?.event === "offer" && this.#answer?.acked) this.#answer.reject(new Error(error.message));
     });
     signaling.on("tracks", ({ tracks }) => {
-      this.#owners = new Map(tracks.map((entry) => [entry.mid, entry.peer_id]));
+      this.#owners = new Map(tracks.map((entry) => [entry.mid, entry]));
       this.#publishTracks();
     });
     signaling.on("renegotiate", ({ audio, video }) => {
@@ -61,7 +68,7 @@ export class MediaLink extends EventTarget {
     this.stop();
     this.#active = true;
     this.#iceServers = iceServers.length ? iceServers : configuredIceServers();
-    this.#tracks = { audio: tracks.audio ?? null, video: tracks.video ?? null };
+    this.#tracks = { microphone: tracks.audio ?? null, camera: tracks.video ?? null };
     this.#wanted = { audio: published.audio, video: published.video };
     this.#negotiate();
   }
@@ -74,10 +81,31 @@ export class MediaLink extends EventTarget {
     this.#negotiate();
   }
 
-  /** A device switch: swap the outgoing track in place, no renegotiation. */
+  /**
+   * A device switch swaps the outgoing track in place, with no renegotiation; a device turned
+   * on mid-call (nothing of its kind was published) gets a new sendonly transceiver, offered
+   * to the server like any renegotiation.
+   */
   async replaceTrack(kind, track) {
-    this.#tracks[kind] = track;
-    await this.#senders.get(kind)?.replaceTrack(track);
+    const source = SOURCE_OF_KIND[kind];
+    this.#tracks[source] = track;
+    const transceiver = this.#senders.get(source);
+    if (transceiver) await transceiver.sender.replaceTrack(track);
+    else if (track && this.#active) this.#negotiate();
+  }
+
+  /**
+   * Start or stop publishing ``source`` ("screen", "screen_audio"). Stopping sets the
+   * m-line inactive (the server refuses stopped ones); the next share reuses it.
+   */
+  publish(source, track) {
+    this.#tracks[source] = track;
+    const transceiver = this.#senders.get(source);
+    if (transceiver) {
+      transceiver.direction = track ? "sendonly" : "inactive";
+      transceiver.sender.replaceTrack(track).catch(() => {});
+    }
+    if (this.#active && (track || transceiver)) this.#negotiate();
   }
 
   /** Close the connection and start over with a new one (new ICE credentials). */
@@ -130,13 +158,14 @@ export class MediaLink extends EventTarget {
   }
 
   async #offer(pc) {
+    this.#addSenders(pc);
     this.#addReceiveSlots(pc);
     const offer = await this.#whileOpen(pc, pc.createOffer());
     await this.#whileOpen(pc, pc.setLocalDescription(offer));
     const answer = this.#expectAnswer();
     answer.catch(() => {}); // awaited below; this only keeps an early rejection from being "unhandled"
     try {
-      await this.#signaling.request("offer", { type: "offer", sdp: pc.localDescription.sdp });
+      await this.#signaling.request("offer", { type: "offer", sdp: pc.localDescription.sdp, sources: this.#sources() });
     } catch (error) {
       this.#answer?.reject(error);
       throw error;
@@ -172,7 +201,7 @@ export class MediaLink extends EventTarget {
   }
 
   #hasMedia() {
-    return Boolean(this.#tracks.audio || this.#tracks.video || this.#wanted.audio || this.#wanted.video);
+    return Boolean(Object.values(this.#tracks).some(Boolean) || this.#wanted.audio || this.#wanted.video);
   }
 
   #ensureConnection() {
@@ -180,10 +209,7 @@ export class MediaLink extends EventTarget {
     const pc = new RTCPeerConnection({ iceServers: this.#iceServers, bundlePolicy: "max-bundle" });
     this.#pc = pc;
     this.#senders = new Map();
-    for (const kind of KINDS) {
-      const track = this.#tracks[kind];
-      if (track) this.#senders.set(kind, pc.addTransceiver(track, { direction: "sendonly" }).sender);
-    }
+    this.#addSenders(pc);
     pc.addEventListener("icecandidate", ({ candidate }) => {
       if (pc !== this.#pc) return;
       // An empty candidate or null both mean "gathering finished".
@@ -193,6 +219,22 @@ export class MediaLink extends EventTarget {
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
     this.#emitState("connecting");
     return pc;
+  }
+
+  /** A sendonly transceiver for each track we publish that has none yet. */
+  #addSenders(pc) {
+    for (const [source, track] of Object.entries(this.#tracks)) {
+      if (track && !this.#senders.has(source)) {
+        this.#senders.set(source, pc.addTransceiver(track, { direction: "sendonly" }));
+      }
+    }
+  }
+
+  /** {mid: source} of our sending m-lines, for the offer. */
+  #sources() {
+    const sources = {};
+    for (const [source, transceiver] of this.#senders) if (transceiver.mid !== null) sources[transceiver.mid] = source;
+    return sources;
   }
 
   #addReceiveSlots(pc) {
@@ -236,9 +278,10 @@ export class MediaLink extends EventTarget {
     const byPeer = new Map();
     for (const transceiver of this.#pc?.getTransceivers() ?? []) {
       const owner = transceiver.mid === null ? null : this.#owners.get(transceiver.mid);
-      if (!owner || transceiver.direction !== "recvonly") continue;
+      if (!owner?.peer_id || transceiver.direction !== "recvonly") continue;
       const track = transceiver.receiver.track;
-      byPeer.set(owner, { ...byPeer.get(owner), [track.kind]: track });
+      const field = FIELD_OF_SOURCE[owner.source] ?? track.kind;
+      byPeer.set(owner.peer_id, { ...byPeer.get(owner.peer_id), [field]: track });
     }
     this.dispatchEvent(new CustomEvent("tracks", { detail: byPeer }));
   }

@@ -16,6 +16,7 @@ export class Preview extends EventTarget {
     bindMediaToggle(byId("preview-mic"), media, "audio");
     bindMediaToggle(byId("preview-cam"), media, "video");
     byId("media-retry").addEventListener("click", () => media.open());
+    byId("media-resume").addEventListener("click", () => media.open());
     media.addEventListener("change", () => this.#render());
     nicknameInput.addEventListener("input", () => this.#render());
     this.#render();
@@ -25,7 +26,7 @@ export class Preview extends EventTarget {
   joinLabel() {
     const audio = this.#media.track("audio") !== null;
     const video = this.#media.track("video") !== null;
-    if (this.#media.opening || (audio && video)) return "Join room";
+    if (this.#media.opening || this.#media.released || (audio && video)) return "Join room";
     if (audio) return "Join with audio only";
     if (video) return "Join with video only";
     return "Join as viewer";
@@ -39,8 +40,11 @@ export class Preview extends EventTarget {
     if (video.srcObject !== source) video.srcObject = source;
     byId("preview-placeholder").hidden = media.isOn("video");
     paintAvatar(byId("preview-placeholder"), byId("preview-initials"), this.#nickname.value || "?");
+    byId("media-released").hidden = !media.released;
     const missing = [media.track("video") ? null : "camera", media.track("audio") ? null : "microphone"];
-    const what = missing.filter(Boolean).join(" and ");
+    // "No camera or microphone was found", but "Access to your camera and microphone is blocked".
+    const joiner = media.problem?.name === "NotFoundError" ? " or " : " and ";
+    const what = missing.filter(Boolean).join(joiner);
     byId("media-problem").hidden = !media.problem || !what;
     if (media.problem && what) {
       byId("media-problem-text").textContent = `${describeMediaError(media.problem, what)} ${consequence(media)}`;

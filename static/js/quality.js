@@ -11,6 +11,11 @@ const LABELS = {
   poor: "Poor connection",
 };
 
+/** "good" | "fair" | "poor" from a round trip (seconds) and a packet loss ratio. */
+export function qualityLevel(rtt, loss) {
+  return rtt > 0.5 || loss > 0.08 ? "poor" : rtt > 0.25 || loss > 0.02 ? "fair" : "good";
+}
+
 export class QualityIndicator {
   #element;
   #label;
@@ -62,7 +67,7 @@ export class QualityIndicator {
     this.#previous = now;
     const loss = total > 0 ? Math.max(0, lost) / total : 0;
     const rtt = now.rtt ?? 0;
-    const level = rtt > 0.5 || loss > 0.08 ? "poor" : rtt > 0.25 || loss > 0.02 ? "fair" : "good";
+    const level = qualityLevel(rtt, loss);
     this.#show(level, `Round trip ${Math.round(rtt * 1000)} ms, packet loss ${(loss * 100).toFixed(1)}%`);
   }
 

@@ -7,24 +7,70 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
-/** "Ada Lovelace" → "AL", "grace" → "GR": what a tile shows when there is no video. */
+/**
+ * "Ada Lovelace" → "AL", "grace" → "GR", "<Olga>" → "OL": what a tile shows when there is no
+ * video. Only letters count, so punctuation and emoji never end up in an avatar.
+ */
 function initials(name) {
-  const words = name.trim().split(/\s+/).filter(Boolean);
+  const words = name
+    .split(/\s+/)
+    .map((word) => word.match(/\p{L}/gu) ?? [])
+    .filter((letters) => letters.length);
   if (words.length === 0) return "?";
-  const letters = words.length > 1 ? [[...words[0]][0], [...words.at(-1)][0]] : [...words[0]].slice(0, 2);
+  const letters = words.length > 1 ? [words[0][0], words.at(-1)[0]] : words[0].slice(0, 2);
   return letters.join("").toUpperCase();
 }
 
-/** A stable hue per name, so each person keeps their avatar colour everywhere. */
+const HUE_SLOTS = 18; // 20° apart: neighbours on the wheel are still told apart at a glance
+
+/** FNV-1a: names that differ by one character ("Ada 1", "Ada 2") land far apart. */
+function hashOf(name) {
+  let hash = 0x811c9dc5;
+  for (const char of name) {
+    hash ^= char.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/** A stable hue per name, the same on every page (the lobby preview uses it). */
 function hueOf(name) {
-  let hue = 0;
-  for (const char of name) hue = (hue * 31 + char.codePointAt(0)) % 360;
-  return hue;
+  return (hashOf(name) % HUE_SLOTS) * (360 / HUE_SLOTS);
+}
+
+/**
+ * Avatar colours for the people of one call: each name keeps its own hue unless someone else
+ * in the call already has it, then it takes the next free one, so no two people look alike.
+ */
+export class AvatarColours {
+  #hues = new Map(); // name → hue
+
+  hue(name) {
+    let hue = this.#hues.get(name);
+    if (hue !== undefined) return hue;
+    const taken = new Set(this.#hues.values());
+    const preferred = hashOf(name) % HUE_SLOTS;
+    hue = hueOf(name);
+    for (let step = 0; step < HUE_SLOTS; step += 1) {
+      const candidate = ((preferred + step * 7) % HUE_SLOTS) * (360 / HUE_SLOTS);
+      if (!taken.has(candidate)) {
+        hue = candidate;
+        break;
+      }
+    }
+    this.#hues.set(name, hue);
+    return hue;
+  }
+
+  /** A new call: colours are handed out afresh. */
+  reset() {
+    this.#hues.clear();
+  }
 }
 
 /** Colour ``element`` (and the avatars in it) for ``name`` and write the initials. */
-export function paintAvatar(element, avatar, name) {
-  element.style.setProperty("--hue", String(hueOf(name)));
+export function paintAvatar(element, avatar, name, hue = hueOf(name)) {
+  element.style.setProperty("--hue", String(hue));
   avatar.textContent = initials(name);
 }
 

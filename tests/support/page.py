@@ -5,6 +5,7 @@ Everything waits by polling with generous timeouts, so the tests hold on a loade
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from playwright.async_api import Browser, Page
@@ -27,7 +28,7 @@ async () => {
     }
   });
   const result = {};
-  for (const tile of document.querySelectorAll(".tile:not([data-self])")) {
+  for (const tile of document.querySelectorAll(".tile:not([data-self]):not([data-screen])")) {
     const track = tile.querySelector("video").srcObject?.getVideoTracks()[0];
     result[tile.dataset.nickname] = track ? decoded.get(track.id) ?? 0 : 0;
   }
@@ -88,7 +89,8 @@ async def open_and_join(browser: Browser, url: str, room: str, nickname: str) ->
 async def remote_nicknames(page: Page) -> list[str]:
     return sorted(
         await page.eval_on_selector_all(
-            ".tile:not([data-self])", "(tiles) => tiles.map((t) => t.dataset.nickname)"
+            ".tile:not([data-self]):not([data-screen])",
+            "(tiles) => tiles.map((t) => t.dataset.nickname)",
         )
     )
 
@@ -142,3 +144,94 @@ async def wait_visible(page: Page, selector: str, timeout: float = TIMEOUT) -> N
 
 async def wait_hidden(page: Page, selector: str, timeout: float = TIMEOUT) -> None:
     await page.wait_for_selector(selector, state="hidden", timeout=timeout * 1000)
+
+
+# Delays one kind of native request made by the page, as a slow server would.
+DELAY_REQUESTS_JS = """
+([event, ms]) => {
+  const signaling = window.roomrelay.signaling;
+  const request = signaling.request.bind(signaling);
+  signaling.request = async (name, ...args) => {
+    if (name === event) await new Promise((resolve) => setTimeout(resolve, ms));
+    return request(name, ...args);
+  };
+}
+"""
+
+# Everything that overflows the window to the right: tiles, controls, the status pill.
+OVERFLOW_JS = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const shown = ".tile:not([hidden]), .controls button:not([hidden]), #quality";
+  const boxes = [...document.querySelectorAll(shown)]
+    .map((element) => [element.id || element.dataset.nickname || element.className,
+                       element.getBoundingClientRect()]);
+  return boxes.filter(([, box]) => box.left < -1 || box.right > width + 1)
+    .map(([name, box]) => `${name}: ${Math.round(box.left)}..${Math.round(box.right)} of ${width}`);
+}
+"""
+
+
+async def delay_requests(page: Page, event: str, milliseconds: int) -> None:
+    await page.evaluate(DELAY_REQUESTS_JS, [event, milliseconds])
+
+
+async def overflowing(page: Page) -> list[str]:
+    """What sticks out of the window on either side (empty when the call fits)."""
+    return await page.evaluate(OVERFLOW_JS)
+
+
+async def box(page: Page, selector: str) -> dict[str, float]:
+    """The element's bounding box in CSS pixels."""
+    found = await page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not displayed"
+    return found
+
+
+# Mean RGB of a PNG (base64), decoded by the browser itself.
+PNG_COLOUR_JS = """
+async (data) => {
+  const blob = await (await fetch(`data:image/png;base64,${data}`)).blob();
+  const bitmap = await createImageBitmap(blob);
+  const canvas = new OffscreenCanvas(32, 24);
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0, 32, 24);
+  const pixels = context.getImageData(0, 0, 32, 24).data;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < pixels.length; i += 4) {
+    sum[0] += pixels[i]; sum[1] += pixels[i + 1]; sum[2] += pixels[i + 2];
+  }
+  return sum.map((value) => Math.round(value / (pixels.length / 4)));
+}
+"""
+
+
+async def screenshot_colour(page: Page, selector: str) -> list[int]:
+    """Mean RGB of what the screen shows in ``selector``'s box (a screenshot, not the video)."""
+    png = await page.locator(selector).screenshot()
+    return await page.evaluate(PNG_COLOUR_JS, base64.b64encode(png).decode())
+
+
+# Records every reaction that appears on a tile: window.reactionsSeen = [[nickname, emoji]].
+RECORD_REACTIONS_JS = """
+() => {
+  window.reactionsSeen = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      for (const node of change.addedNodes) {
+        if (node.classList?.contains("reaction")) {
+          window.reactionsSeen.push([node.closest(".tile").dataset.nickname, node.textContent]);
+        }
+      }
+    }
+  }).observe(document.querySelector("#grid"), { childList: true, subtree: true });
+}
+"""
+
+
+async def record_reactions(page: Page) -> None:
+    await page.evaluate(RECORD_REACTIONS_JS)
+
+
+async def reactions_seen(page: Page) -> list[list[str]]:
+    return await page.evaluate("() => window.reactionsSeen")
