@@ -133,7 +133,7 @@ async def test_trickled_candidates_are_capped_per_connection(server_pool, room, 
         started = time.monotonic()
         acks = await asyncio.gather(
             *(
-                attacker.call("ice", candidate, name, timeout=30)
+                attacker.call("ice", candidate, name, timeout=90)
                 for candidate in trickled_candidates(500)
             )
         )
