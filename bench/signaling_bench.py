@@ -184,6 +184,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "connect_failed": sum(result["connect_failed"] for result in results),
         "welcomes": len(welcome),
         "welcome_missing": sum(result["welcome_missing"] for result in results),
+        "join_failed": sum(result["join_failed"] for result in results),
         "welcome_ms_median": statistics.median(welcome) if welcome else None,
         "welcome_ms_p99": percentile(welcome, 0.99) if welcome else None,
         "sent": sent,
