@@ -40,6 +40,7 @@ const stats = {
   connect_failed: 0,
   welcome_ms: [],
   welcome_missing: 0,
+  join_failed: 0,
   sent: 0,
   received: 0,
   duplicates: 0,
@@ -85,7 +86,12 @@ async function connectAll() {
 }
 
 function joinWithAck(socket) {
-  return new Promise((resolve) => socket.emit("join_room", socket.room, () => resolve()));
+  return new Promise((resolve) => {
+    socket.timeout(WELCOME_TIMEOUT_MS).emit("join_room", socket.room, (error) => {
+      if (error) stats.join_failed += 1;
+      resolve();
+    });
+  });
 }
 
 async function joinAll() {

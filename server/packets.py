@@ -9,10 +9,13 @@ exit and encodes/decodes with orjson; the wire format is unchanged.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 from socketio import packet
+
+ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 class OrjsonModule:
@@ -21,7 +24,12 @@ class OrjsonModule:
     @staticmethod
     def dumps(value: Any, **_options: Any) -> str:
         # python-socketio asks for compact separators, which is orjson's only form.
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(value, option=ORJSON_OPTIONS).decode()
+        except TypeError:
+            # What orjson refuses and the standard library takes (float subclasses,
+            # integers beyond 64 bits): encode it exactly as python-socketio would have.
+            return json.dumps(value, separators=(",", ":"))
 
     @staticmethod
     def loads(text: str | bytes) -> Any:

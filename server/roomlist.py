@@ -9,7 +9,8 @@ yet gets it too, because a chat-stage client in its lobby looks exactly like tha
 Changes are coalesced: the first change after a quiet interval is sent at once
 (so a chat-stage client hears about its own join as it always did), later ones
 within the interval are folded into one list sent when the interval ends, read
-at that moment, so the last list anyone receives is always the true state.
+at that moment, so the last list anyone receives is always the true state. The
+interval is 250 ms, longer when lists are big and followers many (a byte budget).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ logger = logging.getLogger(__name__)
 
 # At most one room list per connection per this many seconds.
 COALESCE_SECONDS = 0.25
+# And no more room-list bytes than this per second over all followers: 1,000 rooms listed
+# to 2,000 lobby connections is ~50 MB per list, which would starve everything else.
+ROOM_LIST_BYTES_PER_SECOND = 8 * 2**20
+
+
+def encoded_size(rooms: list[str]) -> int:
+    """About how many bytes ``rooms`` takes as JSON (quotes and commas included)."""
+    return sum(len(name) for name in rooms) + 3 * len(rooms) + 2
 
 
 def follows_room_list(participant: Participant) -> bool:
@@ -40,12 +49,17 @@ class RoomListFeed:
     """Sends ``room_change(rooms)`` to the room list's followers, at a bounded rate."""
 
     def __init__(
-        self, sio: socketio.AsyncServer, roster: Roster, interval: float = COALESCE_SECONDS
+        self,
+        sio: socketio.AsyncServer,
+        roster: Roster,
+        interval: float = COALESCE_SECONDS,
+        bytes_per_second: float = ROOM_LIST_BYTES_PER_SECOND,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._interval = interval
-        self._last_sent = -interval
+        self._bytes_per_second = bytes_per_second
+        self._next_allowed = 0.0  # monotonic time before which no list is sent
         self._pending: asyncio.Task[None] | None = None
         self.lists_sent = 0  # broadcasts, not messages: one per flush
 
@@ -53,7 +67,7 @@ class RoomListFeed:
         """A room appeared, disappeared or changed its head count."""
         if self._pending is not None:
             return  # the scheduled list will be read after this change
-        wait = self._last_sent + self._interval - time.monotonic()
+        wait = self._next_allowed - time.monotonic()
         if wait <= 0:
             await self._send()
         else:
@@ -74,12 +88,16 @@ class RoomListFeed:
         return len(self._followers())
 
     async def _send(self) -> None:
-        self._last_sent = time.monotonic()
+        now = time.monotonic()
+        self._next_allowed = now + self._interval
         followers = self._followers()
         if not followers:
             return
+        rooms = self._roster.public_rooms()
+        volume = encoded_size(rooms) * len(followers)
+        self._next_allowed = now + max(self._interval, volume / self._bytes_per_second)
         self.lists_sent += 1
-        await self._sio.emit("room_change", self._roster.public_rooms(), to=followers)
+        await self._sio.emit("room_change", rooms, to=followers)
 
     async def close(self) -> None:
         """Drop a scheduled list (shutdown)."""
