@@ -23,6 +23,7 @@ from .events import EventRouter
 from .http_api import api_routes
 from .media.types import MediaConfig
 from .membership import Membership
+from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
 from .native import native_join, register_native_events
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
@@ -66,10 +67,11 @@ def create_media(
     roster: Roster,
     router: EventRouter,
     audio: AudioHub,
+    ledger: PublicationLedger,
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
-    return RelayBackend(sio, roster, router, media_config(settings), audio)
+    return RelayBackend(sio, roster, router, media_config(settings), audio, [ledger])
 
 
 def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> AudioHub:
@@ -148,7 +150,8 @@ def create_app(settings: Settings) -> web.Application:
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
     audio = create_audio(settings, sio, roster)
-    media = create_media(settings, sio, roster, router, audio)
+    ledger = PublicationLedger()
+    media = create_media(settings, sio, roster, router, audio, ledger)
     membership = Membership(sio, roster, media)
     register_connection_events(sio, settings, roster, router, membership, stats)
     register_zoomclone_events(
@@ -162,8 +165,14 @@ def create_app(settings: Settings) -> web.Application:
     )
     register_native_events(router, roster, membership)
 
-    app[SERVER_KEY] = RoomServer(
+    server = app[SERVER_KEY] = RoomServer(
         roster=roster, stats=stats, media=media, audio=audio, client_version=client_version
+    )
+    add_metrics_routes(
+        app,
+        metrics_registry(server, ledger),
+        host=settings.metrics_host or settings.host,
+        port=settings.metrics_port,
     )
     add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
     add_page_routes(app, settings)

@@ -73,6 +73,15 @@ def _import_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+def _optional_port(text: str) -> int | None:
+    if not text.strip() or text.strip() == "0":
+        return None
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {value}")
+    return value
+
+
 def _room_patterns(text: str) -> tuple[str, ...]:
     patterns = tuple(part.strip() for part in text.split(",") if part.strip())
     if not patterns:
@@ -262,6 +271,19 @@ class Settings:
         "Audio a slow audio consumer may fall behind by before its oldest audio is "
         "dropped (and counted in /stats).",
         parse=_positive_float,
+    )
+
+    metrics_port: int | None = _setting(
+        None,
+        "METRICS_PORT",
+        "Serve GET /metrics (Prometheus) on this port only, instead of on --port; "
+        "0 or empty: on --port.",
+        parse=_optional_port,
+    )
+    metrics_host: str = _setting(
+        "",
+        "METRICS_HOST",
+        "Interface for --metrics-port (e.g. 127.0.0.1 or a private address); empty: --host.",
     )
 
 

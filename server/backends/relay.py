@@ -19,6 +19,7 @@ import socketio
 
 from ..audio.hub import AudioHub
 from ..events import EventRouter
+from ..media.publication import PublicationObserver
 from ..media.sfu import Sfu
 from ..media.types import (
     CloseReason,
@@ -60,12 +61,13 @@ class RelayBackend:
         router: EventRouter,
         config: MediaConfig,
         audio: AudioHub,
+        observers: list[PublicationObserver] | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._router = router
         self._audio = audio
-        self._media = Sfu(config, listener=self, observers=[audio])
+        self._media = Sfu(config, listener=self, observers=[audio, *(observers or [])])
 
     # -- signaling -> SFU ------------------------------------------------------------
 
