@@ -11,6 +11,7 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .access import AccessControl
 from .audio.hub import AudioHub, build_consumers
 from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
@@ -146,14 +147,15 @@ def create_app(settings: Settings) -> web.Application:
     )
     sio.attach(app)
 
+    access = AccessControl.from_settings(settings)
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
     audio = create_audio(settings, sio, roster)
     ledger = PublicationLedger()
     media = create_media(settings, sio, roster, router, audio, ledger)
-    membership = Membership(sio, roster, media)
-    register_connection_events(sio, settings, roster, router, membership, stats)
+    membership = Membership(sio, roster, media, access)
+    register_connection_events(sio, settings, roster, router, membership, stats, access)
     register_zoomclone_events(
         router,
         roster,

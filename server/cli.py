@@ -14,6 +14,7 @@ from . import __version__
 from .app import create_app
 from .client_bundle import ClientBundleMissing
 from .settings import Settings, load_settings
+from .token_cli import token_main
 
 logger = logging.getLogger("roomrelay")
 
@@ -49,6 +50,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:
+        token_main(argv[1:])
+        return
     settings = load_settings(argv)
     configure_logging(settings.log_level)
     try:

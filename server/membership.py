@@ -13,6 +13,7 @@ import logging
 
 import socketio
 
+from .access import AccessControl
 from .backends import MediaBackend
 from .rooms import Dialect, Participant, Roster
 
@@ -22,10 +23,17 @@ logger = logging.getLogger(__name__)
 class Membership:
     """Moves participants in and out of rooms and broadcasts the consequences."""
 
-    def __init__(self, sio: socketio.AsyncServer, roster: Roster, media: MediaBackend) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        roster: Roster,
+        media: MediaBackend,
+        access: AccessControl | None = None,
+    ) -> None:
         self._sio = sio
         self._roster = roster
         self._media = media
+        self._access = access
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -33,6 +41,8 @@ class Membership:
         A connection is in at most one room: joining another one leaves the
         previous room first, with the usual goodbyes.
         """
+        if self._access is not None:
+            self._access.check_join(participant.grant, room)
         current = self._roster.room_of(participant.sid)
         if current == room:
             participant.dialect = dialect

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import validation
+from .access import rename
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .events import EventRouter
@@ -31,7 +32,7 @@ def native_join(
     async def join(participant: Participant, request: dict[str, Any]) -> dict[str, Any]:
         room = validation.room_name(request.get("room"))
         if request.get("nickname") is not None:
-            participant.nickname = validation.nickname(request["nickname"])
+            rename(participant, request["nickname"], strict=False)
         if await membership.join(participant, room, Dialect.NATIVE):
             router.after_reply(participant, membership.announce_join(participant, room))
         return {
@@ -45,6 +46,7 @@ def native_join(
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": audio.has_captions(room),
+            "permissions": participant.grant.permissions(),
         }
 
     return join

@@ -19,6 +19,7 @@ from typing import Any
 
 import socketio
 
+from .grants import OPEN_GRANT, Grant
 from .ratelimit import TokenBucket
 from .validation import ProtocolError
 
@@ -46,6 +47,7 @@ class Participant:
     audio_enabled: bool = True
     video_enabled: bool = True
     room: str | None = None  # the one room it is in; written by Roster.enter/leave only
+    grant: Grant = OPEN_GRANT  # what its access token (or an open server) allows
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""

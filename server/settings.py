@@ -21,6 +21,7 @@ DEFAULT_STATIC_DIR = PROJECT_ROOT / "static"
 MEDIA_MODES = ("relay", "p2p")
 FORWARDING_MODES = ("forward", "transcode")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_MODES = ("auto", "open", "token")
 
 
 def _setting(
@@ -80,6 +81,19 @@ def _optional_port(text: str) -> int | None:
     if not 0 < value < 65536:
         raise ValueError(f"not a TCP port: {value}")
     return value
+
+
+def _api_keys(text: str) -> tuple[tuple[str, str], ...]:
+    """``key1:secret1,key2:secret2``; secrets must be long enough for HS256."""
+    pairs = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        key, sep, secret = part.partition(":")
+        if not sep or not key.strip():
+            raise ValueError("expected key:secret pairs, e.g. 'key1:secret1,key2:secret2'")
+        pairs.append((key.strip(), secret.strip()))
+    return tuple(pairs)
 
 
 def _room_patterns(text: str) -> tuple[str, ...]:
@@ -273,6 +287,38 @@ class Settings:
         parse=_positive_float,
     )
 
+    auth: str = _setting(
+        "auto",
+        "AUTH",
+        "'open': anyone may join any room; 'token': joining needs an access token signed "
+        "with an API secret (see README, Access control); 'auto': 'token' when an API key "
+        "is set, else 'open'.",
+        choices=AUTH_MODES,
+    )
+    api_key: str = _setting(
+        "", "API_KEY", "Name of the API key that signs access tokens (their 'iss' claim)."
+    )
+    api_secret: str = _setting(
+        "",
+        "API_SECRET",
+        "Secret of --api-key (HS256; at least 32 characters). Prefer the environment "
+        "variable: command lines are visible to other users of the machine.",
+    )
+    api_keys: tuple[tuple[str, str], ...] = _setting(
+        (),
+        "API_KEYS",
+        "More API keys, as 'key1:secret1,key2:secret2' (to rotate keys, or one per "
+        "application); tokens signed with any of them are accepted.",
+        parse=_api_keys,
+    )
+    open_rooms: tuple[str, ...] = _setting(
+        (),
+        "OPEN_ROOMS",
+        "With --auth token: rooms anyone may join without a token (comma-separated names "
+        "or shell-style patterns, case-sensitive), e.g. for zoom-clone clients, which "
+        "cannot send one. Open rooms are listed publicly.",
+        parse=_room_patterns,
+    )
     metrics_port: int | None = _setting(
         None,
         "METRICS_PORT",

@@ -19,9 +19,12 @@ import socketio
 
 from ..audio.hub import AudioHub
 from ..events import EventRouter
+from ..grants import Grant
+from ..media.offer import ParsedOffer, parse_offer
 from ..media.publication import PublicationObserver
 from ..media.sfu import Sfu
 from ..media.types import (
+    KINDS,
     CloseReason,
     Kind,
     MediaConfig,
@@ -49,6 +52,19 @@ def slot_policy(dialect: Dialect | None) -> SlotPolicy:
     return SlotPolicy.EVERY_SOURCE if dialect is Dialect.NATIVE else SlotPolicy.FOLLOW_SPEAKER
 
 
+def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
+    """Refuse an offer that publishes or subscribes against the participant's grant."""
+    media = [section for section in offer.sections if section.kind in KINDS]
+    if not grant.can_publish and any(section.client_sends for section in media):
+        raise ProtocolError(
+            "forbidden", "your access token does not allow publishing (offer recvonly)"
+        )
+    if not grant.can_subscribe and any(section.client_receives for section in media):
+        raise ProtocolError(
+            "forbidden", "your access token does not allow subscribing (offer sendonly)"
+        )
+
+
 class RelayBackend:
     """Media backend where the server is every participant's WebRTC peer."""
 
@@ -67,6 +83,7 @@ class RelayBackend:
         self._roster = roster
         self._router = router
         self._audio = audio
+        self._max_sections = config.max_media_sections
         self._media = Sfu(config, listener=self, observers=[audio, *(observers or [])])
 
     # -- signaling -> SFU ------------------------------------------------------------
@@ -86,6 +103,7 @@ class RelayBackend:
         await self._media.leave(room, participant.peer_id)
 
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, str]) -> None:
+        check_offer_allowed(participant.grant, parse_offer(offer["sdp"], self._max_sections))
         self._media.offer(room, participant.peer_id, offer["sdp"])
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
@@ -135,7 +153,7 @@ class RelayBackend:
 
     async def renegotiation_needed(self, peer_id: str, wanted: dict[Kind, int]) -> None:
         participant = self._native(peer_id)
-        if participant is not None:
+        if participant is not None and participant.grant.can_subscribe:
             await self._send(participant, "renegotiate", wanted)
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
