@@ -167,6 +167,20 @@ class AccessControl:
         """Whether ``room`` (its name, people and transcript) may be shown to ``grant``."""
         return grant.room_list or self.is_open(room) or (grant.room_join and grant.covers(room))
 
+    def visible_rooms(self, grant: Grant, rooms: list[str]) -> list[str]:
+        return [room for room in rooms if self.may_see(grant, room)]
+
+    def request_grant(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Grant:
+        """The grant of an HTTP request: ``Authorization: Bearer`` or ``?token=``."""
+        authorization = headers.get("Authorization", "")
+        scheme, _, credentials = authorization.partition(" ")
+        if authorization and scheme.lower() != "bearer":
+            raise AccessError("unauthorized", "use 'Authorization: Bearer <token>'")
+        token = credentials.strip() or query.get("token")
+        if token is not None:
+            return self.verify(token)
+        return NO_GRANT if self.token_required else OPEN_GRANT
+
 
 def rename(participant: Participant, requested: Any, *, strict: bool = True) -> None:
     """Change the nickname, unless a token fixed it.

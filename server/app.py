@@ -165,10 +165,15 @@ def create_app(settings: Settings) -> web.Application:
             router, roster, membership, media, audio, settings.ice_servers
         ),
     )
-    register_native_events(router, roster, membership)
+    register_native_events(router, roster, membership, access)
 
     server = app[SERVER_KEY] = RoomServer(
-        roster=roster, stats=stats, media=media, audio=audio, client_version=client_version
+        roster=roster,
+        stats=stats,
+        media=media,
+        audio=audio,
+        client_version=client_version,
+        access=access,
     )
     add_metrics_routes(
         app,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .access import AccessControl
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .rooms import Roster
@@ -21,6 +22,7 @@ class RoomServer:
     media: MediaBackend
     audio: AudioHub
     client_version: str
+    access: AccessControl
 
 
 SERVER_KEY = web.AppKey("roomrelay", RoomServer)

@@ -105,5 +105,17 @@ class Membership:
         return room
 
     async def broadcast_room_list(self) -> None:
-        """``room_change(rooms)`` to every connection, as the original server does."""
-        await self._sio.emit("room_change", self._roster.public_rooms())
+        """``room_change(rooms)`` to every connection, as the original server does.
+
+        On a token server each connection hears only the rooms it may see.
+        """
+        rooms = self._roster.public_rooms()
+        if self._access is None or not self._access.token_required:
+            await self._sio.emit("room_change", rooms)
+            return
+        audiences: dict[tuple[str, ...], list[str]] = {}
+        for participant in self._roster:
+            visible = tuple(self._access.visible_rooms(participant.grant, rooms))
+            audiences.setdefault(visible, []).append(participant.sid)
+        for visible, sids in audiences.items():
+            await self._sio.emit("room_change", list(visible), to=sids)

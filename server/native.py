@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import validation
-from .access import rename
+from .access import AccessControl, rename
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .events import EventRouter
@@ -52,7 +52,9 @@ def native_join(
     return join
 
 
-def register_native_events(router: EventRouter, roster: Roster, membership: Membership) -> None:
+def register_native_events(
+    router: EventRouter, roster: Roster, membership: Membership, access: AccessControl
+) -> None:
     @router.on("leave_room")
     async def leave_room(participant: Participant, *args: Any) -> dict[str, Any]:
         expect_args(args, 0)
@@ -93,6 +95,7 @@ def register_native_events(router: EventRouter, roster: Roster, membership: Memb
         return {
             "ok": True,
             "rooms": [
-                {"name": name, "participants": roster.count(name)} for name in roster.public_rooms()
+                {"name": name, "participants": roster.count(name)}
+                for name in access.visible_rooms(participant.grant, roster.public_rooms())
             ],
         }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import jwt
 import pytest
@@ -14,6 +17,7 @@ from server.access import issue_token
 from server.client import RoomClient
 from server.grants import claims_for
 from tests.support.media import COLOURS, ColourTrack, identify_video
+from tests.support.polling import eventually
 from tests.support.server import PROJECT_ROOT
 
 KEY = "test-key"
@@ -289,3 +293,64 @@ def test_misconfigured_access_stops_the_server_clearly(args, env, message):
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def http_get(url: str, bearer: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url)
+    if bearer is not None:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_rooms_are_listed_only_to_those_who_may_see_them(token_server, client, room):
+    private, public = room("private"), room("open")
+    lister = await client(token_server.url, auth={"token": token("ops", "*", room_list=True)})
+    member = await client(token_server.url, auth={"token": token("m", private)})
+    anonymous = await client(token_server.url)
+    await member.call("join_room", {"room": private})
+    await anonymous.call("enter_room", public, "zoomer")
+
+    def latest_room_change(who: Client) -> set[str]:
+        changes = who.received("room_change")
+        return set(changes[-1][0]) if changes else set()
+
+    await eventually(lambda: {private, public} <= latest_room_change(lister))
+    await eventually(lambda: public in latest_room_change(member))
+    await eventually(lambda: public in latest_room_change(anonymous))
+    assert private in latest_room_change(member)
+    assert private not in latest_room_change(anonymous)
+    anonymous_list = {entry["name"] for entry in (await anonymous.call("list_rooms"))["rooms"]}
+    assert public in anonymous_list and private not in anonymous_list
+    lister_list = {entry["name"] for entry in (await lister.call("list_rooms"))["rooms"]}
+    assert {private, public} <= lister_list
+
+    status, listed = http_get(token_server.url + "/rooms")
+    names = {entry["name"] for entry in listed["rooms"]}
+    assert status == 200 and public in names and private not in names
+    status, listed = http_get(token_server.url + "/rooms", bearer=token("ops", "*", room_list=True))
+    assert {private, public} <= {entry["name"] for entry in listed["rooms"]}
+    status, refusal = http_get(token_server.url + "/rooms", bearer=token(secret=OTHER_SECRET))
+    assert status == 401 and refusal["error"] == "unauthorized"
+
+
+def test_transcripts_only_for_those_who_may_see_the_room(token_server, room):
+    private, public = room("private"), room("open")
+    status, refusal = http_get(f"{token_server.url}/rooms/{private}/transcript")
+    assert status == 403 and refusal["error"] == "forbidden"
+    status, refusal = http_get(
+        f"{token_server.url}/rooms/{private}/transcript", bearer=token("x", room("elsewhere"))
+    )
+    assert status == 403
+    status, body = http_get(
+        f"{token_server.url}/rooms/{private}/transcript", bearer=token("x", private)
+    )
+    assert status == 200 and body == {"room": private, "entries": []}
+    status, body = http_get(
+        f"{token_server.url}/rooms/{private}/transcript?token={token('y', private)}"
+    )
+    assert status == 200
+    assert http_get(f"{token_server.url}/rooms/{public}/transcript")[0] == 200
