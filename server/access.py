@@ -81,6 +81,7 @@ class AccessControl:
         self.token_required = token_required
         self._keys = keys
         self._open_rooms = open_rooms
+        self._locked: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessControl:
@@ -154,6 +155,8 @@ class AccessControl:
 
     def check_join(self, grant: Grant, room: str) -> None:
         """Raise ProtocolError unless ``grant`` lets its holder into ``room``."""
+        if room in self._locked and not self.is_admin(grant, room):
+            raise ProtocolError("room_locked", f"room {room!r} is locked by its host")
         if self.is_open(room):
             return
         if grant.identity is None:
@@ -162,6 +165,22 @@ class AccessControl:
             raise ProtocolError("forbidden", "your access token does not allow joining rooms")
         if not grant.covers(room):
             raise ProtocolError("forbidden", f"your access token is for room {grant.room!r}")
+
+    def is_admin(self, grant: Grant, room: str) -> bool:
+        return grant.room_admin and grant.covers(room)
+
+    def set_locked(self, room: str, locked: bool) -> None:
+        if locked:
+            self._locked.add(room)
+        else:
+            self._locked.discard(room)
+
+    def is_locked(self, room: str) -> bool:
+        return room in self._locked
+
+    def room_emptied(self, room: str) -> None:
+        """An empty room disappears, and its lock with it."""
+        self._locked.discard(room)
 
     def may_see(self, grant: Grant, room: str) -> bool:
         """Whether ``room`` (its name, people and transcript) may be shown to ``grant``."""

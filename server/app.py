@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .access import AccessControl
+from .admin_api import AdminApi
 from .audio.hub import AudioHub, build_consumers
 from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
@@ -25,6 +26,7 @@ from .http_api import api_routes
 from .media.types import MediaConfig
 from .membership import Membership
 from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
+from .moderation import Moderation, register_moderation_events
 from .native import native_join, register_native_events
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
@@ -166,6 +168,11 @@ def create_app(settings: Settings) -> web.Application:
         ),
     )
     register_native_events(router, roster, membership, access)
+    moderation = Moderation(
+        sio, roster, membership, media, access, first_is_host=settings.first_is_host
+    )
+    register_moderation_events(router, roster, moderation)
+    admin_api = AdminApi(roster, access, moderation, stats)
 
     server = app[SERVER_KEY] = RoomServer(
         roster=roster,
@@ -181,7 +188,9 @@ def create_app(settings: Settings) -> web.Application:
         host=settings.metrics_host or settings.host,
         port=settings.metrics_port,
     )
-    add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
+    add_cors(
+        app, app.router.add_routes([*api_routes(), *admin_api.routes()]), settings.cors_origins
+    )
     add_page_routes(app, settings)
 
     async def start_audio(app: web.Application) -> None:

@@ -115,6 +115,10 @@ class RoomClient:
             "active_speaker",
             "chat_message",
             "error",
+            "muted",
+            "removed",
+            "room_locked",
+            "room_ended",
         ):
             self.sio.on(event, self._dispatcher(event))
 

@@ -86,6 +86,8 @@ class Membership:
         await self._roster.leave(participant, room)
         count = self._roster.count(room)
         logger.info("%s left %r (%s), %d remain", participant.peer_id, room, reason, count)
+        if not count and self._access is not None:
+            self._access.room_emptied(room)
         if count:
             await self._roster.emit_to_dialect(
                 room, Dialect.CHAT, "bye", (participant.nickname, count)

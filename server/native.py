@@ -79,6 +79,10 @@ def register_native_events(
         audio = validation.boolean(state.get("audio", participant.audio_enabled), "audio")
         video = validation.boolean(state.get("video", participant.video_enabled), "video")
         room = current_room(roster, participant)
+        if (audio and "audio" in participant.muted_by_host) or (
+            video and "video" in participant.muted_by_host
+        ):
+            raise ProtocolError("forbidden", "a host muted you; only a host can unmute you")
         participant.audio_enabled, participant.video_enabled = audio, video
         await roster.emit_to_dialect(
             room,

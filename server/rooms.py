@@ -48,6 +48,7 @@ class Participant:
     video_enabled: bool = True
     room: str | None = None  # the one room it is in; written by Roster.enter/leave only
     grant: Grant = OPEN_GRANT  # what its access token (or an open server) allows
+    muted_by_host: set[str] = field(default_factory=set)  # kinds a host stopped forwarding
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -130,6 +131,7 @@ class Roster:
     async def leave(self, participant: Participant, room: str) -> None:
         await self._sio.leave_room(participant.sid, room)
         participant.room = None
+        participant.muted_by_host.clear()
 
     async def emit_to_dialect(
         self,

@@ -319,6 +319,13 @@ class Settings:
         "cannot send one. Open rooms are listed publicly.",
         parse=_room_patterns,
     )
+    first_is_host: bool = _setting(
+        False,
+        "FIRST_IS_HOST",
+        "The earliest participant still in a room may moderate it (mute, remove, lock, end) "
+        "without an admin token; the role passes on when they leave.",
+        parse=_boolean,
+    )
     metrics_port: int | None = _setting(
         None,
         "METRICS_PORT",

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import jwt
 import pytest
@@ -16,75 +13,10 @@ import socketio
 from server.access import issue_token
 from server.client import RoomClient
 from server.grants import claims_for
+from tests.support.access import KEY, OTHER_SECRET, SECRET, Client, http_json, token
 from tests.support.media import COLOURS, ColourTrack, identify_video
 from tests.support.polling import eventually
 from tests.support.server import PROJECT_ROOT
-
-KEY = "test-key"
-SECRET = "s3cret-" + "x" * 40
-OTHER_SECRET = "other-" + "y" * 40
-
-
-def token(
-    identity: str = "alice", room: str = "*", *, secret: str = SECRET, ttl: float = 600, **grant
-):
-    return issue_token(KEY, secret, claims_for(identity=identity, room=room, **grant), ttl)
-
-
-@pytest.fixture
-def token_server(server_pool):
-    """--auth token with one key (secret from the environment) and open rooms 'open-*'."""
-    return server_pool.get(
-        "--media",
-        "relay",
-        "--media-timeout",
-        "5",
-        "--auth",
-        "token",
-        "--api-key",
-        KEY,
-        "--open-rooms",
-        "open-*",
-        env={"API_SECRET": SECRET},
-    )
-
-
-class Client:
-    """A python-socketio client that keeps what the server sent, refusals included."""
-
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.events: list[tuple[str, object]] = []
-        self.refusal: dict | None = None
-        self.sio.on("*", lambda event, *args: self.events.append((event, args)))
-        self.sio.on("connect_error", self._refused)
-
-    def _refused(self, data) -> None:
-        self.refusal = data
-
-    async def connect(self, url: str, *, auth: dict | None = None) -> Client:
-        await self.sio.connect(url, auth=auth, wait_timeout=10)
-        return self
-
-    async def call(self, event: str, *args):
-        return await self.sio.call(event, tuple(args), timeout=10)
-
-    def received(self, event: str) -> list:
-        return [args for name, args in self.events if name == event]
-
-
-@pytest.fixture
-async def client():
-    opened: list[Client] = []
-
-    async def open_client(url: str, *, auth: dict | None = None) -> Client:
-        opened.append(created := Client())
-        await created.connect(url, auth=auth)
-        return created
-
-    yield open_client
-    for created in opened:
-        await created.sio.disconnect()
 
 
 async def refused(url: str, auth: dict | None) -> dict:
@@ -296,14 +228,7 @@ def test_misconfigured_access_stops_the_server_clearly(args, env, message):
 
 
 def http_get(url: str, bearer: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url)
-    if bearer is not None:
-        request.add_header("Authorization", f"Bearer {bearer}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_json(url, bearer)
 
 
 async def test_rooms_are_listed_only_to_those_who_may_see_them(token_server, client, room):

@@ -116,6 +116,9 @@ class RelayBackend:
     ) -> None:
         await self._media.ice(room, participant.peer_id, candidate)
 
+    async def set_muted(self, participant: Participant, room: str, kind: Kind, muted: bool) -> None:
+        await self._media.set_muted(room, participant.peer_id, kind, muted)
+
     def published(self, room: str) -> dict[Kind, int]:
         return self._media.published(room)
 

@@ -88,6 +88,17 @@ class Sfu:
         peer = self._peer(room, peer_id)
         await peer.add_candidate(parse_candidate(candidate) if candidate else None)
 
+    async def set_muted(self, room: str, peer_id: str, kind: Kind, muted: bool) -> None:
+        """Stop (or resume) forwarding a participant's ``kind`` tracks to the others."""
+        media_room = self._rooms.get(room)
+        if media_room is None or peer_id not in media_room.peers:
+            raise ProtocolError("not_in_room", "no such participant in this room")
+        if muted:
+            media_room.muted.add((peer_id, kind))
+        else:
+            media_room.muted.discard((peer_id, kind))
+        await media_room.reconcile()
+
     # -- what signaling asks ------------------------------------------------------------
 
     def published(self, room: str) -> dict[Kind, int]:
