@@ -39,7 +39,7 @@ def process_facts() -> dict[str, Any]:
 
 
 def describe_room(server: RoomServer, name: str) -> dict[str, Any]:
-    members = server.roster.members(name)
+    members = server.roster.visible_members(name)
     return {
         "name": name,
         "participants": len(members),

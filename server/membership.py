@@ -62,8 +62,12 @@ class Membership:
         return True
 
     async def announce_join(self, participant: Participant, room: str) -> None:
-        """Tell the room (and the lobby) that ``participant`` arrived."""
-        count = self._roster.count(room)
+        """Tell the room (and the lobby) that ``participant`` arrived; hidden ones quietly."""
+        count = len(self._roster.visible_members(room))
+        if participant.grant.hidden:
+            await self._media.on_join(participant, room)
+            await self.broadcast_room_list()
+            return
         await self._roster.emit_to_dialect(
             room, Dialect.CHAT, "welcome", (participant.nickname, count), skip=participant.sid
         )
@@ -88,7 +92,8 @@ class Membership:
         logger.info("%s left %r (%s), %d remain", participant.peer_id, room, reason, count)
         if not count and self._access is not None:
             self._access.room_emptied(room)
-        if count:
+        count = len(self._roster.visible_members(room))
+        if count and not participant.grant.hidden:
             await self._roster.emit_to_dialect(
                 room, Dialect.CHAT, "bye", (participant.nickname, count)
             )

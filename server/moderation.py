@@ -59,7 +59,7 @@ class Moderation:
             return True
         if not self._first_is_host:
             return False
-        members = self._roster.members(room)
+        members = self._roster.visible_members(room)
         return bool(members) and members[0] is participant
 
     def target(self, room: str, peer_id: Any) -> Participant:

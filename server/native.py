@@ -40,7 +40,9 @@ def native_join(
             "peer_id": participant.peer_id,
             "room": room,
             "nickname": participant.nickname,
-            "participants": [p.describe() for p in roster.members(room) if p is not participant],
+            "participants": [
+                p.describe() for p in roster.visible_members(room) if p is not participant
+            ],
             "published": media.published(room),
             "ice_servers": list(ice_servers),
             "active_speaker": media.active_speaker(room),
@@ -99,7 +101,7 @@ def register_native_events(
         return {
             "ok": True,
             "rooms": [
-                {"name": name, "participants": roster.count(name)}
+                {"name": name, "participants": len(roster.visible_members(name))}
                 for name in access.visible_rooms(participant.grant, roster.public_rooms())
             ],
         }

@@ -110,6 +110,10 @@ class Roster:
     def members(self, room: str) -> list[Participant]:
         return [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
 
+    def visible_members(self, room: str) -> list[Participant]:
+        """Members others may know about: all but hidden ones (recorders, bots)."""
+        return [p for p in self.members(room) if not p.grant.hidden]
+
     def count(self, room: str) -> int:
         return len(self.member_sids(room))
 

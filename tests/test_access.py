@@ -279,3 +279,25 @@ def test_transcripts_only_for_those_who_may_see_the_room(token_server, room):
     )
     assert status == 200
     assert http_get(f"{token_server.url}/rooms/{public}/transcript")[0] == 200
+
+
+async def test_hidden_participants_are_in_no_list_and_announced_nowhere(token_server, client, room):
+    name = room()
+    ops = token("ops", "*", room_list=True)
+    visible = await client(token_server.url, auth={"token": token("v", name)})
+    await visible.call("join_room", {"room": name})
+    recorder = await client(token_server.url, auth={"token": token("rec", name, hidden=True)})
+    assert (await recorder.call("join_room", {"room": name}))["ok"]
+    late = await client(token_server.url, auth={"token": token("late", name)})
+
+    ack = await late.call("join_room", {"room": name})
+    assert [p["nickname"] for p in ack["participants"]] == ["v"]
+    (listed,) = [
+        r for r in http_get(token_server.url + "/rooms", ops)[1]["rooms"] if r["name"] == name
+    ]
+    assert sorted(listed["nicknames"]) == ["late", "v"] and listed["participants"] == 2
+    await recorder.call("leave_room")
+    await late.call("chat_message", {"text": "after"})  # arrives after any user_left would
+    await eventually(lambda: visible.received("chat_message"))
+    assert [args[0]["nickname"] for args in visible.received("user_joined")] == ["late"]
+    assert not visible.received("user_left")

@@ -55,7 +55,7 @@ def slot_policy(dialect: Dialect | None) -> SlotPolicy:
 def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
     """Refuse an offer that publishes or subscribes against the participant's grant."""
     media = [section for section in offer.sections if section.kind in KINDS]
-    if not grant.can_publish and any(section.client_sends for section in media):
+    if (not grant.can_publish or grant.hidden) and any(s.client_sends for s in media):
         raise ProtocolError(
             "forbidden", "your access token does not allow publishing (offer recvonly)"
         )
