@@ -89,6 +89,10 @@ class AccessControl:
         required = settings.auth == "token" or (settings.auth == "auto" and bool(keys))
         return cls(token_required=required, keys=keys, open_rooms=settings.open_rooms)
 
+    def signing_key(self) -> tuple[str, str] | None:
+        """The first API key and its secret (webhooks are signed with it), if any."""
+        return next(iter(self._keys.items()), None)
+
     @property
     def mode(self) -> str:
         return "token" if self.token_required else "open"

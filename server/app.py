@@ -23,6 +23,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .http_api import api_routes
+from .media.publication import PublicationObserver
 from .media.types import MediaConfig
 from .membership import Membership
 from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
@@ -31,6 +32,7 @@ from .native import native_join, register_native_events
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
 from .stats import Stats
+from .webhooks import Webhooks
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -70,14 +72,31 @@ def create_media(
     roster: Roster,
     router: EventRouter,
     audio: AudioHub,
-    ledger: PublicationLedger,
+    observers: list[PublicationObserver],
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
-    return RelayBackend(sio, roster, router, media_config(settings), audio, [ledger])
+    return RelayBackend(sio, roster, router, media_config(settings), audio, observers)
 
 
-def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> AudioHub:
+def create_webhooks(settings: Settings, access: AccessControl, roster: Roster) -> Webhooks | None:
+    """Webhooks when a URL is set; they are signed with the first API key."""
+    if not settings.webhook_url:
+        return None
+    if not settings.webhook_url.startswith(("http://", "https://")):
+        raise ValueError(f"--webhook-url must be an http(s) URL, got {settings.webhook_url!r}")
+    signing_key = access.signing_key()
+    if signing_key is None:
+        raise ValueError("--webhook-url needs an API key to sign with (--api-key/--api-secret)")
+    return Webhooks(settings.webhook_url, *signing_key, roster)
+
+
+def create_audio(
+    settings: Settings,
+    sio: socketio.AsyncServer,
+    roster: Roster,
+    webhooks: Webhooks | None = None,
+) -> AudioHub:
     """Audio consumers from the settings; they only get audio in relay mode."""
     transcripts = TranscriptStore()
     consumers = build_consumers(
@@ -88,6 +107,7 @@ def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) 
         record_rooms=settings.record_rooms,
         stt_rooms=settings.stt_rooms,
         stt_partials=settings.stt_partials,
+        recording_finished=webhooks.recording_finished if webhooks else None,
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")
@@ -153,10 +173,12 @@ def create_app(settings: Settings) -> web.Application:
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
-    audio = create_audio(settings, sio, roster)
+    webhooks = create_webhooks(settings, access, roster)
+    audio = create_audio(settings, sio, roster, webhooks)
     ledger = PublicationLedger()
-    media = create_media(settings, sio, roster, router, audio, ledger)
-    membership = Membership(sio, roster, media, access)
+    observers: list[PublicationObserver] = [ledger, *([webhooks] if webhooks else [])]
+    media = create_media(settings, sio, roster, router, audio, observers)
+    membership = Membership(sio, roster, media, access, webhooks)
     register_connection_events(sio, settings, roster, router, membership, stats, access)
     register_zoomclone_events(
         router,
@@ -212,4 +234,8 @@ def create_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(start_audio)
     app.on_shutdown.append(shut_down)
+    if webhooks is not None:
+        # Started before the first join, stopped after the recordings are finalized.
+        app.on_startup.append(lambda app: webhooks.start())
+        app.on_shutdown.append(lambda app: webhooks.close())
     return app

@@ -10,6 +10,7 @@ other (p2p) or with the server (relay).
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import socketio
 
@@ -18,6 +19,16 @@ from .backends import MediaBackend
 from .rooms import Dialect, Participant, Roster
 
 logger = logging.getLogger(__name__)
+
+
+class MembershipObserver(Protocol):
+    """Hears of every join and leave (webhooks); must not block."""
+
+    def participant_joined(self, participant: Participant, room: str, *, first: bool) -> None: ...
+
+    def participant_left(
+        self, participant: Participant, room: str, reason: str, *, last: bool
+    ) -> None: ...
 
 
 class Membership:
@@ -29,11 +40,13 @@ class Membership:
         roster: Roster,
         media: MediaBackend,
         access: AccessControl | None = None,
+        observer: MembershipObserver | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._media = media
         self._access = access
+        self._observer = observer
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -52,6 +65,10 @@ class Membership:
             await self.leave(participant, reason="moved")
         participant.dialect = dialect
         await self._roster.enter(participant, room)
+        if self._observer is not None:
+            self._observer.participant_joined(
+                participant, room, first=self._roster.count(room) == 1
+            )
         logger.info(
             "%s (%s, %s) joined %r",
             participant.peer_id,
@@ -92,6 +109,8 @@ class Membership:
         logger.info("%s left %r (%s), %d remain", participant.peer_id, room, reason, count)
         if not count and self._access is not None:
             self._access.room_emptied(room)
+        if self._observer is not None:
+            self._observer.participant_left(participant, room, reason, last=not count)
         count = len(self._roster.visible_members(room))
         if count and not participant.grant.hidden:
             await self._roster.emit_to_dialect(

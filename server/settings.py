@@ -326,6 +326,13 @@ class Settings:
         "without an admin token; the role passes on when they leave.",
         parse=_boolean,
     )
+    webhook_url: str = _setting(
+        "",
+        "WEBHOOK_URL",
+        "POST room_started, room_finished, participant_joined, participant_left, "
+        "track_published and recording_finished events to this URL, signed with the first "
+        "API key (see README, Webhooks); retried with backoff.",
+    )
     metrics_port: int | None = _setting(
         None,
         "METRICS_PORT",
