@@ -13,6 +13,7 @@ from aiohttp import web
 from . import __version__
 from .app import create_app
 from .client_bundle import ClientBundleMissing
+from .logs import configure_logging
 from .settings import Settings, load_settings
 from .token_cli import token_main
 
@@ -20,18 +21,6 @@ logger = logging.getLogger("roomrelay")
 
 # Seconds aiohttp waits for open requests (websockets, long polls) when stopping.
 SHUTDOWN_TIMEOUT = 1.0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # These libraries are very chatty below WARNING; keep them quiet unless debugging.
-    if level != "debug":
-        for noisy in ("aioice", "aiortc", "aiohttp.access", "socketio", "engineio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -55,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         token_main(argv[1:])
         return
     settings = load_settings(argv)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
         ssl_context = tls_context(settings)

@@ -22,6 +22,7 @@ MEDIA_MODES = ("relay", "p2p")
 FORWARDING_MODES = ("forward", "transcode")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_MODES = ("auto", "open", "token")
+LOG_FORMATS = ("text", "json")
 
 
 def _setting(
@@ -103,6 +104,10 @@ def _room_patterns(text: str) -> tuple[str, ...]:
     return patterns
 
 
+def _optional_room_patterns(text: str) -> tuple[str, ...]:
+    return _room_patterns(text) if text.strip() else ()
+
+
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
@@ -142,6 +147,13 @@ class Settings:
     host: str = _setting("0.0.0.0", "HOST", "Interface to listen on.")
     port: int = _setting(8000, "PORT", "TCP port to listen on.", parse=int)
     log_level: str = _setting("info", "LOG_LEVEL", "Logging verbosity.", choices=LOG_LEVELS)
+    log_format: str = _setting(
+        "text",
+        "LOG_FORMAT",
+        "'text': one readable line per record; 'json': one JSON object per line (for log "
+        "collectors).",
+        choices=LOG_FORMATS,
+    )
     cors_origins: str = _setting(
         "",
         "CORS_ORIGINS",
@@ -317,7 +329,7 @@ class Settings:
         "With --auth token: rooms anyone may join without a token (comma-separated names "
         "or shell-style patterns, case-sensitive), e.g. for zoom-clone clients, which "
         "cannot send one. Open rooms are listed publicly.",
-        parse=_room_patterns,
+        parse=_optional_room_patterns,
     )
     first_is_host: bool = _setting(
         False,
