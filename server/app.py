@@ -12,6 +12,8 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from .access import AccessControl
+from .admin_api import AdminApi
 from .admission import Admission
 from .audio.hub import AudioHub, build_consumers
 from .audio.transcripts import TranscriptStore
@@ -27,9 +29,12 @@ from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
 from .loop_health import LoopLag
+from .media.publication import PublicationObserver
 from .media.sdp_budget import configure_candidates
 from .media.types import MediaConfig
 from .membership import Membership
+from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
+from .moderation import Moderation, register_moderation_events
 from .native import native_join, register_native_events
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
@@ -38,6 +43,7 @@ from .stats import Stats
 from .transport import without_websocket_compression
 from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
+from .webhooks import Webhooks
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -67,15 +73,34 @@ def create_media(
     roster: Roster,
     router: EventRouter,
     audio: AudioHub,
+    observers: list[PublicationObserver],
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
     configure_candidates(allow_loopback=settings.allow_loopback_candidates)
     ice_servers = IceServerList(settings.ice_servers, settings.turn_secret).for_server()
-    return RelayBackend(sio, roster, router, media_config(settings, ice_servers), audio)
+    config = media_config(settings, ice_servers)
+    return RelayBackend(sio, roster, router, config, audio, observers)
 
 
-def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) -> AudioHub:
+def create_webhooks(settings: Settings, access: AccessControl, roster: Roster) -> Webhooks | None:
+    """Webhooks when a URL is set; they are signed with the first API key."""
+    if not settings.webhook_url:
+        return None
+    if not settings.webhook_url.startswith(("http://", "https://")):
+        raise ValueError(f"--webhook-url must be an http(s) URL, got {settings.webhook_url!r}")
+    signing_key = access.signing_key()
+    if signing_key is None:
+        raise ValueError("--webhook-url needs an API key to sign with (--api-key/--api-secret)")
+    return Webhooks(settings.webhook_url, *signing_key, roster)
+
+
+def create_audio(
+    settings: Settings,
+    sio: socketio.AsyncServer,
+    roster: Roster,
+    webhooks: Webhooks | None = None,
+) -> AudioHub:
     """Audio consumers from the settings; they only get audio in relay mode."""
     transcripts = TranscriptStore()
     consumers = build_consumers(
@@ -86,6 +111,7 @@ def create_audio(settings: Settings, sio: socketio.AsyncServer, roster: Roster) 
         record_rooms=settings.record_rooms,
         stt_rooms=settings.stt_rooms,
         stt_partials=settings.stt_partials,
+        recording_finished=webhooks.recording_finished if webhooks else None,
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")
@@ -143,16 +169,18 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_static("/public", settings.public_dir)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the whole server; raises with a clear message when setup is incomplete."""
+def create_web_app(settings: Settings) -> web.Application:
+    """The aiohttp application and its request-level guards."""
     middlewares: list[Middleware] = [stale_sessions_are_bad_requests]
     if settings.allowed_hosts:
         middlewares.append(host_guard(settings.allowed_hosts))
     if not settings.websocket_compression:
         middlewares.append(without_websocket_compression())
-    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=middlewares)
-    client_version = add_client_bundle_routes(app, settings.client_dir)
+    return web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=middlewares)
 
+
+def create_socket_server(settings: Settings, app: web.Application) -> SocketServer:
+    """python-socketio on ``app``, with admission, CORS, pings and bounded fan-out."""
     cors_origins, cors_credentials = socketio_origins(settings.cors_origins)
     sio = SocketServer(
         Admission(settings.max_connections, settings.max_connections_per_ip),
@@ -168,23 +196,37 @@ def create_app(settings: Settings) -> web.Application:
         engineio_logger=logging.getLogger("engineio.server"),
     )
     sio.attach(app)
+    return sio
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the whole server; raises with a clear message when setup is incomplete."""
+    app = create_web_app(settings)
+    client_version = add_client_bundle_routes(app, settings.client_dir)
+    sio = create_socket_server(settings, app)
 
     ice_servers = IceServerList(settings.ice_servers, settings.turn_secret, settings.turn_ttl)
     ice_servers.warn_about_static_credentials()
+    access = AccessControl.from_settings(settings)
     stats = Stats()
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
-    audio = create_audio(settings, sio, roster)
-    media = create_media(settings, sio, roster, router, audio)
+    webhooks = create_webhooks(settings, access, roster)
+    audio = create_audio(settings, sio, roster, webhooks)
+    ledger = PublicationLedger()
+    observers: list[PublicationObserver] = [ledger, *([webhooks] if webhooks else [])]
+    media = create_media(settings, sio, roster, router, audio, observers)
     loop_lag = LoopLag()
     membership = Membership(
         sio,
         roster,
         media,
         overloaded=lambda: loop_lag.recent_median(BUSY_WINDOW) >= settings.busy_lag,
+        access=access,
+        observer=webhooks,
     )
     hands = HandQueue(roster)
-    register_connection_events(sio, settings, roster, router, membership, stats)
+    register_connection_events(sio, settings, roster, router, membership, stats, access)
     register_zoomclone_events(
         router,
         roster,
@@ -202,10 +244,15 @@ def create_app(settings: Settings) -> web.Application:
         ),
         nickname_required=settings.require_nickname,
     )
-    register_native_events(router, roster, membership)
+    register_native_events(router, roster, membership, access)
     register_gesture_events(router, roster, hands)
+    moderation = Moderation(
+        sio, roster, membership, media, access, first_is_host=settings.first_is_host
+    )
+    register_moderation_events(router, roster, moderation)
+    admin_api = AdminApi(roster, access, moderation, stats)
 
-    app[SERVER_KEY] = RoomServer(
+    server = app[SERVER_KEY] = RoomServer(
         sio=sio,
         roster=roster,
         membership=membership,
@@ -214,8 +261,17 @@ def create_app(settings: Settings) -> web.Application:
         audio=audio,
         loop_lag=loop_lag,
         client_version=client_version,
+        access=access,
     )
-    add_cors(app, app.router.add_routes(api_routes()), settings.cors_origins)
+    add_metrics_routes(
+        app,
+        metrics_registry(server, ledger),
+        host=settings.metrics_host or settings.host,
+        port=settings.metrics_port,
+    )
+    add_cors(
+        app, app.router.add_routes([*api_routes(), *admin_api.routes()]), settings.cors_origins
+    )
     add_page_routes(app, settings)
     bundled_page = () if settings.index else ("/", "/static/index.html")
     add_security_headers(app, bundled_page, tls=settings.tls_cert is not None)
@@ -242,4 +298,8 @@ def create_app(settings: Settings) -> web.Application:
 
     app.on_startup.append(start)
     app.on_shutdown.append(shut_down)
+    if webhooks is not None:
+        # Started before the first join, stopped after the recordings are finalized.
+        app.on_startup.append(lambda app: webhooks.start())
+        app.on_shutdown.append(lambda app: webhooks.close())
     return app

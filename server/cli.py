@@ -15,8 +15,9 @@ from .admission import log_limits, raise_fd_limit
 from .app import create_app
 from .client_bundle import ClientBundleMissing
 from .context import SERVER_KEY
-from .logthrottle import RepeatFilter, throttle_repeats
+from .logs import configure_logging
 from .settings import Settings, load_settings
+from .token_cli import token_main
 
 logger = logging.getLogger("roomrelay")
 
@@ -25,23 +26,6 @@ SHUTDOWN_TIMEOUT = 1.0
 # Seconds a TCP connection may sit without a request (new, or kept alive between requests)
 # before aiohttp closes it; idle connections otherwise hold file descriptors for 75 s.
 IDLE_TIMEOUT = 15.0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # These libraries are very chatty below WARNING; keep them quiet unless debugging.
-    if level != "debug":
-        for noisy in ("aioice", "aiortc", "aiohttp.access", "socketio", "engineio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    # A client can trigger warnings at will (malformed packets, refused connections,
-    # EMFILE on accept): repeats of one message are rate-limited, as are the per-event
-    # refusals logged at INFO.
-    throttle_repeats(logging.WARNING)
-    logging.getLogger("server.events").addFilter(RepeatFilter(logging.INFO))
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -60,8 +44,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:
+        token_main(argv[1:])
+        return
     settings = load_settings(argv)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     soft_fds, hard_fds = raise_fd_limit()
     try:
         app = create_app(settings)

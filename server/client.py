@@ -74,9 +74,13 @@ class RoomClient:
         nickname: str = "bot",
         video_codecs: Iterable[str] | None = None,
         answer_timeout: float = 20.0,
+        token: str | None = None,
     ) -> None:
-        """``video_codecs`` limits the video codecs offered, e.g. ``["video/H264"]``."""
+        """``video_codecs`` limits the video codecs offered, e.g. ``["video/H264"]``;
+        ``token`` is an access token (``roomrelay token``) for servers that need one."""
         self.url = url
+        self.token = token
+        self.permissions: dict[str, bool] = {}
         self.nickname = nickname
         self._video_codecs = [c.lower() for c in video_codecs] if video_codecs else None
         self.peer_id: str | None = None
@@ -111,6 +115,10 @@ class RoomClient:
             "active_speaker",
             "chat_message",
             "error",
+            "muted",
+            "removed",
+            "room_locked",
+            "room_ended",
         ):
             self.sio.on(event, self._dispatcher(event))
 
@@ -121,7 +129,8 @@ class RoomClient:
         self._handlers.setdefault(event, []).append(handler)
 
     async def connect(self) -> None:
-        await self.sio.connect(self.url, wait_timeout=10)
+        auth = {"token": self.token} if self.token else None
+        await self.sio.connect(self.url, auth=auth, wait_timeout=10)
 
     async def join(
         self,
@@ -138,9 +147,11 @@ class RoomClient:
             self.peers[info["peer_id"]] = RemotePeer(
                 info["peer_id"], info["nickname"], info["audio"], info["video"]
             )
+        self.permissions = reply.get("permissions", {})
         self._published = [track for track in (audio, video) if track is not None]
         # One receive slot per track already published; the server asks for more later.
-        self._wanted = Counter(reply["published"])
+        receives = self.permissions.get("subscribe", True)
+        self._wanted = Counter(reply["published"]) if receives else Counter()
         self._start_negotiation()
         return reply
 
@@ -392,9 +403,11 @@ class RoomClient:
             self._again = False
             pc = self._ensure_connection()
             await pc.setLocalDescription(await pc.createOffer())
-            self._answer = asyncio.get_running_loop().create_future()
+            self._answer = answer_future = asyncio.get_running_loop().create_future()
+            # A refused offer comes back twice (the ack and an error event): read both.
+            answer_future.add_done_callback(lambda f: f.cancelled() or f.exception())
             await self._call("offer", {"type": "offer", "sdp": pc.localDescription.sdp})
-            answer = await asyncio.wait_for(self._answer, self._answer_timeout)
+            answer = await asyncio.wait_for(answer_future, self._answer_timeout)
             if pc is not self._pc:
                 continue  # the connection was reset while we waited
             await pc.setRemoteDescription(RTCSessionDescription(**answer))

@@ -7,6 +7,7 @@ from typing import Any
 
 import socketio
 
+from .access import AccessControl, AccessError
 from .events import EventRouter
 from .membership import Membership
 from .ratelimit import TokenBucket
@@ -24,16 +25,27 @@ def register_connection_events(
     router: EventRouter,
     membership: Membership,
     stats: Stats,
+    access: AccessControl,
 ) -> None:
     @sio.on("connect")
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            grant = access.connection_grant(auth, environ.get("QUERY_STRING", ""))
+        except AccessError as refused:
+            stats.count_error(refused.code)
+            logger.info("refused connection %s: %s", sid, refused.message)
+            raise socketio.exceptions.ConnectionRefusedError(
+                refused.message, refused.payload()
+            ) from None
         participant = Participant(
             sid=sid,
             limiter=TokenBucket(settings.rate_limit, settings.rate_burst),
             candidate_limiter=TokenBucket(
                 settings.max_trickled_candidates / 60, settings.max_trickled_candidates
             ),
+            grant=grant,
         )
+        participant.nickname = grant.nickname or participant.nickname
         roster.add(participant)
         stats.connections_total += 1
         logger.debug("connected %s as peer %s", sid, participant.peer_id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .access import AccessControl
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .loop_health import LoopLag
@@ -27,6 +28,7 @@ class RoomServer:
     audio: AudioHub
     loop_lag: LoopLag
     client_version: str
+    access: AccessControl
 
 
 SERVER_KEY = web.AppKey("roomrelay", RoomServer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections import Counter
@@ -12,8 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__, validation
+from .access import AccessError
 from .audio.recorder import safe_name
 from .context import SERVER_KEY, RoomServer
+from .grants import Grant
 
 
 def process_facts() -> dict[str, Any]:
@@ -47,7 +50,7 @@ def signaling_facts(server: RoomServer) -> dict[str, Any]:
 
 
 def describe_room(server: RoomServer, name: str) -> dict[str, Any]:
-    members = server.roster.members(name)
+    members = server.roster.visible_members(name)
     return {
         "name": name,
         "participants": len(members),
@@ -73,11 +76,28 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-async def rooms(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
-    return web.json_response(
-        {"rooms": [describe_room(server, name) for name in server.roster.public_rooms()]}
+def http_error(error: type[web.HTTPError], code: str, message: str) -> web.HTTPError:
+    """An HTTP error with the same ``{error, message}`` body as every other refusal."""
+    return error(
+        text=json.dumps({"error": code, "message": message}), content_type="application/json"
     )
+
+
+def request_grant(request: web.Request) -> Grant:
+    """The requester's grant (Bearer token or ``?token=``); 401 for a refused token."""
+    server = request.app[SERVER_KEY]
+    try:
+        return server.access.request_grant(request.headers, request.query)
+    except AccessError as refused:
+        server.stats.count_error(refused.code)
+        raise http_error(web.HTTPUnauthorized, refused.code, refused.message) from None
+
+
+async def rooms(request: web.Request) -> web.Response:
+    """The rooms the requester may see (all on an open server)."""
+    server = request.app[SERVER_KEY]
+    visible = server.access.visible_rooms(request_grant(request), server.roster.public_rooms())
+    return web.json_response({"rooms": [describe_room(server, name) for name in visible]})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -114,6 +134,10 @@ async def transcript(request: web.Request) -> web.StreamResponse:
         room = validation.room_name(request.match_info["room"])
     except validation.ProtocolError as error:
         return web.json_response({"error": error.code, "message": error.message}, status=400)
+    if not server.access.may_see(request_grant(request), room):
+        raise http_error(
+            web.HTTPForbidden, "forbidden", f"your access token does not cover room {room!r}"
+        )
     store = server.audio.transcripts
     if request.query.get("format") == "text":
         filename = safe_name(room) + "-transcript.txt"

@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import socketio
 
+from .access import AccessControl
 from .backends import MediaBackend
 from .roomlist import RoomListFeed
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError
 
 logger = logging.getLogger(__name__)
+
+
+class MembershipObserver(Protocol):
+    """Hears of every join and leave (webhooks); must not block."""
+
+    def participant_joined(self, participant: Participant, room: str, *, first: bool) -> None: ...
+
+    def participant_left(
+        self, participant: Participant, room: str, reason: str, *, last: bool
+    ) -> None: ...
 
 
 class Membership:
@@ -31,11 +43,20 @@ class Membership:
         roster: Roster,
         media: MediaBackend,
         overloaded: Callable[[], bool] = lambda: False,
+        access: AccessControl | None = None,
+        observer: MembershipObserver | None = None,
     ) -> None:
         self._roster = roster
         self._media = media
         self._overloaded = overloaded  # new joins wait while the server cannot keep up
-        self.room_list = RoomListFeed(sio, roster)
+        self._access = access
+        self._observer = observer
+        visible = (
+            (lambda participant, rooms: access.visible_rooms(participant.grant, rooms))
+            if access is not None and access.token_required
+            else None
+        )
+        self.room_list = RoomListFeed(sio, roster, visible=visible)
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -43,6 +64,8 @@ class Membership:
         A connection is in at most one room: joining another one leaves the
         previous room first, with the usual goodbyes.
         """
+        if self._access is not None:
+            self._access.check_join(participant.grant, room)
         current = self._roster.room_of(participant.sid)
         if current == room:
             participant.dialect = dialect
@@ -56,6 +79,10 @@ class Membership:
             await self.leave(participant, reason="moved")
         participant.dialect = dialect
         await self._roster.enter(participant, room)
+        if self._observer is not None:
+            self._observer.participant_joined(
+                participant, room, first=self._roster.count(room) == 1
+            )
         logger.info(
             "%s (%s, %s) joined %r",
             participant.peer_id,
@@ -66,8 +93,12 @@ class Membership:
         return True
 
     async def announce_join(self, participant: Participant, room: str) -> None:
-        """Tell the room (and the lobby) that ``participant`` arrived."""
-        count = self._roster.count(room)
+        """Tell the room (and the lobby) that ``participant`` arrived; hidden ones quietly."""
+        count = len(self._roster.visible_members(room))
+        if participant.grant.hidden:
+            await self._media.on_join(participant, room)
+            await self.broadcast_room_list()
+            return
         await self._roster.emit_to_dialect(
             room, Dialect.CHAT, "welcome", (participant.nickname, count), skip=participant.sid
         )
@@ -90,7 +121,12 @@ class Membership:
         await self._roster.leave(participant, room)
         count = self._roster.count(room)
         logger.info("%s left %r (%s), %d remain", participant.peer_id, room, reason, count)
-        if count:
+        if not count and self._access is not None:
+            self._access.room_emptied(room)
+        if self._observer is not None:
+            self._observer.participant_left(participant, room, reason, last=not count)
+        count = len(self._roster.visible_members(room))
+        if count and not participant.grant.hidden:
             await self._roster.emit_to_dialect(
                 room, Dialect.CHAT, "bye", (participant.nickname, count)
             )
@@ -109,5 +145,8 @@ class Membership:
         return room
 
     async def broadcast_room_list(self) -> None:
-        """``room_change(rooms)`` to the connections that follow the room list."""
+        """``room_change(rooms)`` to the connections that follow the room list.
+
+        On a token server each of them hears only the rooms it may see.
+        """
         await self.room_list.changed()

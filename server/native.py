@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import validation
+from .access import AccessControl, rename
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .events import EventRouter
@@ -35,7 +36,7 @@ def native_join(
     async def join(participant: Participant, request: dict[str, Any]) -> dict[str, Any]:
         room = validation.room_name(request.get("room"))
         if request.get("nickname") is not None:
-            participant.nickname = validation.nickname(request["nickname"])
+            rename(participant, request["nickname"], strict=False)
         require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.NATIVE):
             hands.lower(participant)  # a hand raised in an earlier stay does not come back
@@ -45,19 +46,24 @@ def native_join(
             "peer_id": participant.peer_id,
             "room": room,
             "nickname": participant.nickname,
-            "participants": [p.describe() for p in roster.members(room) if p is not participant],
+            "participants": [
+                p.describe() for p in roster.visible_members(room) if p is not participant
+            ],
             "published": media.published(room),
             "ice_servers": ice_servers.for_client(participant.peer_id),
             "active_speaker": media.active_speaker(room),
             "recording": audio.is_recording(room),
             "captions": audio.has_captions(room),
             "hands": hands.queue(room),
+            "permissions": participant.grant.permissions(),
         }
 
     return join
 
 
-def register_native_events(router: EventRouter, roster: Roster, membership: Membership) -> None:
+def register_native_events(
+    router: EventRouter, roster: Roster, membership: Membership, access: AccessControl
+) -> None:
     @router.on("leave_room")
     async def leave_room(participant: Participant, *args: Any) -> dict[str, Any]:
         expect_args(args, 0)
@@ -82,6 +88,10 @@ def register_native_events(router: EventRouter, roster: Roster, membership: Memb
         audio = validation.boolean(state.get("audio", participant.audio_enabled), "audio")
         video = validation.boolean(state.get("video", participant.video_enabled), "video")
         room = current_room(roster, participant)
+        if (audio and "audio" in participant.muted_by_host) or (
+            video and "video" in participant.muted_by_host
+        ):
+            raise ProtocolError("forbidden", "a host muted you; only a host can unmute you")
         participant.audio_enabled, participant.video_enabled = audio, video
         await roster.emit_to_dialect(
             room,
@@ -102,6 +112,7 @@ def register_native_events(router: EventRouter, roster: Roster, membership: Memb
         return {
             "ok": True,
             "rooms": [
-                {"name": name, "participants": roster.count(name)} for name in roster.public_rooms()
+                {"name": name, "participants": len(roster.visible_members(name))}
+                for name in access.visible_rooms(participant.grant, roster.public_rooms())
             ],
         }

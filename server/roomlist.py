@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import socketio
 
@@ -45,8 +46,15 @@ def follows_room_list(participant: Participant) -> bool:
     return participant.dialect in (None, Dialect.CHAT)
 
 
+RoomFilter = Callable[[Participant, list[str]], list[str]]  # the rooms one reader may see
+
+
 class RoomListFeed:
-    """Sends ``room_change(rooms)`` to the room list's followers, at a bounded rate."""
+    """Sends ``room_change(rooms)`` to the room list's followers, at a bounded rate.
+
+    With ``visible`` (a token server), each follower hears only the rooms its grant
+    lets it see: followers are grouped by what they may see, one emit per group.
+    """
 
     def __init__(
         self,
@@ -54,9 +62,11 @@ class RoomListFeed:
         roster: Roster,
         interval: float = COALESCE_SECONDS,
         bytes_per_second: float = ROOM_LIST_BYTES_PER_SECOND,
+        visible: RoomFilter | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
+        self._visible = visible
         self._interval = interval
         self._bytes_per_second = bytes_per_second
         self._next_allowed = 0.0  # monotonic time before which no list is sent
@@ -81,11 +91,22 @@ class RoomListFeed:
         except Exception:
             logger.exception("sending the room list failed")
 
-    def _followers(self) -> list[str]:
-        return [p.sid for p in self._roster if follows_room_list(p)]
+    def _followers(self) -> list[Participant]:
+        return [p for p in self._roster if follows_room_list(p)]
 
     def follower_count(self) -> int:
         return len(self._followers())
+
+    def _audiences(self, followers: list[Participant]) -> dict[tuple[str, ...], list[str]]:
+        """Followers' sids grouped by the list each of them may see."""
+        rooms = self._roster.public_rooms()
+        if self._visible is None:
+            return {tuple(rooms): [p.sid for p in followers]}
+        audiences: dict[tuple[str, ...], list[str]] = {}
+        for participant in followers:
+            visible = tuple(self._visible(participant, rooms))
+            audiences.setdefault(visible, []).append(participant.sid)
+        return audiences
 
     async def _send(self) -> None:
         now = time.monotonic()
@@ -93,11 +114,12 @@ class RoomListFeed:
         followers = self._followers()
         if not followers:
             return
-        rooms = self._roster.public_rooms()
-        volume = encoded_size(rooms) * len(followers)
+        audiences = self._audiences(followers)
+        volume = sum(encoded_size(list(rooms)) * len(sids) for rooms, sids in audiences.items())
         self._next_allowed = now + max(self._interval, volume / self._bytes_per_second)
         self.lists_sent += 1
-        await self._sio.emit("room_change", rooms, to=followers)
+        for rooms, sids in audiences.items():
+            await self._sio.emit("room_change", list(rooms), to=sids)
 
     async def close(self) -> None:
         """Drop a scheduled list (shutdown)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import socketio
 
+from .grants import OPEN_GRANT, Grant
 from .ratelimit import TokenBucket
 from .validation import ProtocolError
 
@@ -48,6 +49,8 @@ class Participant:
     video_enabled: bool = True
     room: str | None = None  # mirrors the manager, so that room_of() is not O(rooms)
     follows_rooms: bool | None = None  # explicit list_rooms({follow}); None: by dialect
+    grant: Grant = OPEN_GRANT  # what its access token (or an open server) allows
+    muted_by_host: set[str] = field(default_factory=set)  # kinds a host stopped forwarding
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -112,6 +115,10 @@ class Roster:
     def members(self, room: str) -> list[Participant]:
         return [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
 
+    def visible_members(self, room: str) -> list[Participant]:
+        """Members others may know about: all but hidden ones (recorders, bots)."""
+        return [p for p in self.members(room) if not p.grant.hidden]
+
     def count(self, room: str) -> int:
         return len(self.member_sids(room))
 
@@ -133,6 +140,7 @@ class Roster:
     async def leave(self, participant: Participant, room: str) -> None:
         await self._sio.leave_room(participant.sid, room)
         participant.room = None
+        participant.muted_by_host.clear()
 
     async def emit_to_dialect(
         self,

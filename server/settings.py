@@ -21,6 +21,8 @@ DEFAULT_STATIC_DIR = PROJECT_ROOT / "static"
 MEDIA_MODES = ("relay", "p2p")
 FORWARDING_MODES = ("forward", "transcode")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_MODES = ("auto", "open", "token")
+LOG_FORMATS = ("text", "json")
 
 
 def _setting(
@@ -84,11 +86,37 @@ def _import_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+def _optional_port(text: str) -> int | None:
+    if not text.strip() or text.strip() == "0":
+        return None
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {value}")
+    return value
+
+
+def _api_keys(text: str) -> tuple[tuple[str, str], ...]:
+    """``key1:secret1,key2:secret2``; secrets must be long enough for HS256."""
+    pairs = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        key, sep, secret = part.partition(":")
+        if not sep or not key.strip():
+            raise ValueError("expected key:secret pairs, e.g. 'key1:secret1,key2:secret2'")
+        pairs.append((key.strip(), secret.strip()))
+    return tuple(pairs)
+
+
 def _room_patterns(text: str) -> tuple[str, ...]:
     patterns = tuple(part.strip() for part in text.split(",") if part.strip())
     if not patterns:
         raise ValueError("expected room names or patterns, e.g. 'standup,team-*'")
     return patterns
+
+
+def _optional_room_patterns(text: str) -> tuple[str, ...]:
+    return _room_patterns(text) if text.strip() else ()
 
 
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
@@ -130,6 +158,13 @@ class Settings:
     host: str = _setting("0.0.0.0", "HOST", "Interface to listen on.")
     port: int = _setting(8000, "PORT", "TCP port to listen on.", parse=int)
     log_level: str = _setting("info", "LOG_LEVEL", "Logging verbosity.", choices=LOG_LEVELS)
+    log_format: str = _setting(
+        "text",
+        "LOG_FORMAT",
+        "'text': one readable line per record; 'json': one JSON object per line (for log "
+        "collectors).",
+        choices=LOG_FORMATS,
+    )
     cors_origins: str = _setting(
         "",
         "CORS_ORIGINS",
@@ -368,6 +403,65 @@ class Settings:
         "Audio a slow audio consumer may fall behind by before its oldest audio is "
         "dropped (and counted in /stats).",
         parse=_positive_float,
+    )
+
+    auth: str = _setting(
+        "auto",
+        "AUTH",
+        "'open': anyone may join any room; 'token': joining needs an access token signed "
+        "with an API secret (see README, Access control); 'auto': 'token' when an API key "
+        "is set, else 'open'.",
+        choices=AUTH_MODES,
+    )
+    api_key: str = _setting(
+        "", "API_KEY", "Name of the API key that signs access tokens (their 'iss' claim)."
+    )
+    api_secret: str = _setting(
+        "",
+        "API_SECRET",
+        "Secret of --api-key (HS256; at least 32 characters). Prefer the environment "
+        "variable: command lines are visible to other users of the machine.",
+    )
+    api_keys: tuple[tuple[str, str], ...] = _setting(
+        (),
+        "API_KEYS",
+        "More API keys, as 'key1:secret1,key2:secret2' (to rotate keys, or one per "
+        "application); tokens signed with any of them are accepted.",
+        parse=_api_keys,
+    )
+    open_rooms: tuple[str, ...] = _setting(
+        (),
+        "OPEN_ROOMS",
+        "With --auth token: rooms anyone may join without a token (comma-separated names "
+        "or shell-style patterns, case-sensitive), e.g. for zoom-clone clients, which "
+        "cannot send one. Open rooms are listed publicly.",
+        parse=_optional_room_patterns,
+    )
+    first_is_host: bool = _setting(
+        False,
+        "FIRST_IS_HOST",
+        "The earliest participant still in a room may moderate it (mute, remove, lock, end) "
+        "without an admin token; the role passes on when they leave.",
+        parse=_boolean,
+    )
+    webhook_url: str = _setting(
+        "",
+        "WEBHOOK_URL",
+        "POST room_started, room_finished, participant_joined, participant_left, "
+        "track_published and recording_finished events to this URL, signed with the first "
+        "API key (see README, Webhooks); retried with backoff.",
+    )
+    metrics_port: int | None = _setting(
+        None,
+        "METRICS_PORT",
+        "Serve GET /metrics (Prometheus) on this port only, instead of on --port; "
+        "0 or empty: on --port.",
+        parse=_optional_port,
+    )
+    metrics_host: str = _setting(
+        "",
+        "METRICS_HOST",
+        "Interface for --metrics-port (e.g. 127.0.0.1 or a private address); empty: --host.",
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import validation
+from .access import rename
 from .backends import MediaBackend
 from .events import EventRouter
 from .membership import Membership
@@ -64,6 +65,8 @@ def chat_line(participant: Participant, text: str) -> dict[str, Any]:
 
 async def deliver_chat(roster: Roster, participant: Participant, room: str, text: str) -> dict:
     """Send a chat message to the rest of the room, each dialect in its own form."""
+    if not participant.grant.can_publish_data:
+        raise ProtocolError("forbidden", "your access token does not allow chat")
     await roster.emit_to_dialect(
         room, Dialect.CHAT, "new_message", f"{participant.nickname}: {text}", skip=participant.sid
     )
@@ -91,7 +94,7 @@ def register_zoomclone_events(
         expect_args(args, 1, 2)
         room = validation.room_name(args[0])
         if len(args) == 2:
-            participant.nickname = validation.nickname(args[1])
+            rename(participant, args[1], strict=False)
         require_nickname(participant, nickname_required)
         if await membership.join(participant, room, Dialect.CHAT):
             # The original calls done() first, then notifies the room and the lobby.
@@ -100,7 +103,7 @@ def register_zoomclone_events(
     @router.on("nickname")
     async def nickname(participant: Participant, *args: Any) -> dict[str, bool]:
         expect_args(args, 1)
-        participant.nickname = validation.nickname(args[0])
+        rename(participant, args[0])
         room = roster.room_of(participant.sid)
         if room is not None:
             await roster.emit_to_dialect(

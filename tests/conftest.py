@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from server.client import RoomClient
+from tests.support.access import KEY, SECRET, Client
 from tests.support.clients import CLIENT_KINDS, RecordingClient
 from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
 from tests.support.server import ServerProcess
@@ -123,3 +124,36 @@ async def room_clients() -> AsyncIterator[Callable[..., object]]:
 def speak(tmp_path_factory: pytest.TempPathFactory):
     """``speak(text, rate=16000)``: espeak-ng speech as mono s16le PCM."""
     return speech_maker(tmp_path_factory.mktemp("speech"))
+
+
+@pytest.fixture
+def token_server(server_pool: ServerPool) -> ServerProcess:
+    """--auth token with one key (secret from the environment) and open rooms 'open-*'."""
+    return server_pool.get(
+        "--media",
+        "relay",
+        "--media-timeout",
+        "5",
+        "--auth",
+        "token",
+        "--api-key",
+        KEY,
+        "--open-rooms",
+        "open-*",
+        env={"API_SECRET": SECRET},
+    )
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Callable[..., object]]:
+    """``await client(url, auth=...)``: a connected token-aware client, closed after the test."""
+    opened: list[Client] = []
+
+    async def open_client(url: str, *, auth: dict | None = None) -> Client:
+        opened.append(created := Client())
+        await created.connect(url, auth=auth)
+        return created
+
+    yield open_client
+    for created in opened:
+        await created.sio.disconnect()

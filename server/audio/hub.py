@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .consumer import AudioConsumer, RoomOutput, RoomPatterns
-from .recorder import WavRecorder
+from .recorder import RecordingFinished, WavRecorder
 from .stt import PARTIAL_EVERY, SpeechRecognizer
 from .tap import AudioTap
 from .transcripts import TranscriptStore
@@ -40,10 +40,15 @@ def build_consumers(
     record_rooms: Sequence[str] = ("*",),
     stt_rooms: Sequence[str] = ("*",),
     stt_partials: bool = False,
+    recording_finished: RecordingFinished | None = None,
 ) -> list[AudioConsumer]:
     consumers: list[AudioConsumer] = []
     if record_dir is not None:
-        consumers.append(WavRecorder(record_dir, rooms=RoomPatterns(record_rooms)))
+        consumers.append(
+            WavRecorder(
+                record_dir, rooms=RoomPatterns(record_rooms), on_finished=recording_finished
+            )
+        )
     if stt:
         consumers.append(
             SpeechRecognizer(

@@ -15,6 +15,7 @@ import re
 import struct
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -75,6 +76,10 @@ def safe_name(text: str, fallback: str = "_", max_length: int = 64) -> str:
     text = re.sub(r"\.{2,}", ".", text)
     text = text.strip("._-")[:max_length].rstrip("._-")
     return text or fallback
+
+
+# (room, peer_id, file path, seconds): a participant's recording is complete on disk.
+RecordingFinished = Callable[[str, str, str, float], None]
 
 
 class _WavFile:
@@ -201,8 +206,10 @@ class WavRecorder(BaseConsumer):
         max_gap: float = 600.0,
         max_file_seconds: float = MAX_DATA_BYTES / BYTES_PER_SECOND,
         rooms: RoomPatterns = EVERY_ROOM,
+        on_finished: RecordingFinished | None = None,
     ) -> None:
         self.record_dir = Path(record_dir)
+        self._on_finished = on_finished
         self.rooms = rooms
         self._flush_bytes = _even(flush_interval * BYTES_PER_SECOND)
         self._sync_bytes = _even(fsync_interval * BYTES_PER_SECOND)
@@ -322,7 +329,10 @@ class WavRecorder(BaseConsumer):
         except OSError:
             logger.exception("finishing recording %s failed", wav.path)
             return
-        logger.info("recorded %s: %.1f s", wav.path, wav.data_bytes / BYTES_PER_SECOND)
+        seconds = wav.data_bytes / BYTES_PER_SECOND
+        logger.info("recorded %s: %.1f s", wav.path, seconds)
+        if self._on_finished is not None:
+            self._on_finished(session.room, session.peer_id, str(wav.path), seconds)
 
 
 def _even(value: float) -> int:

@@ -36,6 +36,9 @@ class MediaBackend(Protocol):
     ) -> None:
         """A trickled ICE candidate, or None at the end of gathering."""
 
+    async def set_muted(self, participant: Participant, room: str, kind: Kind, muted: bool) -> None:
+        """Stop (or resume) sending ``participant``'s ``kind`` to the rest of the room."""
+
     def published(self, room: str) -> dict[Kind, int]:
         """How many tracks of each kind the room's participants publish to the server."""
 

@@ -56,6 +56,11 @@ class PeerToPeerBackend:
         payload = (candidate.as_dict() if candidate else None,)
         await self._to_others(participant, room, "ice", payload)
 
+    async def set_muted(self, participant: Participant, room: str, kind: Kind, muted: bool) -> None:
+        raise ProtocolError(
+            "unsupported", "muting others needs --media relay (in p2p mode media bypasses us)"
+        )
+
     def published(self, room: str) -> dict[Kind, int]:
         return {"audio": 0, "video": 0}  # nothing is published to the server in p2p mode
 

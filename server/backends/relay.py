@@ -19,8 +19,12 @@ import socketio
 
 from ..audio.hub import AudioHub
 from ..events import EventRouter
+from ..grants import Grant
+from ..media.offer import ParsedOffer
+from ..media.publication import PublicationObserver
 from ..media.sfu import Sfu
 from ..media.types import (
+    KINDS,
     CloseReason,
     Kind,
     MediaConfig,
@@ -48,6 +52,19 @@ def slot_policy(dialect: Dialect | None) -> SlotPolicy:
     return SlotPolicy.EVERY_SOURCE if dialect is Dialect.NATIVE else SlotPolicy.FOLLOW_SPEAKER
 
 
+def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
+    """Refuse an offer that publishes or subscribes against the participant's grant."""
+    media = [section for section in offer.sections if section.kind in KINDS]
+    if (not grant.can_publish or grant.hidden) and any(s.client_sends for s in media):
+        raise ProtocolError(
+            "forbidden", "your access token does not allow publishing (offer recvonly)"
+        )
+    if not grant.can_subscribe and any(section.client_receives for section in media):
+        raise ProtocolError(
+            "forbidden", "your access token does not allow subscribing (offer sendonly)"
+        )
+
+
 class RelayBackend:
     """Media backend where the server is every participant's WebRTC peer."""
 
@@ -60,12 +77,13 @@ class RelayBackend:
         router: EventRouter,
         config: MediaConfig,
         audio: AudioHub,
+        observers: list[PublicationObserver] | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._router = router
         self._audio = audio
-        self._media = Sfu(config, listener=self, observers=[audio])
+        self._media = Sfu(config, listener=self, observers=[audio, *(observers or [])])
 
     # -- signaling -> SFU ------------------------------------------------------------
 
@@ -84,7 +102,9 @@ class RelayBackend:
         await self._media.leave(room, participant.peer_id)
 
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
-        self._media.offer(room, participant.peer_id, offer["sdp"], offer.get("sources"))
+        parsed = self._media.parse_offer(offer["sdp"], offer.get("sources"))
+        check_offer_allowed(participant.grant, parsed)
+        self._media.offer(room, participant.peer_id, parsed)
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
         raise ProtocolError(
@@ -95,6 +115,9 @@ class RelayBackend:
         self, participant: Participant, room: str, candidate: IceCandidate | None
     ) -> None:
         await self._media.ice(room, participant.peer_id, candidate)
+
+    async def set_muted(self, participant: Participant, room: str, kind: Kind, muted: bool) -> None:
+        await self._media.set_muted(room, participant.peer_id, kind, muted)
 
     def published(self, room: str) -> dict[Kind, int]:
         return self._media.published(room)
@@ -136,7 +159,7 @@ class RelayBackend:
 
     async def renegotiation_needed(self, peer_id: str, wanted: dict[Kind, int]) -> None:
         participant = self._native(peer_id)
-        if participant is not None:
+        if participant is not None and participant.grant.can_subscribe:
             await self._send(participant, "renegotiate", wanted)
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:

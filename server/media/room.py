@@ -58,6 +58,7 @@ class MediaRoom:
         self._config = config
         self._ice_servers = ice_servers
         self.peers: dict[str, MediaPeer] = {}  # by peer_id: the one index of the room's peers
+        self.muted: set[tuple[str, Kind]] = set()  # (peer_id, kind) not forwarded to anyone
         self.speaker = SpeakerDetector()
         self.datachannels = DataChannelBridge(self._refuse_message)
         self._speaker_task: asyncio.Task[None] | None = None  # from the first audio on
@@ -87,6 +88,7 @@ class MediaRoom:
         if peer is None:
             return
         self.speaker.remove(peer_id)
+        self.muted -= {(peer_id, kind) for kind in KINDS}
         await peer.close(reason)
         await self.reconcile()
 
@@ -133,7 +135,7 @@ class MediaRoom:
 
     def _assign(self) -> None:
         """Re-plan every peer's slots from the room's publications (no I/O)."""
-        publications = self.publications()
+        publications = [p for p in self.publications() if (p.peer_id, p.kind) not in self.muted]
         order = self.speaker.order
         for peer in self.peers.values():
             peer.assign([p for p in publications if p.peer_id != peer.peer_id], order)

@@ -14,7 +14,7 @@ from aiortc.contrib.media import MediaRelay
 
 from ..validation import IceCandidate, ProtocolError
 from .aiortc_hooks import install_aiortc_hooks
-from .offer import parse_candidate, parse_offer
+from .offer import ParsedOffer, parse_candidate, parse_offer
 from .peer import MediaPeer
 from .publication import PublicationObserver
 from .room import MediaRoom
@@ -78,20 +78,32 @@ class Sfu:
             del self._rooms[room]
             await media_room.close()
 
-    def offer(
-        self, room: str, peer_id: str, sdp: str, sources: dict[str, str] | None = None
-    ) -> None:
-        """Queue an offer; the answer (or an error) arrives through the listener.
+    def parse_offer(self, sdp: str, sources: dict[str, str] | None = None) -> ParsedOffer:
+        """Validate an offer (once, before anything else sees it); raises ProtocolError.
 
         ``sources`` names what the client's sending m-lines carry, by mid.
         """
-        parsed = parse_offer(sdp, self.config.max_media_sections, sources)
-        self._peer(room, peer_id).submit_offer(parsed)
+        return parse_offer(sdp, self.config.max_media_sections, sources)
+
+    def offer(self, room: str, peer_id: str, offer: ParsedOffer) -> None:
+        """Queue a validated offer; the answer (or an error) arrives through the listener."""
+        self._peer(room, peer_id).submit_offer(offer)
 
     async def ice(self, room: str, peer_id: str, candidate: IceCandidate | None) -> None:
         """A trickled candidate, or None at the end of the client's gathering."""
         peer = self._peer(room, peer_id)
         await peer.add_candidate(parse_candidate(candidate) if candidate else None)
+
+    async def set_muted(self, room: str, peer_id: str, kind: Kind, muted: bool) -> None:
+        """Stop (or resume) forwarding a participant's ``kind`` tracks to the others."""
+        media_room = self._rooms.get(room)
+        if media_room is None or peer_id not in media_room.peers:
+            raise ProtocolError("not_in_room", "no such participant in this room")
+        if muted:
+            media_room.muted.add((peer_id, kind))
+        else:
+            media_room.muted.discard((peer_id, kind))
+        await media_room.reconcile()
 
     # -- what signaling asks ------------------------------------------------------------
 

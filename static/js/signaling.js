@@ -13,10 +13,20 @@ export class RequestError extends Error {
   }
 }
 
+const TOKEN_KEY = "roomrelay-token";
+
+/** An access token from the page's link (/?room=R&token=T), kept for reloads of this tab. */
+function accessToken() {
+  const fromLink = new URL(location.href).searchParams.get("token");
+  if (fromLink) sessionStorage.setItem(TOKEN_KEY, fromLink);
+  return fromLink || sessionStorage.getItem(TOKEN_KEY);
+}
+
 export class Signaling {
   constructor() {
+    const token = accessToken();
     // Socket.IO reconnects by itself, with backoff, after a drop.
-    this.socket = io();
+    this.socket = io(token ? { auth: { token } } : {});
     this.socket.on("disconnect", (reason) => {
       // The only case Socket.IO does not retry on its own.
       if (reason === "io server disconnect") this.socket.connect();
