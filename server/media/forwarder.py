@@ -30,7 +30,7 @@ from .aiortc_hooks import (
     sender_identity,
 )
 from .latency import LatencyHistogram
-from .rtp_rewrite import ExtensionWriter, SourcePacket, StreamRewriter, rtp_bytes
+from .rtp_rewrite import ExtensionWriter, Rewritten, SourcePacket, StreamRewriter, rtp_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -133,18 +133,21 @@ class PacketForwarder:
             if rewriter.holding:
                 self._ask_keyframe()
             return
-        extensions = self._extensions.block(current_abs_send_time(), packet.audio_level)
-        data = rtp_bytes(
+        data = self._serialize(packet, out)
+        self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
+        self._wakeup.set()
+
+    def _serialize(self, packet: SourcePacket, out: Rewritten) -> bytes:
+        """The packet as this subscriber gets it: its SSRC, PT, numbering and extension ids."""
+        return rtp_bytes(
             packet.marker,
             self._payload_type,
             out.sequence_number,
             out.timestamp,
             self._ssrc,
-            extensions,
+            self._extensions.block(current_abs_send_time(), packet.audio_level),
             out.payload,
         )
-        self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
-        self._wakeup.set()
 
     def _ask_keyframe(self) -> None:
         now = time.monotonic()
@@ -185,8 +188,10 @@ class PacketForwarder:
         if packet is None:
             return
         out = rewriter.again(epoch, packet)
-        extensions = self._extensions.block(current_abs_send_time(), packet.audio_level)
-        if self._rtx_payload_type is not None:
+        if self._rtx_payload_type is None:
+            data = self._serialize(packet, out)
+        else:
+            extensions = self._extensions.block(current_abs_send_time(), packet.audio_level)
             data = rtp_bytes(
                 packet.marker,
                 self._rtx_payload_type,
@@ -197,16 +202,6 @@ class PacketForwarder:
                 out.sequence_number.to_bytes(2, "big") + out.payload,
             )
             self._rtx_sequence_number = (self._rtx_sequence_number + 1) % (1 << 16)
-        else:
-            data = rtp_bytes(
-                packet.marker,
-                self._payload_type,
-                out.sequence_number,
-                out.timestamp,
-                self._ssrc,
-                extensions,
-                out.payload,
-            )
         with contextlib.suppress(ConnectionError):
             await send_rtp(self._sender, data)
             self.retransmitted += 1
