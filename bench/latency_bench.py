@@ -231,7 +231,7 @@ async def run(url: str, seconds: float, warmup: float) -> dict[str, object]:
         name: {kind: summary(values) for kind, values in per_kind.items()}
         for name, per_kind in results.items()
     }
-    report["server_forward_latency"] = stats.get("media", {}).get("forward_latency")
+    report["server_forward_latency"] = stats.get("forward_latency")
     return report
 
 

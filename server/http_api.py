@@ -73,6 +73,7 @@ async def stats(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     counters = server.stats
     room_names = server.roster.public_rooms()
+    latency = server.media.forward_latency()  # changes with every packet: not in "media"
     return web.json_response(
         {
             "uptime_s": round(counters.uptime, 3),
@@ -85,6 +86,7 @@ async def stats(request: web.Request) -> web.Response:
             "errors_total": counters.errors_total,
             "errors_by_code": dict(counters.errors_by_code),
             "media": server.media.stats(),
+            "forward_latency": latency.summary() if latency else None,
             "process": process_facts(),
         }
     )

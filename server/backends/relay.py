@@ -19,6 +19,7 @@ import socketio
 
 from ..audio.hub import AudioHub
 from ..events import EventRouter
+from ..media.latency import LatencyHistogram
 from ..media.sfu import Sfu
 from ..media.types import (
     CloseReason,
@@ -107,6 +108,9 @@ class RelayBackend:
 
     def stats(self) -> dict[str, Any]:
         return {"mode": self.mode, **self._media.stats(), "audio": self._audio.stats()}
+
+    def forward_latency(self) -> LatencyHistogram | None:
+        return self._media.forward_latency if self._media.config.forwarding else None
 
     async def close(self) -> None:
         await self._media.close()

@@ -117,7 +117,6 @@ class Sfu:
             "subscriptions": sum(
                 1 for peer in peers for slot in peer.slots if slot.source is not None
             ),
-            "forward_latency": self.forward_latency.summary(),
         }
 
     async def close(self) -> None:
