@@ -8,7 +8,7 @@ import time
 
 import aiortc.clock
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
@@ -239,11 +239,25 @@ def test_aiortc_internals_are_present():
     check_aiortc_internals()
 
 
-def test_a_missing_aiortc_internal_fails_loudly(monkeypatch):
-    def keyframe_with_new_signature(self, urgent: bool) -> None: ...
+@pytest.mark.parametrize(
+    ("owner", "name", "replacement", "message"),
+    [
+        (RTCRtpSender, "_send_keyframe", lambda self, urgent: None, "_send_keyframe"),
+        (RTCRtpSender, "_retransmit", lambda self, seq, rtx: None, "_retransmit"),
+        (RTCRtpSender, "_handle_rtcp_packet", lambda self, p, t: None, "_handle_rtcp_packet"),
+        (RTCRtpReceiver, "_send_rtcp", lambda self, p, t: None, "_send_rtcp"),
+        (RTCRtpReceiver, "_handle_rtp_packet", lambda self, p: None, "_handle_rtp_packet"),
+    ],
+)
+def test_a_missing_aiortc_internal_fails_loudly(monkeypatch, owner, name, replacement, message):
+    monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(AiortcInternalsChanged, match=message):
+        check_aiortc_internals()
 
-    monkeypatch.setattr(RTCRtpSender, "_send_keyframe", keyframe_with_new_signature)
-    with pytest.raises(AiortcInternalsChanged, match=r"_send_keyframe"):
+
+def test_a_moved_private_attribute_fails_loudly(monkeypatch):
+    monkeypatch.setattr(aiortc_hooks, "_EXTENSION_IDS", "_HeaderExtensionsMap__renamed")
+    with pytest.raises(AiortcInternalsChanged, match="HeaderExtensionsMap"):
         check_aiortc_internals()
 
 
