@@ -31,7 +31,7 @@ from aiortc.rtp import RtpPacket
 from bench.synthetic import ClipTrack, EncodedClip, frame_digest, load_clip, read_picture
 from server.client import RoomClient
 from server.media.aiortc_hooks import route_keyframe_requests, tap_encoded_frames
-from server.media.encoded import is_keyframe
+from bench.synthetic import is_keyframe
 
 logger = logging.getLogger("load_client")
 

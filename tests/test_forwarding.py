@@ -12,6 +12,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
+from bench.synthetic import is_keyframe
 from server.client import RoomClient
 from server.media import aiortc_hooks
 from server.media.aiortc_hooks import AiortcInternalsChanged, check_aiortc_internals
@@ -30,7 +31,6 @@ from tests.support.media import (
     ColourTrack,
     ToneTrack,
     identify_video,
-    is_keyframe,
 )
 
 pytestmark = pytest.mark.media
