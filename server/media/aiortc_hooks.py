@@ -1,8 +1,9 @@
 """Every use of aiortc's private names and every process-wide patch, in one place.
 
-aiortc has no public hook for what an SFU needs (per-packet audio levels,
-encoded frames, keyframe requests, codec order, SDP parsing), so we attach to a
-few private names. The aiortc version is pinned in setup.cfg;
+aiortc has no public hook for what an SFU needs (RTP packets before the jitter
+buffer, sending packets and answering NACKs around a sender, REMB in and out,
+per-packet audio levels, a gate on the decoder, keyframe requests, codec order,
+SDP parsing), so we attach to a few private names. The aiortc version is pinned in setup.cfg;
 :func:`check_aiortc_internals` fails fast, with a clear message, if an upgrade
 moved any of them, and the test suite exercises each one. Nothing outside this
 module touches aiortc's private names.
