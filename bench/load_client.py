@@ -28,10 +28,16 @@ from aiortc.codecs import CODECS
 from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RtpPacket
 
-from bench.synthetic import ClipTrack, EncodedClip, frame_digest, load_clip, read_picture
+from bench.synthetic import (
+    ClipTrack,
+    EncodedClip,
+    frame_digest,
+    is_keyframe,
+    load_clip,
+    read_picture,
+)
 from server.client import RoomClient
 from server.media.aiortc_hooks import route_keyframe_requests, tap_encoded_frames
-from server.media.encoded import is_keyframe
 
 logger = logging.getLogger("load_client")
 

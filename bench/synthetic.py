@@ -155,3 +155,18 @@ class ClipTrack(MediaStreamTrack):
         self._index = (index + 1) % len(self.clip.frames)
         self._count += 1
         return packet
+
+
+def is_keyframe(mime_type: str, data: bytes) -> bool:
+    """Whether a whole encoded frame (as aiortc's depayloader yields it) is a keyframe."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return bool(data) and not data[0] & 0x01  # P bit clear: key frame (RFC 6386 9.1)
+    if mime == "video/h264":  # Annex B: an IDR slice or an SPS
+        nal_types = [
+            data[at + 3] & 0x1F
+            for at in range(len(data) - 3)
+            if data[at : at + 3] == b"\x00\x00\x01"
+        ]
+        return any(nal_type in (5, 7) for nal_type in nal_types)
+    return True  # audio frames are independent

@@ -104,6 +104,7 @@ async def stats(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     counters = server.stats
     room_names = server.roster.public_rooms()
+    latency = server.media.forward_latency()  # changes with every packet: not in "media"
     return web.json_response(
         {
             "uptime_s": round(counters.uptime, 3),
@@ -118,6 +119,7 @@ async def stats(request: web.Request) -> web.Response:
             "signaling": signaling_facts(server),
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
+            "forward_latency": latency.summary() if latency else None,
             "admission": {
                 **server.sio.admission.stats(),
                 "malformed_disconnects": server.sio.malformed_disconnects,

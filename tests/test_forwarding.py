@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiortc.clock
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
+from bench.synthetic import is_keyframe
 from server.client import RoomClient
 from server.media import aiortc_hooks
 from server.media.aiortc_hooks import AiortcInternalsChanged, check_aiortc_internals
-from server.media.encoded import EncodedFrame, is_keyframe
-from server.media.publication import EncodedSubscription
-from server.media.slot import MAX_QUEUED, Slot
-from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack, identify_video
+from server.media.forwarder import MAX_BACKLOG, PacketForwarder
+from server.media.latency import LatencyHistogram
+from server.media.rtp_rewrite import (
+    ExtensionWriter,
+    PacketHistory,
+    SourcePacket,
+    rtp_bytes,
+    starts_keyframe,
+)
+from tests.support.media import (
+    COLOURS,
+    TONES,
+    ColourTrack,
+    ToneTrack,
+    identify_video,
+)
 
 pytestmark = pytest.mark.media
 
@@ -135,48 +149,50 @@ async def negotiated_video_transceiver():
     return transceiver, (client, server)
 
 
-class FakeSource:
-    """Stands in for a Publication on the slot's side of the interface."""
-
-    def __init__(self) -> None:
-        self.forwardable, self.mime_type, self.kind = True, "video/vp8", "video"
-        self.peer_id, self.source = "fake", "camera"
-        self.keyframe_requests = 0
-
-    def request_keyframe(self) -> None:
-        self.keyframe_requests += 1
-
-    def subscribe_encoded(self, sink, on_ended=None):
-        return EncodedSubscription(self, sink, on_ended)
-
-    def _unsubscribe(self, subscription) -> None:
-        pass
-
-
-def frame(number: int, keyframe: bool = False) -> EncodedFrame:
-    return EncodedFrame(bytes([0 if keyframe else 1]) + bytes(100), number * 3000, 90000, keyframe)
+def vp8_packet(history, number: int, keyframe: bool = False) -> SourcePacket:
+    """The single packet of a small VP8 frame (15-bit picture id ``number``)."""
+    payload = bytes([0x90, 0x80, 0x80 | (number >> 8) & 0x7F, number & 0xFF])
+    payload += bytes([0x00 if keyframe else 0x01]) + bytes(100)
+    return SourcePacket(history, number, number * 3000, True, payload, 90000, keyframe, True)
 
 
 async def test_an_overflowing_slot_drops_and_waits_for_a_keyframe():
     transceiver, connections = await negotiated_video_transceiver()
     try:
-        slot = Slot(transceiver, forwarding=True)
-        source = FakeSource()
-        slot.attach(source)
-        assert source.keyframe_requests == 1  # a new subscriber asks for a keyframe
-        slot.push(frame(0))  # a delta frame before any keyframe: useless, dropped
-        slot.push(frame(1, keyframe=True))
-        for n in range(2, 2 + MAX_QUEUED["video"]):  # the sender stalls: the queue fills up
-            slot.push(frame(n))
-        assert slot.dropped > 0 and source.keyframe_requests == 2
-        slot.push(frame(100))  # deltas after the gap would smear: still dropped
-        slot.push(frame(101, keyframe=True))
-        slot.push(frame(102))
-        first = await slot.recv()
-        assert bytes(first)[0] == 0, "after an overflow the slot restarts on a keyframe"
-        second = await slot.recv()
-        assert second.pts - first.pts == 3000  # timeline continuous across the gap
-        slot.close()
+        keyframe_requests = []
+        forwarder = PacketForwarder(
+            transceiver.sender, "video", LatencyHistogram(), lambda: keyframe_requests.append(1)
+        )
+        forwarder.start(transceiver._codecs[0], transceiver._codecs)
+        forwarder._writer.cancel()  # the sender stalls: nothing leaves the backlog
+        history = PacketHistory()
+        forwarder.push(vp8_packet(history, 0))  # a delta frame before any keyframe: dropped
+        assert len(forwarder._queue) == 0 and keyframe_requests == [1]
+        for number in range(1, 2 + MAX_BACKLOG["video"]):
+            forwarder.push(vp8_packet(history, number, keyframe=number == 1))
+        assert forwarder.dropped == 1 and len(keyframe_requests) == 2
+
+        def sent_meanwhile():  # the sender catches up
+            packets = [RtpPacket.parse(data) for data, *_ in forwarder._queue]
+            forwarder._queue.clear()
+            return packets
+
+        sent = sent_meanwhile()
+        forwarder.push(vp8_packet(history, 1000))  # deltas after the gap would smear: dropped
+        forwarder.push(vp8_packet(history, 1001, keyframe=True))
+        forwarder.push(vp8_packet(history, 1002))
+        sent += sent_meanwhile()
+        assert len(sent) == MAX_BACKLOG["video"] + 2
+        assert {p.ssrc for p in sent} == {transceiver.sender._ssrc}
+        assert all(
+            (b.sequence_number - a.sequence_number) % 65536 == 1
+            for a, b in itertools.pairwise(sent)
+        ), "after an overflow the stream continues without a sequence gap"
+        resumed = sent[-2]
+        assert starts_keyframe("video/vp8", resumed.payload), "and restarts on a keyframe"
+        assert (resumed.timestamp - sent[-3].timestamp) % 2**32 < 2**31  # never backwards
+        assert sent[-1].timestamp - resumed.timestamp == 3000
+        forwarder.stop()
     finally:
         for pc in connections:
             await pc.close()
@@ -223,20 +239,38 @@ def test_aiortc_internals_are_present():
     check_aiortc_internals()
 
 
-def test_a_missing_aiortc_internal_fails_loudly(monkeypatch):
-    def keyframe_with_new_signature(self, urgent: bool) -> None: ...
-
-    monkeypatch.setattr(RTCRtpSender, "_send_keyframe", keyframe_with_new_signature)
-    with pytest.raises(AiortcInternalsChanged, match=r"_send_keyframe"):
+@pytest.mark.parametrize(
+    ("owner", "name", "replacement", "message"),
+    [
+        (RTCRtpSender, "_send_keyframe", lambda self, urgent: None, "_send_keyframe"),
+        (RTCRtpSender, "_retransmit", lambda self, seq, rtx: None, "_retransmit"),
+        (RTCRtpSender, "_handle_rtcp_packet", lambda self, p, t: None, "_handle_rtcp_packet"),
+        (RTCRtpReceiver, "_send_rtcp", lambda self, p, t: None, "_send_rtcp"),
+        (RTCRtpReceiver, "_handle_rtp_packet", lambda self, p: None, "_handle_rtp_packet"),
+    ],
+)
+def test_a_missing_aiortc_internal_fails_loudly(monkeypatch, owner, name, replacement, message):
+    monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(AiortcInternalsChanged, match=message):
         check_aiortc_internals()
 
 
-def test_vp8_and_h264_keyframes_are_recognised():
-    assert is_keyframe("video/VP8", b"\x10\x02\x00\x9d\x01\x2a")
-    assert not is_keyframe("video/VP8", b"\x11\x02\x00")
-    assert is_keyframe("video/H264", b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x65\x88")
-    assert not is_keyframe("video/H264", b"\x00\x00\x00\x01\x41\x9a")
-    assert is_keyframe("audio/opus", b"\x78")
+def test_a_moved_private_attribute_fails_loudly(monkeypatch):
+    monkeypatch.setattr(aiortc_hooks, "_EXTENSION_IDS", "_HeaderExtensionsMap__renamed")
+    with pytest.raises(AiortcInternalsChanged, match="HeaderExtensionsMap"):
+        check_aiortc_internals()
+
+
+def test_keyframe_starts_are_recognised_in_rtp_payloads():
+    vp8_key = b"\x90\x80\x81\x23" + b"\x10\x02\x00\x9d\x01\x2a"
+    assert starts_keyframe("video/VP8", vp8_key)
+    assert not starts_keyframe("video/VP8", b"\x90\x80\x81\x23" + b"\x11\x02\x00")
+    assert not starts_keyframe("video/VP8", b"\x80\x80\x81\x23" + b"\x10")  # not a frame start
+    assert starts_keyframe("video/H264", b"\x78\x00\x02\x67\x42\x00\x02\x68\xce")  # STAP-A SPS
+    assert starts_keyframe("video/H264", b"\x7c\x85\x88")  # FU-A start of an IDR slice
+    assert not starts_keyframe("video/H264", b"\x7c\x05\x88")  # FU-A middle
+    assert not starts_keyframe("video/H264", b"\x41\x9a")
+    assert starts_keyframe("audio/opus", b"\x78")
 
 
 def test_the_fast_clock_reads_the_same_clock_as_aiortcs():
@@ -250,27 +284,29 @@ def test_the_fast_clock_reads_the_same_clock_as_aiortcs():
 
 
 @pytest.mark.parametrize("audio_level", [None, 38])
-def test_the_lean_sender_packs_exactly_what_aiortc_serializes(audio_level):
+def test_forwarded_packets_are_exactly_what_aiortc_serializes(audio_level):
+    ids = {"mid": 1, "abs_send_time": 3, "audio_level": 4}
+    uris = {
+        "mid": "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "abs_send_time": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "audio_level": "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    }
     extensions_map = HeaderExtensionsMap()
     extensions_map.configure(
         RTCRtpParameters(
             headerExtensions=[
-                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-                RTCRtpHeaderExtensionParameters(
-                    id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-                ),
-                RTCRtpHeaderExtensionParameters(
-                    id=4, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-                ),
+                RTCRtpHeaderExtensionParameters(id=ids[name], uri=uri) for name, uri in uris.items()
             ]
         )
     )
     values = HeaderExtensions(
         mid="2",
         abs_send_time=0x123456,
-        audio_level=None if audio_level is None else (False, -audio_level),
+        audio_level=None if audio_level is None else (True, audio_level),
     )
-    block = aiortc_hooks.extension_block(extensions_map, values)
+    writer = ExtensionWriter(ids, "2")
+    level_byte = None if audio_level is None else 0x80 | audio_level
+    block = writer.block(0x123456, level_byte)
     for marker, payload in ((0, b"\x90\x80" + bytes(range(200))), (1, b"\x10")):
         packet = RtpPacket(
             payload_type=96,
@@ -281,5 +317,7 @@ def test_the_lean_sender_packs_exactly_what_aiortc_serializes(audio_level):
             payload=payload,
         )
         packet.extensions = values
-        assert aiortc_hooks.rtp_packet_bytes(packet, block) == packet.serialize(extensions_map)
-    assert aiortc_hooks.extension_block(HeaderExtensionsMap(), values) == b""
+        ours = rtp_bytes(bool(marker), 96, 65535, 0xFFFFFFF0, 0xDEADBEEF, block, payload)
+        assert ours == packet.serialize(extensions_map)
+        assert RtpPacket.parse(ours, extensions_map).extensions == values
+    assert ExtensionWriter({}, "2").block(0x123456, level_byte) == b""

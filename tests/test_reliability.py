@@ -20,6 +20,7 @@ from server.media.aiortc_hooks import (
     check_aioice_internals,
     install_aiortc_hooks,
 )
+from server.media.latency import LatencyHistogram
 from server.media.offer import parse_offer, stream_ids_by_mid
 from server.media.peer import MediaPeer, PeerHooks
 from server.media.publication import EncodedSubscription
@@ -143,6 +144,7 @@ def lone_peer(facts: Facts) -> MediaPeer:
         relay=MediaRelay(),
         config=MediaConfig(connect_timeout=10),
         ice_servers=[],
+        latency=LatencyHistogram(),
     )
 
 

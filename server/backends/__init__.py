@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..media.latency import LatencyHistogram
 from ..media.types import Kind
 from ..rooms import Participant
 from ..validation import IceCandidate
@@ -50,6 +51,9 @@ class MediaBackend(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Media facts about the whole server for ``GET /stats``."""
+
+    def forward_latency(self) -> LatencyHistogram | None:
+        """Packet arrival to subscriber send, when the server forwards media itself."""
 
     async def close(self) -> None:
         """Release everything at shutdown."""

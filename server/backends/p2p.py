@@ -73,5 +73,8 @@ class PeerToPeerBackend:
     def stats(self) -> dict[str, Any]:
         return {"mode": self.mode}
 
+    def forward_latency(self) -> None:
+        return None  # media never passes through the server
+
     async def close(self) -> None:
         return None

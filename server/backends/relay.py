@@ -20,6 +20,7 @@ import socketio
 from ..audio.hub import AudioHub
 from ..events import EventRouter
 from ..grants import Grant
+from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer
 from ..media.publication import PublicationObserver
 from ..media.sfu import Sfu
@@ -130,6 +131,9 @@ class RelayBackend:
 
     def stats(self) -> dict[str, Any]:
         return {"mode": self.mode, **self._media.stats(), "audio": self._audio.stats()}
+
+    def forward_latency(self) -> LatencyHistogram | None:
+        return self._media.forward_latency if self._media.config.forwarding else None
 
     async def close(self) -> None:
         await self._media.close()

@@ -1,8 +1,9 @@
 """Every use of aiortc's private names and every process-wide patch, in one place.
 
-aiortc has no public hook for what an SFU needs (per-packet audio levels,
-encoded frames, keyframe requests, codec order, SDP parsing), so we attach to a
-few private names. The aiortc version is pinned in setup.cfg;
+aiortc has no public hook for what an SFU needs (RTP packets before the jitter
+buffer, sending packets and answering NACKs around a sender, REMB in and out,
+per-packet audio levels, a gate on the decoder, keyframe requests, codec order,
+SDP parsing), so we attach to a few private names. The aiortc version is pinned in setup.cfg;
 :func:`check_aiortc_internals` fails fast, with a clear message, if an upgrade
 moved any of them, and the test suite exercises each one. Nothing outside this
 module touches aiortc's private names.
@@ -11,14 +12,15 @@ module touches aiortc's private names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import queue
 import random
-import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aioice
@@ -32,10 +34,17 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from aiortc.rtcrtpsender import RTCEncodedFrame
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
 from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
-from aiortc.utils import random32, uint16_add, uint32_add
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +66,24 @@ class EncodedFrameTap(queue.Queue):
     sentinel that stops the decoder thread always goes through.
     """
 
-    def __init__(self, on_frame: EncodedFrameHandler) -> None:
+    def __init__(self, on_frame: EncodedFrameHandler | None = None) -> None:
         super().__init__()
         self._on_frame = on_frame
         self.decoding = False
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
-            self._on_frame(*item)
+            if self._on_frame is not None:
+                self._on_frame(*item)
             if not self.decoding:
                 return
         super().put(item, block, timeout)
 
 
-def tap_encoded_frames(receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler) -> EncodedFrameTap:
-    """Intercept a receiver's encoded frames; must run before the receiver starts."""
+def tap_encoded_frames(
+    receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler | None = None
+) -> EncodedFrameTap:
+    """Intercept a receiver's encoded frames (and gate its decoder); before the receiver starts."""
     tap = EncodedFrameTap(on_frame)
     setattr(receiver, _DECODER_QUEUE, tap)
     return tap
@@ -163,7 +175,10 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_order: Sequence[str]) -> 
 
 
 _SENDER = "_RTCRtpSender__"  # prefix of RTCRtpSender's name-mangled attributes
-_RTP_HEADER = struct.Struct("!BBHLL")
+_RECEIVER = "_RTCRtpReceiver__"
+_EXTENSION_IDS = "_HeaderExtensionsMap__ids"
+
+EncodedFrameSource = Callable[[RTCRtpCodecParameters], Awaitable[None]]
 
 
 def _sender_private(sender: RTCRtpSender, name: str) -> Any:
@@ -174,76 +189,136 @@ def _set_sender_private(sender: RTCRtpSender, name: str, value: Any) -> None:
     setattr(sender, _SENDER + name, value)
 
 
-def rtp_packet_bytes(packet: RtpPacket, extension_block: bytes) -> bytes:
-    """``packet.serialize()`` for a packet without CSRCs or padding, with the extension
-    block (profile, length, values; see :func:`extension_block`) computed once per frame."""
-    header = _RTP_HEADER.pack(
-        0x90 if extension_block else 0x80,  # version 2, X bit when there are extensions
-        (packet.marker << 7) | packet.payload_type,
-        packet.sequence_number,
-        packet.timestamp,
-        packet.ssrc,
-    )
-    return header + extension_block + packet.payload
+def intercept_rtp(
+    receiver: RTCRtpReceiver,
+    on_packet: Callable[[RtpPacket], None],
+    rtx_payload_types: dict[int, int],
+) -> None:
+    """Hand each received RTP packet to ``on_packet`` first, before aiortc's jitter buffer.
 
-
-def extension_block(extensions_map: HeaderExtensionsMap, values: HeaderExtensions) -> bytes:
-    """The serialized RTP header extension block for ``values`` (empty when none apply)."""
-    profile, value = extensions_map.set(values)
-    return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
-
-
-async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
-    """aiortc's ``RTCRtpSender._run_rtp``, doing once per frame what it does per packet.
-
-    Header extensions (MID, abs-send-time, audio level) and the sender-report
-    clock are the same for every packet of a frame, so they are computed and
-    serialized once; each packet's 12-byte header is packed directly. Frames
-    still come from ``_next_encoded_frame`` (forwarded packets are packed, decoded
-    frames encoded), and sent packets still go to the NACK history.
+    Retransmissions (RTX, payload type in ``rtx_payload_types`` mapping to the
+    original payload type) are unwrapped first. aiortc still gets every packet
+    afterwards: its NACK generator, bandwidth estimator, receiver reports and
+    (when someone decodes) jitter buffer keep working.
     """
-    _sender_private(sender, "rtp_started").set()
-    history = _sender_private(sender, "rtp_history")
-    payload_type = codec.payloadType
-    assert payload_type is not None  # a negotiated codec always has one
-    sequence_number = random_sequence_number()
-    timestamp_origin = random32()
-    try:
-        while True:
-            if not _sender_private(sender, "track"):
-                await asyncio.sleep(0.02)
-                continue
-            frame = await sender._next_encoded_frame(codec)
-            if frame is None:
-                continue
-            timestamp = uint32_add(timestamp_origin, frame.timestamp)
-            values = HeaderExtensions(
-                mid=_sender_private(sender, "mid"),
-                abs_send_time=(aiortc.clock.current_ntp_time() >> 14) & 0x00FFFFFF,
-                audio_level=None if frame.audio_level is None else (False, -frame.audio_level),
+    handle_rtp = receiver._handle_rtp_packet
+    media_ssrc = 0
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal media_ssrc
+        apt = rtx_payload_types.get(packet.payload_type)
+        if apt is None:
+            media_ssrc = packet.ssrc
+            on_packet(packet)
+        elif len(packet.payload) >= 2 and media_ssrc:
+            on_packet(unwrap_rtx(packet, payload_type=apt, ssrc=media_ssrc))
+        await handle_rtp(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def relay_remb(
+    receiver: RTCRtpReceiver, cap: Callable[[int], int]
+) -> Callable[[int], Awaitable[None]]:
+    """Pass each REMB the receiver sends its publisher through ``cap(own_estimate)``.
+
+    Returns a function that sends the publisher a REMB of our own (uncapped),
+    for every SSRC it sends.
+    """
+    send_rtcp = receiver._send_rtcp
+
+    async def send_capped(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                packet.fci = pack_remb_fci(cap(bitrate), ssrcs)
+        await send_rtcp(packet)
+
+    async def send_remb(bitrate: int) -> None:
+        rtcp_ssrc = getattr(receiver, _RECEIVER + "rtcp_ssrc")
+        ssrcs = [source.source for source in receiver.getSynchronizationSources()]
+        if rtcp_ssrc is not None and ssrcs:
+            fci = pack_remb_fci(bitrate, ssrcs)
+            await send_rtcp(
+                RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
             )
-            block = extension_block(_sender_private(sender, "rtp_header_extensions_map"), values)
-            last = len(frame.payloads) - 1
-            for index, payload in enumerate(frame.payloads):
-                packet = RtpPacket(
-                    payload_type=payload_type,
-                    marker=int(index == last),
-                    sequence_number=sequence_number,
-                    timestamp=timestamp,
-                    ssrc=sender._ssrc,
-                    payload=payload,
-                )
-                packet.extensions = values
-                history[sequence_number % RTP_HISTORY_SIZE] = packet
-                await sender.transport._send_rtp(rtp_packet_bytes(packet, block))
-                sequence_number = uint16_add(sequence_number, 1)
-            # What the next RTCP sender report and getStats() read.
-            _set_sender_private(sender, "ntp_timestamp", aiortc.clock.current_ntp_time())
-            _set_sender_private(sender, "rtp_timestamp", timestamp)
-            octets = _sender_private(sender, "octet_count") + sum(map(len, frame.payloads))
-            _set_sender_private(sender, "octet_count", octets)
-            packets = _sender_private(sender, "packet_count") + len(frame.payloads)
-            _set_sender_private(sender, "packet_count", packets)
+
+    receiver._send_rtcp = send_capped  # type: ignore[method-assign]
+    return send_remb
+
+
+def observe_remb(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Call ``callback(bitrate)`` for each REMB the subscriber sends about this sender."""
+    handle_rtcp = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):
+                callback(unpack_remb_fci(packet.fci)[0])
+        await handle_rtcp(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
+def route_retransmissions(sender: RTCRtpSender, handler: Callable[[int], Awaitable[None]]) -> None:
+    """Answer the subscriber's NACKs (one call per lost sequence number) with ``handler``."""
+    sender._retransmit = handler  # type: ignore[method-assign, assignment]
+
+
+@dataclass(frozen=True)
+class SenderIdentity:
+    """What a forwarding sender's packets must carry, known once the sender has started."""
+
+    ssrc: int
+    rtx_ssrc: int
+    mid: str | None
+    extension_ids: dict[str, int]  # "mid", "abs_send_time", "audio_level" as negotiated
+
+
+def sender_identity(sender: RTCRtpSender) -> SenderIdentity:
+    ids = getattr(_sender_private(sender, "rtp_header_extensions_map"), _EXTENSION_IDS)
+    extension_ids = {
+        name: getattr(ids, name)
+        for name in ("mid", "abs_send_time", "audio_level")
+        if getattr(ids, name)
+    }
+    return SenderIdentity(
+        sender._ssrc, sender._rtx_ssrc, _sender_private(sender, "mid"), extension_ids
+    )
+
+
+async def send_rtp(sender: RTCRtpSender, data: bytes) -> None:
+    """SRTP-protect and send one serialized RTP packet on the sender's transport."""
+    await sender.transport._send_rtp(data)
+
+
+def count_sent(sender: RTCRtpSender, packets: int, octets: int, rtp_timestamp: int) -> None:
+    """Account packets sent around the sender, for its RTCP sender reports and getStats()."""
+    _set_sender_private(sender, "ntp_timestamp", aiortc.clock.current_ntp_time())
+    _set_sender_private(sender, "rtp_timestamp", rtp_timestamp)
+    _set_sender_private(sender, "octet_count", _sender_private(sender, "octet_count") + octets)
+    _set_sender_private(sender, "packet_count", _sender_private(sender, "packet_count") + packets)
+
+
+def current_abs_send_time() -> int:
+    """The abs-send-time extension's value for now (6.18 fixed-point seconds)."""
+    return (aiortc.clock.current_ntp_time() >> 14) & 0x00FFFFFF
+
+
+async def next_encoded_frame(
+    sender: RTCRtpSender, codec: RTCRtpCodecParameters
+) -> RTCEncodedFrame | None:
+    """The sender's next frame from its track, encoded by the sender's own encoder."""
+    return await sender._next_encoded_frame(codec)
+
+
+async def _run_with(
+    sender: RTCRtpSender, run: EncodedFrameSource, codec: RTCRtpCodecParameters
+) -> None:
+    """aiortc's ``_run_rtp`` bookkeeping around ``run(codec)``, which does the sending."""
+    _sender_private(sender, "rtp_started").set()
+    try:
+        await run(codec)
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
     except Exception:
@@ -256,9 +331,9 @@ async def _lean_run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> N
     _sender_private(sender, "rtp_exited").set()
 
 
-def use_lean_rtp_loop(sender: RTCRtpSender) -> None:
-    """Run ``sender`` with :func:`_lean_run_rtp`; call before the sender starts."""
-    sender._run_rtp = functools.partial(_lean_run_rtp, sender)  # type: ignore[method-assign]
+def replace_rtp_loop(sender: RTCRtpSender, run: EncodedFrameSource) -> None:
+    """Run ``run(codec)`` as the sender's RTP task; call before the sender starts."""
+    sender._run_rtp = functools.partial(_run_with, sender, run)  # type: ignore[method-assign]
 
 
 NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
@@ -353,12 +428,31 @@ def check_aiortc_internals() -> None:
         "aiortc.clock.current_ntp_time / current_ms",
     )
     for name in (
-        "rtp_started", "rtp_exited", "rtp_history", "track", "mid", "encoder",
+        "rtp_started", "rtp_exited", "track", "mid", "encoder",
         "rtp_header_extensions_map", "ntp_timestamp", "rtp_timestamp", "octet_count",
         "packet_count",
     ):  # fmt: skip
         _require(_assigns(RTCRtpSender, "__" + name), f"RTCRtpSender.__{name}")
     _require(_assigns(RTCRtpSender, "_ssrc"), "RTCRtpSender._ssrc")
+    _require(_assigns(RTCRtpSender, "_rtx_ssrc"), "RTCRtpSender._rtx_ssrc")
+    _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
+    _require(
+        hasattr(HeaderExtensionsMap(), _EXTENSION_IDS)
+        and all(
+            hasattr(getattr(HeaderExtensionsMap(), _EXTENSION_IDS), name)
+            for name in ("mid", "abs_send_time", "audio_level")
+        ),
+        "HeaderExtensionsMap.__ids (mid, abs_send_time, audio_level)",
+    )
+    _require(
+        _parameters(RTCRtpSender._retransmit) == ["self", "sequence_number"],
+        "RTCRtpSender._retransmit(sequence_number)",
+    )
+    _require(
+        _parameters(RTCRtpSender._handle_rtcp_packet) == ["self", "packet"]
+        and _parameters(RTCRtpReceiver._send_rtcp) == ["self", "packet"],
+        "RTCRtpSender._handle_rtcp_packet(packet) and RTCRtpReceiver._send_rtcp(packet)",
+    )
     _require(
         _parameters(RTCDtlsTransport._send_rtp) == ["self", "data"], "RTCDtlsTransport._send_rtp"
     )

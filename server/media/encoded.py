@@ -1,42 +1,10 @@
-"""Encoded media as the server forwards it: whole frames, never decoded."""
+"""Keyframe requests to a publisher, coalesced across its subscribers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-H264_IDR, H264_SPS = 5, 7
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """One reassembled encoded frame from a publisher (RTP timestamp units)."""
-
-    data: bytes
-    timestamp: int
-    clock_rate: int
-    keyframe: bool
-
-
-def is_keyframe(mime_type: str, data: bytes) -> bool:
-    """Whether a whole encoded frame can be decoded on its own."""
-    mime = mime_type.lower()
-    if mime == "video/vp8":
-        return bool(data) and not data[0] & 0x01  # P bit clear: key frame (RFC 6386 9.1)
-    if mime == "video/h264":
-        return any(nal_type in (H264_IDR, H264_SPS) for nal_type in _h264_nal_types(data))
-    return True  # audio frames are independent
-
-
-def _h264_nal_types(data: bytes) -> list[int]:
-    """NAL unit types in an Annex B byte stream (as aiortc's depayloader produces)."""
-    types, start = [], data.find(b"\x00\x00\x01")
-    while start != -1 and start + 3 < len(data):
-        types.append(data[start + 3] & 0x1F)
-        start = data.find(b"\x00\x00\x01", start + 3)
-    return types
 
 
 class KeyframeRequests:

@@ -30,6 +30,7 @@ from aiortc.exceptions import InvalidStateError
 
 from ..validation import ProtocolError
 from .aiortc_hooks import negotiated_codecs, prefer_codecs, set_stream_id
+from .latency import LatencyHistogram
 from .offer import MediaSection, ParsedOffer, stream_ids_by_mid
 from .planning import plan_every_source, plan_follow_speaker
 from .publication import Publication
@@ -103,6 +104,7 @@ class MediaPeer:
         listener: MediaListener,
         hooks: PeerHooks,
         relay: MediaRelay,
+        latency: LatencyHistogram,
         config: MediaConfig,
         ice_servers: list[RTCIceServer],
     ) -> None:
@@ -113,6 +115,7 @@ class MediaPeer:
         self._listener = listener
         self._hooks = hooks
         self._relay = relay
+        self._latency = latency
         self._forwarding = config.forwarding
         self._connect_timeout = config.connect_timeout
         self._ice_servers = ice_servers
@@ -339,7 +342,7 @@ class MediaPeer:
     def _sync_slot(self, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
         slot = self._slot_of(transceiver)
         if section.client_receives and slot is None:
-            slot = Slot(transceiver, forwarding=self._forwarding)
+            slot = Slot(transceiver, forwarding=self._forwarding, latency=self._latency)
             transceiver.sender.replaceTrack(slot)
             self.slots.append(slot)
         elif not section.client_receives and slot is not None:

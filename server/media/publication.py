@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
-from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
-from .aiortc_hooks import negotiated_codecs, send_picture_loss, tap_encoded_frames
-from .encoded import EncodedFrame, KeyframeRequests, is_keyframe
+from .aiortc_hooks import (
+    intercept_rtp,
+    negotiated_codecs,
+    relay_remb,
+    send_picture_loss,
+    tap_encoded_frames,
+)
+from .encoded import KeyframeRequests
+from .rtp_rewrite import PacketHistory, SourcePacket, starts_frame, starts_keyframe
 from .types import Kind
 
 if TYPE_CHECKING:
@@ -23,11 +32,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A subscriber's REMB lowers what its publisher sends, but never below this (bits/s):
+# one subscriber on a very poor link must not ruin the picture for a whole room.
+REMB_FLOOR = 150_000
+REMB_INTERVAL = 1.0  # seconds between relayed estimates
+HISTORY_PACKETS = {"video": 512, "audio": 128}  # ~several seconds either way
+
 
 class EncodedSink(Protocol):
-    """Receives a publication's encoded frames (a forwarding slot)."""
+    """Receives a publication's RTP packets as they arrive (a forwarding slot)."""
 
-    def push(self, frame: EncodedFrame) -> None: ...
+    def push(self, packet: SourcePacket) -> None: ...
+
+    @property
+    def estimate(self) -> int | None: ...
 
 
 class PublicationObserver(Protocol):
@@ -65,7 +83,7 @@ class Subscription:
 
 
 class EncodedSubscription(Subscription):
-    """Forwarded frames, pushed to ``sink`` as they arrive; nothing is decoded for it."""
+    """Forwarded packets, pushed to ``sink`` as they arrive; nothing is decoded for it."""
 
     def __init__(
         self, publication: Publication, sink: EncodedSink, on_ended: Callable[[], None] | None
@@ -123,9 +141,10 @@ class ServerClockVideo(MediaStreamTrack):
 class Publication:
     """One published audio or video track, available encoded and decoded.
 
-    *Encoded*: with ``forward=True`` the receiver's reassembled frames are
-    intercepted before its decoder and pushed to every encoded subscription;
-    nothing is decoded or re-encoded for them.
+    *Encoded*: with ``forward=True`` every RTP packet is handed to the encoded
+    subscriptions as it arrives, before aiortc's jitter buffer, and kept a
+    moment in a history for retransmissions; nothing is decoded or re-encoded
+    for them. Their lowest bandwidth estimate is relayed to the publisher.
 
     *Decoded*: consumers that need frames (a subscriber that cannot take the
     publisher's codec, the audio tap, the ``transcode`` baseline) get a
@@ -156,12 +175,29 @@ class Publication:
         self._relay = relay
         self._drain = MediaBlackhole()
         self._drain.addTrack(relay.subscribe(self.track, buffered=False))
-        self._tap = tap_encoded_frames(receiver, self._on_encoded) if forward else None
+        self._tap = tap_encoded_frames(receiver) if forward else None
         self._encoded: list[EncodedSubscription] = []
         self._decoded: list[DecodedSubscription] = []
         self.keyframes = KeyframeRequests(lambda: send_picture_loss(receiver))
+        self.history = PacketHistory(HISTORY_PACKETS[self.kind])
+        self.packets_received = 0
         self.frames_received = 0
         self.keyframes_received = 0
+        self._own_estimate: int | None = None
+        self._remb_task: asyncio.Task[None] | None = None
+        self._send_remb: Callable[[int], Awaitable[None]] | None = None
+        if forward:
+            codecs = negotiated_codecs(transceiver)
+            rtx: dict[int, int] = {
+                c.payloadType: cast("int", c.parameters["apt"])
+                for c in codecs
+                if c.mimeType.lower().endswith("/rtx")
+                and c.payloadType is not None
+                and isinstance(c.parameters.get("apt"), int)
+            }
+            intercept_rtp(receiver, self._on_rtp, rtx)
+            if self.kind == "video":
+                self._send_remb = relay_remb(receiver, self._cap_estimate)
         self.closed = False
 
     @property
@@ -178,14 +214,59 @@ class Publication:
 
     async def start(self) -> None:
         await self._drain.start()
+        if self._send_remb is not None:
+            self._remb_task = asyncio.create_task(self._relay_estimates())
 
-    def _on_encoded(self, codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
-        keyframe = is_keyframe(codec.mimeType, frame.data)
-        self.frames_received += 1
-        self.keyframes_received += keyframe
-        encoded = EncodedFrame(frame.data, frame.timestamp, codec.clockRate, keyframe)
+    def _on_rtp(self, rtp: RtpPacket) -> None:
+        """One packet from the publisher: into the history, then to every subscriber."""
+        arrival = time.perf_counter()
+        if self.history.get(rtp.sequence_number) is not None:
+            return  # a retransmission of a packet we already have and forwarded
+        payload = rtp.payload
+        level = rtp.extensions.audio_level
+        packet = SourcePacket(
+            self.history,
+            rtp.sequence_number,
+            rtp.timestamp,
+            bool(rtp.marker),
+            payload,
+            self.codec.clockRate,
+            keyframe=starts_keyframe(self.mime_type, payload),
+            frame_start=starts_frame(self.mime_type, payload),
+            audio_level=None if level is None else (level[0] << 7) | level[1],
+            arrival=arrival,
+        )
+        self.history.add(packet)
+        self.packets_received += 1
+        if packet.frame_start:
+            self.frames_received += 1
+            self.keyframes_received += packet.keyframe and self.kind == "video"
         for subscription in tuple(self._encoded):
-            subscription.sink.push(encoded)
+            subscription.sink.push(packet)
+
+    def subscriber_estimate(self) -> int | None:
+        """The lowest recent subscriber REMB, bounded below by :data:`REMB_FLOOR`."""
+        estimates = [
+            estimate
+            for subscription in self._encoded
+            if (estimate := subscription.sink.estimate) is not None
+        ]
+        return max(REMB_FLOOR, min(estimates)) if estimates else None
+
+    def _cap_estimate(self, own: int) -> int:
+        """The REMB the publisher gets: our own estimate of its uplink, or less."""
+        self._own_estimate = own
+        relayed = self.subscriber_estimate()
+        return own if relayed is None else min(own, relayed)
+
+    async def _relay_estimates(self) -> None:
+        """Every second, tell the publisher the lowest subscriber estimate if it is lower."""
+        while True:
+            await asyncio.sleep(REMB_INTERVAL)
+            relayed = self.subscriber_estimate()
+            if relayed is not None and (self._own_estimate is None or relayed < self._own_estimate):
+                assert self._send_remb is not None
+                await self._send_remb(relayed)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe soon (coalesced across subscribers)."""
@@ -195,7 +276,7 @@ class Publication:
     def subscribe_encoded(
         self, sink: EncodedSink, on_ended: Callable[[], None] | None = None
     ) -> EncodedSubscription:
-        """Push every encoded frame to ``sink`` until the handle is closed."""
+        """Push every RTP packet to ``sink`` until the handle is closed."""
         subscription = EncodedSubscription(self, sink, on_ended)
         self._encoded.append(subscription)
         return subscription
@@ -234,6 +315,10 @@ class Publication:
             return
         self.closed = True
         self.keyframes.cancel()
+        if self._remb_task is not None:
+            self._remb_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._remb_task
         for subscription in [*self._encoded, *self._decoded]:
             subscription.ended()
         await self._drain.stop()
@@ -242,11 +327,13 @@ class Publication:
         return {
             "kind": self.kind,
             "codec": self.codec.mimeType,
+            "packets": self.packets_received,
             "frames": self.frames_received,
             "keyframes": self.keyframes_received,
             "keyframe_requests": self.keyframes.requested,
             "plis_sent": self.keyframes.sent,
             "decoding": self._tap.decoding if self._tap else True,
+            "subscriber_estimate": self.subscriber_estimate(),
         }
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from aiortc.contrib.media import MediaRelay
 from ..validation import ProtocolError
 from .aiortc_hooks import observe_audio_levels
 from .datachannels import DataChannelBridge
+from .latency import LatencyHistogram
 from .peer import MediaPeer, PeerHooks
 from .publication import Publication, PublicationObserver
 from .speaker import SpeakerDetector
@@ -48,6 +49,7 @@ class MediaRoom:
         listener: MediaListener,
         observers: list[PublicationObserver],
         relay: MediaRelay,
+        latency: LatencyHistogram,
         config: MediaConfig,
         ice_servers: list[RTCIceServer],
     ) -> None:
@@ -55,6 +57,7 @@ class MediaRoom:
         self._listener = listener
         self._observers = observers
         self._relay = relay
+        self._latency = latency
         self._config = config
         self._ice_servers = ice_servers
         self.peers: dict[str, MediaPeer] = {}  # by peer_id: the one index of the room's peers
@@ -75,6 +78,7 @@ class MediaRoom:
             listener=self._listener,
             hooks=self._hooks_for(peer_id),
             relay=self._relay,
+            latency=self._latency,
             config=self._config,
             ice_servers=self._ice_servers,
         )

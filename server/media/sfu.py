@@ -14,6 +14,7 @@ from aiortc.contrib.media import MediaRelay
 
 from ..validation import IceCandidate, ProtocolError
 from .aiortc_hooks import install_aiortc_hooks
+from .latency import LatencyHistogram
 from .offer import ParsedOffer, parse_candidate, parse_offer
 from .peer import MediaPeer
 from .publication import PublicationObserver
@@ -43,6 +44,8 @@ class Sfu:
         self._observers = list(observers or [])
         self._ice_servers = [RTCIceServer(**server) for server in config.ice_servers]
         self._relay = MediaRelay()
+        # Packet arrival to subscriber send, every forwarded packet (raw buckets for exporters).
+        self.forward_latency = LatencyHistogram()
         self._rooms: dict[str, MediaRoom] = {}  # each room holds the one index of its peers
 
     def _peer(self, room: str, peer_id: str) -> MediaPeer:
@@ -63,6 +66,7 @@ class Sfu:
                 listener=self._listener,
                 observers=self._observers,
                 relay=self._relay,
+                latency=self.forward_latency,
                 config=self.config,
                 ice_servers=self._ice_servers,
             )

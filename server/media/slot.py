@@ -6,37 +6,38 @@ slot keeps one track for its whole life and switches *what feeds it* instead.
 
 A slot is fed one of two ways, chosen per publication:
 
-* **forwarded**: the publisher's encoded frames, unchanged, as ``av.Packet``; the
-  sender only re-packetizes them. Used whenever the slot's codec is the
-  publisher's codec.
+* **forwarded**: the publisher's RTP packets, as they arrive, rewritten for this
+  subscriber by a :class:`PacketForwarder` (no jitter buffer, no re-packetizing).
+  Used whenever the slot's codec is the publisher's codec.
 * **decoded**: frames from the publication's ``MediaRelay`` proxy, which the
-  sender encodes itself. The fallback for a codec mismatch, and the whole of
-  the ``transcode`` baseline.
+  sender encodes itself. The fallback for a codec mismatch; its packets go
+  through the same forwarder, so the stream stays continuous across modes. In
+  the ``transcode`` baseline aiortc's own sender loop does everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
-import functools
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
-import av
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from .aiortc_hooks import (
     force_encoder_keyframe,
     negotiated_codecs,
+    next_encoded_frame,
+    replace_rtp_loop,
     route_keyframe_requests,
-    use_lean_rtp_loop,
 )
-from .encoded import EncodedFrame
+from .forwarder import PacketForwarder
+from .latency import LatencyHistogram
 from .publication import DecodedSubscription, EncodedSubscription, Publication
+from .rtp_rewrite import PacketHistory, SourcePacket, starts_frame, starts_keyframe
 from .types import Kind, SlotInfo
 
 if TYPE_CHECKING:
@@ -44,62 +45,40 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Frames a slot may fall behind before it drops: ~1 s of video at 30 fps, 1 s of audio.
-MAX_QUEUED = {"video": 32, "audio": 50}
-
-
-@functools.cache
-def time_base(clock_rate: int) -> fractions.Fraction:
-    return fractions.Fraction(1, clock_rate)
-
-
-class ForwardedPacket:
-    """What a forwarding slot hands its sender: an encoded frame, its timestamp and clock.
-
-    aiortc's VP8 and audio packetizers only need ``bytes(packet)``, ``pts`` and
-    ``time_base``; this avoids copying every frame into and out of an ``av.Packet``
-    per subscriber. (Its H.264 packetizer insists on ``av.Packet``.)
-    """
-
-    __slots__ = ("data", "pts", "time_base")
-
-    def __init__(self, data: bytes, pts: int, clock_rate: int) -> None:
-        self.data = data
-        self.pts = pts
-        self.time_base = time_base(clock_rate)
-
-    def __bytes__(self) -> bytes:
-        return self.data
-
 
 class Slot(MediaStreamTrack):
     """An m-line on which the server sends one relayed track, and the track its sender reads.
 
-    Forwards encoded frames when it can, decodes and re-encodes when it must.
-    Which publication feeds it can change at any time (:meth:`attach`).
+    Forwards packets when it can, decodes and re-encodes when it must. Which
+    publication feeds it can change at any time (:meth:`attach`).
     """
 
-    def __init__(self, transceiver: RTCRtpTransceiver, *, forwarding: bool) -> None:
+    def __init__(
+        self,
+        transceiver: RTCRtpTransceiver,
+        *,
+        forwarding: bool,
+        latency: LatencyHistogram | None = None,
+    ) -> None:
         super().__init__()
         self.kind = cast("Kind", transceiver.kind)
         self.transceiver = transceiver
         self.codec: str | None = None  # the codec of its first answer; its sender keeps it
-        self._forwarding = forwarding
         self._subscription: EncodedSubscription | DecodedSubscription | None = None
         self._closing = False
-        self._queue: deque[EncodedFrame] = deque()
-        self._max_queued = MAX_QUEUED[self.kind]
         self._wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._needs_av_packet = False
-        self._awaiting_keyframe = False
-        self._offset: int | None = None
-        self._last_out: tuple[int, float] | None = None  # (timestamp, wall clock) last sent
-        self._sending = False  # whether the sender has started reading
-        self.dropped = 0
-        self.forwarded_frames = 0
+        self._encoder_history = PacketHistory(256)
+        self._encoder_sequence_number = 0
+        self.forwarder: PacketForwarder | None = None
         if forwarding:
+            self.forwarder = PacketForwarder(
+                transceiver.sender,
+                self.kind,
+                latency or LatencyHistogram(),
+                self.keyframe_requested,
+            )
             route_keyframe_requests(transceiver.sender, self.keyframe_requested)
-            use_lean_rtp_loop(transceiver.sender)
+            replace_rtp_loop(transceiver.sender, self._run_sender)
 
     @property
     def mid(self) -> str | None:
@@ -126,6 +105,11 @@ class Slot(MediaStreamTrack):
             return None
         return "forward" if isinstance(self._subscription, EncodedSubscription) else "decode"
 
+    @property
+    def estimate(self) -> int | None:
+        """The subscriber's bandwidth estimate for this slot (bits/s), if it sent one lately."""
+        return self.forwarder.estimate if self.forwarder is not None else None
+
     def info(self) -> SlotInfo:
         source = self._subscription.publication.source if self._subscription else None
         return SlotInfo(self.mid, cast("Kind", self.kind), self.source_peer, source)
@@ -137,17 +121,15 @@ class Slot(MediaStreamTrack):
         if publication is self.source and not again:
             return
         self.detach()
-        self._offset = None
         if (
-            self._forwarding
+            self.forwarder is not None
             and publication.forwardable
             and (publication.mime_type == self.codec_mime)
         ):
-            self._needs_av_packet = publication.mime_type == "video/h264"
-            self._awaiting_keyframe = self.kind == "video"
             self._subscription = publication.subscribe_encoded(self, on_ended=self.detach)
             publication.request_keyframe()
         else:
+            self._encoder_history = PacketHistory(256)  # a new source for the rewriter
             self._subscription = publication.subscribe_decoded(on_ended=self.detach)
             if self.kind == "video":
                 force_encoder_keyframe(self.transceiver.sender)
@@ -158,7 +140,6 @@ class Slot(MediaStreamTrack):
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
-        self._queue.clear()
         self._wake()
 
     def close(self) -> None:
@@ -172,10 +153,12 @@ class Slot(MediaStreamTrack):
             # encoder error (which aiortc logs itself, with a traceback).
             logger.debug("a %s sender stopped before its slot was closed", self.kind)
         self.detach()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         super().stop()
 
     def keyframe_requested(self) -> None:
-        """The subscriber sent PLI/FIR: ask whoever produces this slot's frames."""
+        """The subscriber sent PLI/FIR: ask whoever produces this slot's packets."""
         if self._subscription is None:
             return
         if isinstance(self._subscription, EncodedSubscription):
@@ -185,47 +168,47 @@ class Slot(MediaStreamTrack):
 
     # -- forwarding ----------------------------------------------------------------------
 
-    def push(self, frame: EncodedFrame) -> None:
-        """A new encoded frame from the source (called on the event loop)."""
-        if self._awaiting_keyframe:
-            if not frame.keyframe:
-                return
-            self._awaiting_keyframe = False
-        if len(self._queue) >= self._max_queued:
-            self.dropped += len(self._queue) if self.kind == "video" else 1
-            if self.kind == "video":
-                # A missing frame smears everything after it: wait for a fresh keyframe.
-                self._queue.clear()
-                self._awaiting_keyframe = not frame.keyframe
-                if self._awaiting_keyframe:
-                    if self._subscription is not None:
-                        self._subscription.publication.request_keyframe()
-                    return
-            else:
-                self._queue.popleft()
-        self._queue.append(frame)
-        self._wake()
+    def push(self, packet: SourcePacket) -> None:
+        """A packet from the source, as it arrived (called on the event loop)."""
+        if self.forwarder is not None:
+            self.forwarder.push(packet)
 
-    def _packet(self, frame: EncodedFrame) -> av.Packet | ForwardedPacket:
-        """Wrap a frame for the sender, on a timeline that stays continuous across sources."""
-        now = time.monotonic()
-        if self._offset is None:
-            if self._last_out is None:
-                self._offset = -frame.timestamp
-            else:
-                last_timestamp, last_time = self._last_out
-                step = max(1, int((now - last_time) * frame.clock_rate))
-                self._offset = last_timestamp + step - frame.timestamp
-        timestamp = frame.timestamp + self._offset
-        self._last_out = (timestamp, now)
-        self.forwarded_frames += 1
-        if self._needs_av_packet:
-            packet = av.Packet(frame.data)
-            packet.pts, packet.time_base = timestamp, time_base(frame.clock_rate)
-            return packet
-        return ForwardedPacket(frame.data, timestamp, frame.clock_rate)
+    async def _run_sender(self, codec: RTCRtpCodecParameters) -> None:
+        """The sender's RTP task: starts the forwarder, then encodes decoded frames if asked."""
+        assert self.forwarder is not None
+        self.forwarder.start(codec, negotiated_codecs(self.transceiver))
+        # The sender starts once DTLS is up, well after the slot was attached: a
+        # keyframe requested then may have come and gone, so ask again now.
+        self.keyframe_requested()
+        mime = codec.mimeType
+        try:
+            while True:
+                frame = await next_encoded_frame(self.transceiver.sender, codec)
+                if frame is None:
+                    continue
+                arrival = time.perf_counter()
+                level = None if frame.audio_level is None else min(127, -frame.audio_level)
+                last = len(frame.payloads) - 1
+                for index, payload in enumerate(frame.payloads):
+                    packet = SourcePacket(
+                        self._encoder_history,
+                        self._encoder_sequence_number,
+                        frame.timestamp,
+                        index == last,
+                        payload,
+                        codec.clockRate,
+                        keyframe=starts_keyframe(mime, payload),
+                        frame_start=starts_frame(mime, payload),
+                        audio_level=level,
+                        arrival=arrival,
+                    )
+                    self._encoder_history.add(packet)
+                    self._encoder_sequence_number = (self._encoder_sequence_number + 1) % (1 << 16)
+                    self.forwarder.push(packet)
+        finally:
+            self.forwarder.stop()
 
-    # -- the sender's side -----------------------------------------------------------------
+    # -- the sender's side (decoded frames only) ---------------------------------------------
 
     def _wake(self) -> None:
         if not self._wakeup.done():
@@ -236,19 +219,10 @@ class Slot(MediaStreamTrack):
             self._wakeup = asyncio.get_running_loop().create_future()
         await self._wakeup
 
-    # aiortc's senders take anything with bytes(), pts and time_base, hence ForwardedPacket.
-    async def recv(self) -> av.Packet | ForwardedPacket | Frame:  # type: ignore[override]
-        if not self._sending:
-            # The sender starts once DTLS is up, well after the slot was attached: a
-            # keyframe requested then may have come and gone, so ask again now.
-            self._sending = True
-            if self._awaiting_keyframe and self._subscription is not None:
-                self._subscription.publication.request_keyframe()
+    async def recv(self) -> Frame:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            if self._queue:
-                return self._packet(self._queue.popleft())
             subscription = self._subscription
             if not isinstance(subscription, DecodedSubscription):
                 await self._sleep()
@@ -257,7 +231,7 @@ class Slot(MediaStreamTrack):
             if frame is not None:
                 return frame
 
-    async def _next_decoded(self, subscription: DecodedSubscription) -> Frame | av.Packet | None:
+    async def _next_decoded(self, subscription: DecodedSubscription) -> Frame | None:
         """The proxy's next frame, or None if the slot was switched meanwhile."""
         if self._wakeup.done():
             self._wakeup = asyncio.get_running_loop().create_future()
@@ -273,7 +247,7 @@ class Slot(MediaStreamTrack):
         if pending.cancelled():
             return None
         try:
-            return pending.result()
+            return cast("Frame", pending.result())
         except MediaStreamError:
             if subscription is self._subscription:  # the source ended: wait for the next attach
                 self.detach()
@@ -283,7 +257,5 @@ class Slot(MediaStreamTrack):
         return {
             "mode": self.mode,
             "codec": self.codec_mime,
-            "forwarded": self.forwarded_frames,
-            "dropped": self.dropped,
-            "queued": len(self._queue),
+            **(self.forwarder.stats() if self.forwarder is not None else {}),
         }

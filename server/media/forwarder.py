@@ -1,0 +1,228 @@
+"""Sends one slot's RTP stream: packets from whichever source, rewritten, queued, sent.
+
+Packets are pushed from the publisher's receive path as they arrive (no jitter
+buffer, no reassembly); a per-slot writer task SRTP-protects and sends them, so
+a subscriber whose sends stall never holds up the publisher or the others.
+When that backlog overflows, the slot stops taking packets until the next
+keyframe (a partial picture would only smear). NACKs are answered from the
+source's packet history, RTX-wrapped when the subscriber negotiated RTX.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from aiortc import RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from .aiortc_hooks import (
+    count_sent,
+    current_abs_send_time,
+    observe_remb,
+    route_retransmissions,
+    send_rtp,
+    sender_identity,
+)
+from .latency import LatencyHistogram
+from .rtp_rewrite import ExtensionWriter, Rewritten, SourcePacket, StreamRewriter, rtp_bytes
+
+logger = logging.getLogger(__name__)
+
+# Packets a slot may have waiting to be sent before it drops and waits for a keyframe.
+MAX_BACKLOG = {"video": 256, "audio": 50}
+KEYFRAME_REASK = 0.5  # seconds: how often a held slot repeats its keyframe request
+ESTIMATE_TTL = 5.0  # seconds a subscriber's REMB counts for
+
+
+class PacketForwarder:
+    """The sending half of a forwarding slot; ready once its aiortc sender has started."""
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        kind: str,
+        latency: LatencyHistogram,
+        request_keyframe: Callable[[], None],
+    ) -> None:
+        self._sender = sender
+        self.kind = kind
+        self._latency = latency
+        self._request_keyframe = request_keyframe
+        self._rewriter: StreamRewriter | None = None
+        self._extensions = ExtensionWriter({}, None)
+        self._ssrc = self._rtx_ssrc = self._payload_type = 0
+        self._rtx_payload_type: int | None = None
+        self._rtx_sequence_number = random.randrange(1 << 16)
+        self._queue: deque[tuple[bytes, float, int, int]] = deque()
+        self._max_backlog = MAX_BACKLOG[kind]
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._asked = -KEYFRAME_REASK
+        self._estimate: tuple[int, float] | None = None
+        self.sent = 0
+        self.dropped = 0
+        self.retransmitted = 0
+        route_retransmissions(sender, self.retransmit)
+        observe_remb(sender, self._on_remb)
+
+    @property
+    def ready(self) -> bool:
+        return self._rewriter is not None
+
+    def start(self, codec: RTCRtpCodecParameters, codecs: list[RTCRtpCodecParameters]) -> None:
+        """The sender started with ``codec``: learn its SSRC, MID and extension ids."""
+        identity = sender_identity(self._sender)
+        assert codec.payloadType is not None  # a negotiated codec always has one
+        self._ssrc, self._rtx_ssrc, self._payload_type = (
+            identity.ssrc,
+            identity.rtx_ssrc,
+            codec.payloadType,
+        )
+        self._rtx_payload_type = next(
+            (
+                c.payloadType
+                for c in codecs
+                if c.mimeType.lower().endswith("/rtx")
+                and c.parameters.get("apt") == codec.payloadType
+            ),
+            None,
+        )
+        self._extensions = ExtensionWriter(identity.extension_ids, identity.mid)
+        self._rewriter = StreamRewriter(
+            video=self.kind == "video",
+            vp8=codec.mimeType.lower() == "video/vp8",
+            first_sequence_number=random.randrange(1 << 16),
+            first_timestamp=random.randrange(1 << 32),
+        )
+        self._writer = asyncio.create_task(self._write())
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+        self._rewriter = None
+        self._queue.clear()
+
+    def resync(self) -> None:
+        """Start over at the next keyframe (a new source, or frames were lost)."""
+        if self._rewriter is not None:
+            self._rewriter.resync()
+
+    # -- the forwarding path --------------------------------------------------------------
+
+    def push(self, packet: SourcePacket) -> None:
+        """Rewrite one packet for this subscriber and queue it (called on the event loop)."""
+        rewriter = self._rewriter
+        if rewriter is None:
+            return
+        if len(self._queue) >= self._max_backlog:
+            self.dropped += 1
+            if not rewriter.holding:  # the backlog just overflowed: ask right away
+                rewriter.resync()
+                self._asked = -KEYFRAME_REASK
+                self._ask_keyframe()
+            return
+        out = rewriter.rewrite(packet, time.monotonic())
+        if out is None:
+            if rewriter.holding:
+                self._ask_keyframe()
+            return
+        data = self._serialize(packet, out)
+        self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
+        self._wakeup.set()
+
+    def _serialize(self, packet: SourcePacket, out: Rewritten) -> bytes:
+        """The packet as this subscriber gets it: its SSRC, PT, numbering and extension ids."""
+        return rtp_bytes(
+            packet.marker,
+            self._payload_type,
+            out.sequence_number,
+            out.timestamp,
+            self._ssrc,
+            self._extensions.block(current_abs_send_time(), packet.audio_level),
+            out.payload,
+        )
+
+    def _ask_keyframe(self) -> None:
+        now = time.monotonic()
+        if self.kind == "video" and now - self._asked >= KEYFRAME_REASK:
+            self._asked = now
+            self._request_keyframe()
+
+    async def _write(self) -> None:
+        queue, latency, sender = self._queue, self._latency, self._sender
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            packets = octets = timestamp = 0
+            while queue:
+                data, arrival, size, timestamp = queue.popleft()
+                try:
+                    await send_rtp(sender, data)
+                except ConnectionError:
+                    queue.clear()
+                    break
+                latency.record(time.perf_counter() - arrival)
+                packets += 1
+                octets += size
+            if packets:
+                self.sent += packets
+                count_sent(sender, packets, octets, timestamp)
+
+    # -- feedback from the subscriber -------------------------------------------------------
+
+    async def retransmit(self, sequence_number: int) -> None:
+        """Answer a NACK from the source's history (RTX when negotiated)."""
+        rewriter = self._rewriter
+        found = rewriter.locate(sequence_number) if rewriter is not None else None
+        if rewriter is None or found is None:
+            return
+        epoch, source_sequence_number = found
+        packet = epoch.source.get(source_sequence_number)
+        if packet is None:
+            return
+        out = rewriter.again(epoch, packet)
+        if self._rtx_payload_type is None:
+            data = self._serialize(packet, out)
+        else:
+            extensions = self._extensions.block(current_abs_send_time(), packet.audio_level)
+            data = rtp_bytes(
+                packet.marker,
+                self._rtx_payload_type,
+                self._rtx_sequence_number,
+                out.timestamp,
+                self._rtx_ssrc,
+                extensions,
+                out.sequence_number.to_bytes(2, "big") + out.payload,
+            )
+            self._rtx_sequence_number = (self._rtx_sequence_number + 1) % (1 << 16)
+        with contextlib.suppress(ConnectionError):
+            await send_rtp(self._sender, data)
+            self.retransmitted += 1
+
+    def _on_remb(self, bitrate: int) -> None:
+        self._estimate = (bitrate, time.monotonic())
+
+    @property
+    def estimate(self) -> int | None:
+        """The subscriber's latest bandwidth estimate (REMB, bits/s), if recent."""
+        if self._estimate is None or time.monotonic() - self._estimate[1] > ESTIMATE_TTL:
+            return None
+        return self._estimate[0]
+
+    def stats(self) -> dict[str, object]:
+        rewriter = self._rewriter
+        return {
+            "packets": self.sent,
+            "dropped": self.dropped,
+            "retransmitted": self.retransmitted,
+            "queued": len(self._queue),
+            "switches": rewriter.switches if rewriter else 0,
+            "estimate": self.estimate,
+        }
