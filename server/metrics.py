@@ -89,8 +89,8 @@ class PublicationLedger:
 def latency_histogram(snapshot: Mapping[str, Any]) -> HistogramMetricFamily:
     """``roomrelay_forward_latency_seconds`` from the media core's histogram snapshot.
 
-    The snapshot (``media.stats()["forward_latency"]``, when the media core
-    measures it) is ``{"buckets": [[upper_bound_s, cumulative_count], ...],
+    The snapshot (``LatencyHistogram.snapshot()``, when the server forwards media)
+    is ``{"buckets": [[upper_bound_s, cumulative_count], ...],
     "sum": seconds, "count": n}``, the last bucket's bound being ``inf`` or absent.
     """
     buckets = [(str(float(bound)), float(count)) for bound, count in snapshot["buckets"]]
@@ -195,9 +195,9 @@ class RoomRelayCollector(Collector):
             "Picture loss indications (keyframe requests) sent to publishers.",
             value=totals["pli"],
         )
-        snapshot = media.get("forward_latency")
-        if snapshot:
-            yield latency_histogram(snapshot)
+        latency = self._server.media.forward_latency()
+        if latency is not None:
+            yield latency_histogram(latency.snapshot())
 
 
 Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)

@@ -237,6 +237,7 @@ async def test_rooms_are_listed_only_to_those_who_may_see_them(token_server, cli
     member = await client(token_server.url, auth={"token": token("m", private)})
     anonymous = await client(token_server.url)
     await member.call("join_room", {"room": private})
+    await member.call("list_rooms", {"follow": True})  # a native client follows on request
     await anonymous.call("enter_room", public, "zoomer")
 
     def latest_room_change(who: Client) -> set[str]:

@@ -8,6 +8,7 @@ and can be exported as they are (Prometheus-style cumulative counts).
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 # Upper bounds of the buckets, in seconds; the last bucket is everything above.
 BUCKETS = (
@@ -50,6 +51,10 @@ class LatencyHistogram:
             running += count
             cumulative.append((bound, running))
         return cumulative
+
+    def snapshot(self) -> dict[str, Any]:
+        """Cumulative buckets, sum and count: what a Prometheus histogram is made of."""
+        return {"buckets": self.buckets(), "sum": self.sum, "count": self.total}
 
     def summary(self) -> dict[str, float | int | None]:
         """Packets measured and p50/p99 in milliseconds (what ``/stats`` shows)."""
