@@ -98,13 +98,6 @@ def switch_point(packets: list[Received]) -> int:
     return gaps.index(max(gaps)) + 1
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known open bug (issue 11): an audio slot's RTP timestamp sometimes jumps backwards "
-        "right after its source changes (seen in 1 of 3 full runs)"
-    ),
-    strict=False,
-)
 async def test_a_slot_stays_one_stream_across_a_change_of_source(relay_server, room):
     name = room()
     first = await joined(relay_server, name, 0)

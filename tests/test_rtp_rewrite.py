@@ -79,6 +79,18 @@ def test_audio_switches_at_any_packet_and_packets_from_before_the_switch_are_dro
     assert rewriter.rewrite(audio(b, 9001, 124_416), now=0.08).sequence_number == 9
 
 
+@pytest.mark.parametrize("first_timestamp", [0, 2**31 + 5, 2**32 - 100])
+def test_a_switch_continues_the_timestamps_whatever_the_random_start(first_timestamp):
+    """The first packet sets the clock even when its timestamp looks "behind" zero."""
+    rewriter = StreamRewriter(video=False, vp8=False, first_timestamp=first_timestamp)
+    a, b = PacketHistory(), PacketHistory()
+    before = [rewriter.rewrite(audio(a, n, 960 * n), now=1000 + 0.02 * n) for n in range(3)]
+    switched = rewriter.rewrite(audio(b, 500, 7), now=1000.1)
+    stamps = [p.timestamp for p in [*before, switched]]
+    steps = [(later - earlier) % 2**32 for earlier, later in itertools.pairwise(stamps)]
+    assert steps == [960, 960, round(0.06 * 48000)]
+
+
 def test_a_resync_holds_video_until_a_keyframe_without_a_sequence_gap():
     rewriter = StreamRewriter(video=True, vp8=True)
     a = PacketHistory()

@@ -269,11 +269,11 @@ class StreamRewriter:
         elif (packet.sequence_number - epoch.first_in) % SEQ_MOD >= SEQ_MOD // 2:
             return None  # from before this epoch started
         rewritten = self._apply(epoch, packet)
-        if self.last_sequence_number is None or seq_newer(
-            rewritten.sequence_number, self.last_sequence_number
-        ):
+        first = self.last_sequence_number is None
+        if first or seq_newer(rewritten.sequence_number, self.last_sequence_number or 0):
             self.last_sequence_number = rewritten.sequence_number
-            if (rewritten.timestamp - self.last_timestamp) % TS_MOD < TS_MOD // 2:
+            # The very first packet sets the clock whatever its (random) timestamp.
+            if first or (rewritten.timestamp - self.last_timestamp) % TS_MOD < TS_MOD // 2:
                 self.last_timestamp, self.last_time = rewritten.timestamp, now
         return rewritten
 
