@@ -126,6 +126,9 @@ class Slot(MediaStreamTrack):
             and publication.forwardable
             and (publication.mime_type == self.codec_mime)
         ):
+            # Even the same source again (unmuted, say) skipped packets meanwhile: the
+            # stream picks up at its next keyframe, numbered on from where it stopped.
+            self.forwarder.resync()
             self._subscription = publication.subscribe_encoded(self, on_ended=self.detach)
             publication.request_keyframe()
         else:
