@@ -795,13 +795,6 @@ async def choose_in_settings(page, selector, *, check=True):
     await page.click("#devices-dialog button[type=submit]")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known open bug after the merges (issue 15): a page fetch fails ('Failed to fetch') in "
-        "this test on main; passed on the issue-15 branch"
-    ),
-    strict=False,
-)
 async def test_speaker_view_pin_full_screen_and_hidden_tiles_are_per_device(relay, room, browsers):
     name = room("layouts")
     red, green, blue = await browsers(3)

@@ -191,7 +191,9 @@ async def box(page: Page, selector: str) -> dict[str, float]:
 # Mean RGB of a PNG (base64), decoded by the browser itself.
 PNG_COLOUR_JS = """
 async (data) => {
-  const blob = await (await fetch(`data:image/png;base64,${data}`)).blob();
+  // Built from bytes, not fetched: the page's CSP (connect-src 'self') forbids data: fetches.
+  const bytes = Uint8Array.from(atob(data), (char) => char.charCodeAt(0));
+  const blob = new Blob([bytes], { type: "image/png" });
   const bitmap = await createImageBitmap(blob);
   const canvas = new OffscreenCanvas(32, 24);
   const context = canvas.getContext("2d");
