@@ -32,6 +32,7 @@ from tests.support.media import (
     ToneTrack,
     identify_video,
 )
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.media
 
@@ -147,6 +148,37 @@ async def negotiated_video_transceiver():
     await server.setRemoteDescription(client.localDescription)
     transceiver = server.getTransceivers()[0]
     return transceiver, (client, server)
+
+
+async def test_a_receiver_published_again_keeps_its_tap_and_closes():
+    """A second screen share on the same m-line must not strand the decoder thread."""
+    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    taps, frames = [], []
+
+    def seen(codec, frame) -> None:
+        frames.append(frame)
+
+    @receiver.on("track")
+    def tapped(track) -> None:  # before aiortc starts the receiver's decoder thread
+        transceiver = next(t for t in receiver.getTransceivers() if t.receiver.track is track)
+        taps.append(aiortc_hooks.tap_encoded_frames(transceiver.receiver, seen))
+
+    try:
+        sender.addTrack(ColourTrack(COLOURS[0]))
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        await eventually(lambda: frames, timeout=20)
+        started = receiver.getTransceivers()[0].receiver
+        again = aiortc_hooks.tap_encoded_frames(started, seen)
+        assert again is taps[0] and not again.decoding  # re-armed, not replaced
+        untapped = RTCRtpReceiver("video", started.transport)
+        untapped._RTCRtpReceiver__decoder_thread = object()  # as if started
+        assert aiortc_hooks.tap_encoded_frames(untapped) is None  # too late: decode instead
+    finally:
+        await asyncio.wait_for(receiver.close(), 10)
+        await sender.close()
 
 
 def vp8_packet(history, number: int, keyframe: bool = False) -> SourcePacket:

@@ -1034,13 +1034,6 @@ async def zoomclone_peer_shows(page, colour):
     return close_to(await average_colour(page, "#peerFace"), colour, 60)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known open bug after the merges (issues 11/15): with a shared screen and a zoom-clone "
-        "page the server did not stop within 30 s of SIGINT; passed on the issue-15 branch"
-    ),
-    strict=False,
-)
 async def test_a_shared_screen_is_large_for_everyone_and_reaches_zoomclone_pages(
     room, browsers, tmp_path
 ):

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_AIORTC = "1.16"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 
 EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 
@@ -71,6 +72,11 @@ class EncodedFrameTap(queue.Queue):
         self._on_frame = on_frame
         self.decoding = False
 
+    def rearm(self, on_frame: EncodedFrameHandler | None) -> None:
+        """Serve a new publication of the same receiver: new handler, decoder gated again."""
+        self._on_frame = on_frame
+        self.decoding = False
+
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
             if self._on_frame is not None:
@@ -82,8 +88,20 @@ class EncodedFrameTap(queue.Queue):
 
 def tap_encoded_frames(
     receiver: RTCRtpReceiver, on_frame: EncodedFrameHandler | None = None
-) -> EncodedFrameTap:
-    """Intercept a receiver's encoded frames (and gate its decoder); before the receiver starts."""
+) -> EncodedFrameTap | None:
+    """Intercept a receiver's encoded frames (and gate its decoder), or None if too late.
+
+    A receiver's decoder thread reads the queue it was started with: swapping in a
+    new one afterwards would strand the thread's stop sentinel and hang
+    ``RTCPeerConnection.close()`` on its ``join()``. A receiver whose m-line is
+    published again (a second screen share) keeps its first tap, re-armed.
+    """
+    current = getattr(receiver, _DECODER_QUEUE)
+    if isinstance(current, EncodedFrameTap):
+        current.rearm(on_frame)
+        return current
+    if getattr(receiver, _DECODER_THREAD) is not None:
+        return None  # started untapped: the publication falls back to decoding
     tap = EncodedFrameTap(on_frame)
     setattr(receiver, _DECODER_QUEUE, tap)
     return tap
@@ -421,6 +439,7 @@ def check_aiortc_internals() -> None:
         "RTCRtpReceiver._handle_rtp_packet feeding the decoder queue",
     )
     _require(_assigns(RTCRtpReceiver, "__decoder_queue"), "RTCRtpReceiver.__decoder_queue")
+    _require(_assigns(RTCRtpReceiver, "__decoder_thread"), "RTCRtpReceiver.__decoder_thread")
     _require(_assigns(RTCRtpSender, "_stream_id"), "RTCRtpSender._stream_id")
     _require(_assigns(RTCRtpTransceiver, "_codecs"), "RTCRtpTransceiver._codecs")
     _require(
