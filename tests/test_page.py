@@ -409,14 +409,6 @@ async def test_survives_a_server_restart(room, browsers):
         server.stop()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known open regression after merging packet forwarding (issue 11) with the page work "
-        "(issue 15): the page's captions do not appear within 30 s on this machine; first thing "
-        "to fix next session"
-    ),
-    strict=False,
-)
 async def test_live_captions_show_under_the_video_and_the_transcript_downloads(
     server_pool, room, browsers, speak, tmp_path
 ):

@@ -245,8 +245,10 @@ class SpeechRecognizer(BaseConsumer):
         else:
             self.stats.engine_cpu_seconds += cpu
             text = " ".join(text.split())
-            superseded = any(u.start == so_far.start for u, _ in speaker.pending)
-            if text and not superseded:
+            # Shown even when the utterance has ended meanwhile: its final caption is
+            # transcribed next, by this same task, so the partial never follows it, and
+            # on a busy machine it is the only early glimpse the listener gets.
+            if text:
                 self.stats.partials += 1
                 entry = self._entry(speaker, so_far, text, final=False)
                 await self.emit(speaker.room, "transcript", entry)
