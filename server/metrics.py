@@ -44,6 +44,8 @@ PUBLICATION_COUNTERS = {
     "keyframes": "keyframes_received",
     "keyframe_requests": "keyframe_requests",
     "plis_sent": "pli",
+    "firs_sent": "fir",
+    "stuck_holds": "stuck_keyframe_waits",
 }
 
 
@@ -194,6 +196,16 @@ class RoomRelayCollector(Collector):
             "roomrelay_pli",
             "Picture loss indications (keyframe requests) sent to publishers.",
             value=totals["pli"],
+        )
+        yield CounterMetricFamily(
+            "roomrelay_fir",
+            "Full intra requests sent to publishers, after a PLI went unanswered.",
+            value=totals["fir"],
+        )
+        yield CounterMetricFamily(
+            "roomrelay_stuck_keyframe_waits",
+            "Keyframe requests still unanswered after 2 s while the publisher kept sending.",
+            value=totals["stuck_keyframe_waits"],
         )
         latency = self._server.media.forward_latency()
         if latency is not None:

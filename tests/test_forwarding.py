@@ -100,6 +100,42 @@ async def test_late_joiner_sees_a_keyframe_first_within_a_second(relay_server, r
         await publisher.close()
 
 
+async def test_a_publisher_that_ignores_the_first_requests_still_reaches_a_late_joiner(
+    relay_server, room
+):
+    name = room()
+    publisher = await joined(relay_server, name, 0)
+    sender = next(
+        t.sender for t in publisher._pc.getTransceivers() if t.sender.track.kind == "video"
+    )
+    ignored, honour = [], sender._send_keyframe
+
+    def deaf_at_first() -> None:  # its encoder ignores two keyframe requests (PLI or FIR)
+        if len(ignored) < 2:
+            ignored.append(time.monotonic())
+        else:
+            honour()
+
+    sender._send_keyframe = deaf_at_first
+    await asyncio.sleep(1.5)  # well past its first keyframe
+    late = TappingClient(relay_server.url, nickname="late")
+    await late.connect()
+    try:
+        await late.join(name)
+        await late.wait_for_media([publisher.peer_id])
+        mid = late.mid_of(publisher.peer_id, "video")
+        await eventually(lambda: late.encoded.get(mid), timeout=10)
+        assert late.encoded[mid][0][1], "the first forwarded frame is still a keyframe"
+        assert len(ignored) == 2
+        assert await identify_video(late.subscribe(publisher.peer_id, "video")) == COLOURS[0]
+        publication = room_media(relay_server, name)[publisher.peer_id]["publications"]["1"]
+        assert publication["firs_sent"] >= 1, publication  # the retries escalated to FIR
+        assert publication["longest_keyframe_wait"] >= 0.4
+    finally:
+        await late.close()
+        await publisher.close()
+
+
 async def test_subscriber_pli_gets_a_keyframe_and_many_requests_cost_few(relay_server, room):
     name = room()
     publisher = await joined(relay_server, name, 0)

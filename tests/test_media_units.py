@@ -4,6 +4,7 @@ validation, keyframe coalescing and the event gate. No server process, no networ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import socketio
 from aiortc import RTCPeerConnection
 
 from server.events import EventRouter
+from server.media import encoded
 from server.media.encoded import KeyframeRequests
 from server.media.offer import parse_offer
 from server.media.planning import plan_every_source, plan_follow_speaker
@@ -195,7 +197,7 @@ def test_only_connection_losses_ask_the_client_to_reconnect():
 async def test_keyframe_requests_are_coalesced_but_never_lost():
     sent = []
 
-    async def send() -> None:
+    async def send(fir_sequence) -> None:
         sent.append(time.monotonic())
 
     requests = KeyframeRequests(send, interval=0.2)
@@ -203,9 +205,59 @@ async def test_keyframe_requests_are_coalesced_but_never_lost():
         requests.request()
     await asyncio.sleep(0.05)
     assert len(sent) == 1
-    requests.request()  # inside the quiet interval: deferred, not dropped
+    requests.answered()  # the keyframe came
+    requests.request()  # a new need inside the quiet interval: deferred, not dropped
     await asyncio.sleep(0.3)
     assert len(sent) == 2 and sent[1] - sent[0] >= 0.19
+    assert requests.stats()["keyframe_requests"] == 11
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(encoded, "RETRY_AFTER", 0.05)
+    monkeypatch.setattr(encoded, "RETRY_CAP", 0.1)
+    monkeypatch.setattr(encoded, "STUCK_AFTER", 0.2)
+
+
+async def test_an_ignored_request_is_retried_with_backoff_then_as_fir(quick_retries, caplog):
+    """A publisher that ignores PLIs while it keeps sending gets asked again, then by FIR."""
+    sent: list[tuple[float, int | None]] = []
+    packets = iter(range(1_000_000))
+
+    async def send(fir_sequence) -> None:
+        sent.append((time.monotonic(), fir_sequence))
+
+    requests = KeyframeRequests(send, interval=0.01, activity=lambda: next(packets), name="ada")
+    requests.request()
+    await asyncio.sleep(0.5)
+    assert [fir for _, fir in sent[:4]] == [None, 0, 1, 2]  # a PLI, then numbered FIRs
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sent)]
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.09  # backing off, up to the cap
+    assert max(gaps) < 0.3
+    stats = requests.stats()
+    assert stats["stuck_holds"] == 1 and stats["firs_sent"] == len(sent) - 1
+    assert "ada: no keyframe" in caplog.text
+    requests.answered()
+    count = len(sent)
+    await asyncio.sleep(0.2)
+    assert len(sent) == count  # answered: no more retries
+    assert requests.stats()["longest_keyframe_wait"] >= 0.45
+
+
+async def test_nothing_is_retried_while_the_publisher_sends_nothing(quick_retries):
+    sent = []
+
+    async def send(fir_sequence) -> None:
+        sent.append(fir_sequence)
+
+    requests = KeyframeRequests(send, interval=0.01, activity=lambda: 7)  # a paused camera
+    requests.request()
+    await asyncio.sleep(0.4)
+    assert sent == [None]
+    assert requests.stats()["stuck_holds"] == 0
+    requests.request()  # the next need starts over with a PLI
+    await asyncio.sleep(0.02)
+    assert sent == [None, None]
 
 
 # -- the event gate ---------------------------------------------------------------------------

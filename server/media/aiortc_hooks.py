@@ -18,6 +18,7 @@ import inspect
 import logging
 import queue
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
     HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtpPacket,
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_AIORTC = "1.16"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 
 EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 
@@ -143,10 +146,22 @@ def observe_audio_levels(receiver: RTCRtpReceiver, callback: Callable[[int], Non
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
-async def send_picture_loss(receiver: RTCRtpReceiver) -> None:
-    """Ask the publisher for a keyframe (RTCP PLI on every SSRC it sends, RTX included)."""
+async def send_keyframe_request(receiver: RTCRtpReceiver, fir_sequence: int | None) -> None:
+    """Ask the publisher for a keyframe on every SSRC it sends: a PLI, or a FIR (RFC 5104).
+
+    ``fir_sequence`` (0-255) numbers a FIR; a new request takes the next number.
+    """
     for source in receiver.getSynchronizationSources():
-        await receiver._send_rtcp_pli(source.source)
+        if fir_sequence is None:
+            await receiver._send_rtcp_pli(source.source)
+            continue
+        own_ssrc = getattr(receiver, _RTCP_SSRC)
+        if own_ssrc is not None:
+            fci = struct.pack("!LB3x", source.source, fir_sequence)
+            # RFC 5104 puts the target only in the FCI (media SSRC 0), but aiortc and
+            # other stacks route feedback by media SSRC: name it in both places.
+            packet = RtcpPsfbPacket(RTCP_PSFB_FIR, own_ssrc, source.source, fci)
+            await receiver._send_rtcp(packet)
 
 
 def route_keyframe_requests(sender: RTCRtpSender, handler: Callable[[], None]) -> None:
@@ -440,6 +455,11 @@ def check_aiortc_internals() -> None:
     )
     _require(_assigns(RTCRtpReceiver, "__decoder_queue"), "RTCRtpReceiver.__decoder_queue")
     _require(_assigns(RTCRtpReceiver, "__decoder_thread"), "RTCRtpReceiver.__decoder_thread")
+    _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
+    _require(
+        _parameters(RTCRtpReceiver._send_rtcp) == ["self", "packet"],
+        "RTCRtpReceiver._send_rtcp(packet)",
+    )
     _require(_assigns(RTCRtpSender, "_stream_id"), "RTCRtpSender._stream_id")
     _require(_assigns(RTCRtpTransceiver, "_codecs"), "RTCRtpTransceiver._codecs")
     _require(

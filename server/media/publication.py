@@ -19,7 +19,7 @@ from .aiortc_hooks import (
     intercept_rtp,
     negotiated_codecs,
     relay_remb,
-    send_picture_loss,
+    send_keyframe_request,
     tap_encoded_frames,
 )
 from .encoded import KeyframeRequests
@@ -178,7 +178,11 @@ class Publication:
         self._tap = tap_encoded_frames(receiver) if forward else None
         self._encoded: list[EncodedSubscription] = []
         self._decoded: list[DecodedSubscription] = []
-        self.keyframes = KeyframeRequests(lambda: send_picture_loss(receiver))
+        self.keyframes = KeyframeRequests(
+            lambda fir_sequence: send_keyframe_request(receiver, fir_sequence),
+            activity=lambda: self.packets_received,
+            name=f"{peer_id}'s {self.kind} (mid {self.mid})",
+        )
         self.history = PacketHistory(HISTORY_PACKETS[self.kind])
         self.packets_received = 0
         self.frames_received = 0
@@ -240,7 +244,9 @@ class Publication:
         self.packets_received += 1
         if packet.frame_start:
             self.frames_received += 1
-            self.keyframes_received += packet.keyframe and self.kind == "video"
+            if packet.keyframe and self.kind == "video":
+                self.keyframes_received += 1
+                self.keyframes.answered()
         for subscription in tuple(self._encoded):
             subscription.sink.push(packet)
 
@@ -330,8 +336,7 @@ class Publication:
             "packets": self.packets_received,
             "frames": self.frames_received,
             "keyframes": self.keyframes_received,
-            "keyframe_requests": self.keyframes.requested,
-            "plis_sent": self.keyframes.sent,
+            **self.keyframes.stats(),
             "decoding": self._tap.decoding if self._tap else True,
             "subscriber_estimate": self.subscriber_estimate(),
         }
