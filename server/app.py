@@ -224,6 +224,7 @@ def create_app(settings: Settings) -> web.Application:
         overloaded=lambda: loop_lag.recent_median(BUSY_WINDOW) >= settings.busy_lag,
         access=access,
         observer=webhooks,
+        resume_grace=settings.resume_grace,
     )
     hands = HandQueue(roster)
     register_connection_events(sio, settings, roster, router, membership, stats, access)
@@ -290,7 +291,7 @@ def create_app(settings: Settings) -> web.Application:
                 await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
             except TimeoutError:
                 logger.info("some clients did not take their goodbye; closing anyway")
-        await membership.room_list.close()
+        await membership.close()
         await sio.shutdown()
         await media.close()
         await audio.close()

@@ -85,6 +85,7 @@ class RoomClient:
         self._video_codecs = [c.lower() for c in video_codecs] if video_codecs else None
         self.peer_id: str | None = None
         self.room: str | None = None
+        self.resume_token: str | None = None  # from the join ack: takes our place back
         self.peers: dict[str, RemotePeer] = {}
         self.events: list[tuple[str, Any]] = []
         self.active_speaker: str | None = None
@@ -141,19 +142,52 @@ class RoomClient:
     ) -> dict[str, Any]:
         """Join ``room``, publish the given tracks and start receiving everyone else's."""
         reply = await self._call("join_room", {"room": room, "nickname": self.nickname})
-        self.peer_id, self.room = reply["peer_id"], reply["room"]
-        self._ice_servers = [RTCIceServer(**server) for server in reply["ice_servers"]]
-        for info in reply["participants"]:
-            self.peers[info["peer_id"]] = RemotePeer(
-                info["peer_id"], info["nickname"], info["audio"], info["video"]
-            )
-        self.permissions = reply.get("permissions", {})
+        self._apply_join(reply)
         self._published = [track for track in (audio, video) if track is not None]
         # One receive slot per track already published; the server asks for more later.
         receives = self.permissions.get("subscribe", True)
         self._wanted = Counter(reply["published"]) if receives else Counter()
         self._start_negotiation()
         return reply
+
+    async def reconnect(self) -> bool:
+        """A new Socket.IO connection after ours dropped, taking our place back.
+
+        Returns True when the server still held our place (same peer id; the
+        media connection carried on); False when it had let us go, in which case
+        this joins again as a new participant and renegotiates from scratch.
+        """
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.connect()
+        if self.room is None:
+            return False
+        request = {"room": self.room, "nickname": self.nickname, "resume": self.resume_token}
+        reply = await self._call("join_room", request)
+        if reply["resumed"]:
+            self._apply_join(reply)
+            return True
+        await self._reset_connection()
+        self.peers.clear()
+        self._apply_join(reply)
+        receives = self.permissions.get("subscribe", True)
+        self._wanted = Counter(reply["published"]) if receives else Counter()
+        self._start_negotiation()
+        return False
+
+    def _apply_join(self, reply: dict[str, Any]) -> None:
+        self.peer_id, self.room = reply["peer_id"], reply["room"]
+        self.resume_token = reply.get("resume_token")
+        self._ice_servers = [RTCIceServer(**server) for server in reply["ice_servers"]]
+        for info in reply["participants"]:
+            self.peers.setdefault(
+                info["peer_id"],
+                RemotePeer(info["peer_id"], info["nickname"], info["audio"], info["video"]),
+            )
+        present = {info["peer_id"] for info in reply["participants"]}
+        for gone in set(self.peers) - present:
+            del self.peers[gone]
+        self.permissions = reply.get("permissions", {})
 
     async def publish(self, track: MediaStreamTrack) -> None:
         """Start sending another track (renegotiates)."""

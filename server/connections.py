@@ -56,9 +56,13 @@ def register_connection_events(
         participant = roster.get(sid)
         if participant is None:
             return
+        if membership.resumptions.hold(participant, str(reason)):
+            router.forget(sid)  # its place waits for a resume; the connection is gone
+            return
         try:
             await membership.leave(participant, reason="disconnect")
         finally:
+            membership.resumptions.forget(participant)
             roster.discard(sid)
             router.forget(sid)
         logger.debug("disconnected %s (%s)", sid, reason)

@@ -119,6 +119,7 @@ async def stats(request: web.Request) -> web.Response:
             "signaling": signaling_facts(server),
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
+            "resumptions": server.membership.resumptions.stats(),
             "forward_latency": latency.summary() if latency else None,
             "admission": {
                 **server.sio.admission.stats(),

@@ -17,6 +17,7 @@ import socketio
 
 from .access import AccessControl
 from .backends import MediaBackend
+from .resumption import Resumptions
 from .roomlist import RoomListFeed
 from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError
@@ -45,6 +46,7 @@ class Membership:
         overloaded: Callable[[], bool] = lambda: False,
         access: AccessControl | None = None,
         observer: MembershipObserver | None = None,
+        resume_grace: float = 0.0,
     ) -> None:
         self._roster = roster
         self._media = media
@@ -57,6 +59,9 @@ class Membership:
             else None
         )
         self.room_list = RoomListFeed(sio, roster, visible=visible)
+        self.resumptions = Resumptions(
+            roster, resume_grace, lambda participant: self.leave(participant, reason="disconnect")
+        )
 
     async def join(self, participant: Participant, room: str, dialect: Dialect) -> bool:
         """Enter ``room``; returns False when the participant was already in it.
@@ -114,7 +119,7 @@ class Membership:
 
     async def leave(self, participant: Participant, *, reason: str) -> str | None:
         """Leave the current room, if any, and tell whoever remains."""
-        room = self._roster.room_of(participant.sid)
+        room = participant.room  # also for one whose connection is gone (resumption.py)
         if room is None:
             return None
         await self._media.on_leave(participant, room)
@@ -143,6 +148,11 @@ class Membership:
             )
         await self.broadcast_room_list()
         return room
+
+    async def close(self) -> None:
+        """Server shutdown: no more room lists, held places end."""
+        await self.room_list.close()
+        await self.resumptions.close()
 
     async def broadcast_room_list(self) -> None:
         """``room_change(rooms)`` to the connections that follow the room list.

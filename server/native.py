@@ -35,14 +35,26 @@ def native_join(
 
     async def join(participant: Participant, request: dict[str, Any]) -> dict[str, Any]:
         room = validation.room_name(request.get("room"))
-        if request.get("nickname") is not None:
-            rename(participant, request["nickname"], strict=False)
-        require_nickname(participant, nickname_required)
-        if await membership.join(participant, room, Dialect.NATIVE):
-            hands.lower(participant)  # a hand raised in an earlier stay does not come back
-            router.after_reply(participant, membership.announce_join(participant, room))
+        token = request.get("resume")
+        resumed = None
+        if token is not None:
+            token = validation.resume_token(token)
+            if participant.room is None:  # only a fresh connection can take a place back
+                resumed = await membership.resumptions.claim(token, room, participant)
+        if resumed is not None:
+            participant = resumed  # the same peer id, nickname and media as before the drop
+            router.after_reply(participant, media.on_resume(participant, room))
+        else:
+            if request.get("nickname") is not None:
+                rename(participant, request["nickname"], strict=False)
+            require_nickname(participant, nickname_required)
+            if await membership.join(participant, room, Dialect.NATIVE):
+                hands.lower(participant)  # a hand raised in an earlier stay does not come back
+                router.after_reply(participant, membership.announce_join(participant, room))
         return {
             "ok": True,
+            "resumed": resumed is not None,
+            "resume_token": membership.resumptions.issue(participant),
             "peer_id": participant.peer_id,
             "room": room,
             "nickname": participant.nickname,
@@ -68,6 +80,7 @@ def register_native_events(
     async def leave_room(participant: Participant, *args: Any) -> dict[str, Any]:
         expect_args(args, 0)
         room = await membership.leave(participant, reason="left")
+        membership.resumptions.forget(participant)
         if room is None:
             raise ProtocolError("not_in_room", "you are not in a room")
         return {"ok": True, "room": room}

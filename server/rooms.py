@@ -51,6 +51,8 @@ class Participant:
     follows_rooms: bool | None = None  # explicit list_rooms({follow}); None: by dialect
     grant: Grant = OPEN_GRANT  # what its access token (or an open server) allows
     muted_by_host: set[str] = field(default_factory=set)  # kinds a host stopped forwarding
+    resume_token: str | None = None  # lets a new connection take this place (resumption.py)
+    away: bool = False  # its connection dropped; held for a resume until the grace ends
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -70,6 +72,9 @@ class Roster:
         self._max_per_room = max_per_room
         self._by_sid: dict[str, Participant] = {}
         self._by_peer_id: dict[str, Participant] = {}
+        # Participants whose connection dropped, still in their room for a while: the
+        # manager forgot their old sid, so they are counted from here (resumption.py).
+        self._away: dict[str, Participant] = {}
 
     # -- connections -------------------------------------------------------
 
@@ -82,6 +87,26 @@ class Roster:
         if participant is not None:
             self._by_peer_id.pop(participant.peer_id, None)
         return participant
+
+    def hold(self, participant: Participant) -> None:
+        """Its connection is gone but its place is kept: by peer id only, still a member."""
+        self._by_sid.pop(participant.sid, None)
+        participant.away = True
+        self._away[participant.peer_id] = participant
+
+    def release(self, participant: Participant) -> None:
+        """The hold ended without a resume: forget the participant."""
+        if self._away.pop(participant.peer_id, None) is not None:
+            self._by_peer_id.pop(participant.peer_id, None)
+
+    async def rebind(self, participant: Participant, replacing: Participant) -> None:
+        """A held participant takes over ``replacing``'s new connection (and its room)."""
+        self.discard(replacing.sid)
+        self._away.pop(participant.peer_id, None)
+        participant.sid, participant.away = replacing.sid, False
+        self.add(participant)
+        if participant.room is not None:
+            await self._sio.enter_room(participant.sid, participant.room)
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)
@@ -107,20 +132,24 @@ class Roster:
 
     def public_rooms(self) -> list[str]:
         """Names of the rooms people are in."""
-        return sorted({p.room for p in self._by_sid.values() if p.room is not None})
+        people = [*self._by_sid.values(), *self._away.values()]
+        return sorted({p.room for p in people if p.room is not None})
 
     def member_sids(self, room: str) -> list[str]:
+        """The room's live connections, from the manager (away members have none)."""
         return [sid for sid, _ in self._sio.manager.get_participants(NAMESPACE, room)]
 
     def members(self, room: str) -> list[Participant]:
-        return [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
+        live = [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
+        return live + [p for p in self._away.values() if p.room == room]
 
     def visible_members(self, room: str) -> list[Participant]:
         """Members others may know about: all but hidden ones (recorders, bots)."""
         return [p for p in self.members(room) if not p.grant.hidden]
 
     def count(self, room: str) -> int:
-        return len(self.member_sids(room))
+        away = sum(1 for p in self._away.values() if p.room == room) if self._away else 0
+        return len(self.member_sids(room)) + away
 
     def check_can_enter(self, room: str) -> None:
         """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""
@@ -138,7 +167,8 @@ class Roster:
         participant.room = room
 
     async def leave(self, participant: Participant, room: str) -> None:
-        await self._sio.leave_room(participant.sid, room)
+        if not participant.away:  # the manager dropped an away connection's rooms already
+            await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
 

@@ -69,6 +69,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -286,6 +293,14 @@ class Settings:
         "Seconds a participant's media connection may take to connect (or stay "
         "disconnected) before the server closes it.",
         parse=_positive_float,
+    )
+    resume_grace: float = _setting(
+        30.0,
+        "RESUME_GRACE",
+        "Seconds a native participant whose Socket.IO connection was lost (pings stopped) "
+        "keeps its place, peer id and media for a reconnect with its resume token. "
+        "0: leave at once.",
+        parse=_non_negative_float,
     )
     busy_lag: float = _setting(
         1.0,

@@ -9,11 +9,15 @@
   disconnected, since no real client does.
 - Sessions are admitted at engine.io's connect by :class:`Admission` (global and
   per-address caps) before python-socketio keeps anything for them.
+- A WebSocket that ends while the server's ping goes unanswered is reported as
+  lost (``ping timeout``), not closed: engine.io calls both "transport close",
+  and only a lost connection is worth holding for a resume (resumption.py).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import socketio
@@ -81,7 +85,18 @@ class SocketServer(socketio.AsyncServer):
             return refusal.message  # engine.io answers 401 with this message
         return await super()._handle_eio_connect(eio_sid, environ)
 
+    def _lost_or_closed(self, eio_sid: str, reason: Any) -> Any:
+        """``ping timeout`` for a transport that ended with our ping unanswered for a while."""
+        if reason != self.reason.TRANSPORT_CLOSE:
+            return reason
+        connection = self.eio.sockets.get(eio_sid)
+        ping_sent = getattr(connection, "last_ping", None)  # None once the pong came back
+        if ping_sent is not None and time.time() - ping_sent >= self.eio.ping_timeout / 2:
+            return self.reason.PING_TIMEOUT
+        return reason
+
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        reason = self._lost_or_closed(eio_sid, reason)
         try:
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:

@@ -6,6 +6,7 @@ Socket.IO passes through one of these functions first.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +83,19 @@ def room_name(value: Any) -> str:
 def nickname(value: Any) -> str:
     """A nickname: 1-64 printable characters, outer spaces trimmed."""
     return _short_name(value, "nickname", MAX_NICKNAME)
+
+
+MAX_RESUME_TOKEN = 64
+_RESUME_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def resume_token(value: Any) -> str:
+    """A resume token from an earlier join ack (URL-safe characters, at most 64)."""
+    if not isinstance(value, str) or not _RESUME_TOKEN.fullmatch(value):
+        raise bad_request("resume must be the resume_token of an earlier join")
+    if len(value) > MAX_RESUME_TOKEN:
+        raise ProtocolError("too_large", f"resume is longer than {MAX_RESUME_TOKEN} characters")
+    return value
 
 
 def chat_text(value: Any) -> str:

@@ -406,7 +406,9 @@ def test_static_turn_credentials_are_warned_about(server_pool):
 
 
 async def test_a_frozen_client_leaves_within_fifteen_seconds(server_pool, room):
-    server = server_pool.get("--media", "p2p")  # default ping interval and timeout
+    # Default ping interval and timeout; no resume grace, which would keep the frozen
+    # client's place for its own 30 s after this (test_resumption.py covers that).
+    server = server_pool.get("--media", "p2p", "--resume-grace", "0")
     name = room()
     watcher = await PythonClient().connect(server.url)
     await watcher.call("join_room", {"room": name})

@@ -42,6 +42,7 @@ from tests.support.page import (
     wait_visible,
 )
 from tests.support.server import ServerProcess
+from tests.support.tcp_proxy import LossyProxy
 from tests.support.zoomclone import open_zoomclone, zoomclone_server
 
 pytestmark = pytest.mark.browser
@@ -690,6 +691,29 @@ async def test_a_reconnection_does_not_fill_the_chat(relay, room, browsers):
     # Leaving for good is still said.
     await grace.click("#leave")
     await notes.filter(has_text="Grace left").wait_for(state="attached")
+
+
+async def test_a_lost_network_takes_the_same_place_back(server_pool, room, browsers):
+    """Offline long enough for the server to notice, then back: nobody sees Grace leave."""
+    server = server_pool.get("--media", "relay", "--ping-interval", "1", "--ping-timeout", "2")
+    network = await LossyProxy(server.port).start()  # Grace's signaling goes through it
+    name = room("tunnel")
+    red, green = await browsers(2)
+    ada = await open_and_join(red, server.url, name, "Ada")
+    await open_and_join(green, network.url, name, "Grace")
+    await wait_decoding(ada, ["Grace"])
+    before = await ada.get_attribute(tile("Grace"), "data-peer-id")
+
+    network.lose()
+    await wait_until(lambda: server.get_json("/stats")["resumptions"]["held"] == 1, 30)
+    network.restore()
+    await wait_until(lambda: server.get_json("/stats")["resumptions"]["resumed"] == 1, 30)
+    await wait_decoding(ada, ["Grace"])
+    await wait_colour(ada, "Grace", GREEN)
+    assert await ada.get_attribute(tile("Grace"), "data-peer-id") == before
+    notes = await ada.locator("#chat-log li.system").all_inner_texts()
+    assert notes == ["Grace joined"]  # no "Grace left", no second "joined"
+    await network.close()
 
 
 async def rejoined(page, nickname, old_peer_id):

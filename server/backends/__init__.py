@@ -26,6 +26,9 @@ class MediaBackend(Protocol):
     async def on_leave(self, participant: Participant, room: str) -> None:
         """``participant`` is leaving ``room`` (still a member); free its media."""
 
+    async def on_resume(self, participant: Participant, room: str) -> None:
+        """``participant`` came back on a new connection (resumption.py): bring it up to date."""
+
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         """An SDP offer from ``participant``."""
 

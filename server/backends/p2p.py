@@ -40,6 +40,9 @@ class PeerToPeerBackend:
     async def on_leave(self, participant: Participant, room: str) -> None:
         return None
 
+    async def on_resume(self, participant: Participant, room: str) -> None:
+        return None  # browsers keep their own peer connections to each other
+
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         self._require_video_dialect(participant)
         await self._to_others(participant, room, "offer", offer)

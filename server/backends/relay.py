@@ -102,6 +102,9 @@ class RelayBackend:
     async def on_leave(self, participant: Participant, room: str) -> None:
         await self._media.leave(room, participant.peer_id)
 
+    async def on_resume(self, participant: Participant, room: str) -> None:
+        await self._media.resume(room, participant.peer_id)
+
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         parsed = self._media.parse_offer(offer["sdp"], offer.get("sources"))
         check_offer_allowed(participant.grant, parsed)

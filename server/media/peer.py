@@ -127,6 +127,7 @@ class MediaPeer:
         self._missing: Counter[Kind] = Counter()
         self._slots_reported: list[SlotInfo] | None = None  # the last slots_changed
         self._invited: dict[Kind, int] | None = None  # slots asked of a peer with no connection
+        self._closed_for: CloseReason | None = None  # why its connection went, until it re-offers
         self._remote_ufrag: str | None = None
         self._queued_ufrags: list[str] = []
         self._settled = asyncio.Event()  # the connection is up, or it closed
@@ -140,6 +141,7 @@ class MediaPeer:
 
     def submit_offer(self, offer: ParsedOffer) -> None:
         self.offered = True
+        self._closed_for = None
         self._queued_ufrags.append(offer.ice_ufrag)
         self._queue.put_nowait(("offer", lambda: self._negotiate(offer)))
 
@@ -409,6 +411,16 @@ class MediaPeer:
         if missing is not None:
             await self._listener.renegotiation_needed(self.peer_id, missing)
 
+    def forget_reports(self) -> CloseReason | None:
+        """Report everything afresh next time (the participant may have missed it).
+
+        Returns why its connection closed, if it did and the participant has not
+        offered again since: it needs telling once more.
+        """
+        self._slots_reported = None
+        self._invited = None
+        return self._closed_for if self.pc is None else None
+
     # -- teardown -----------------------------------------------------------------------
 
     async def close_connection(self, reason: CloseReason) -> None:
@@ -436,6 +448,7 @@ class MediaPeer:
         if not self.closed:
             await self._hooks.changed()
             if reason.client_must_reconnect:
+                self._closed_for = reason
                 await self._listener.media_closed(self.peer_id, reason)
 
     async def close(self, reason: CloseReason) -> None:

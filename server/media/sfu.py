@@ -82,6 +82,17 @@ class Sfu:
             del self._rooms[room]
             await media_room.close()
 
+    async def resume(self, room: str, peer_id: str) -> None:
+        """The participant lost what it was told meanwhile: tell it its media state again."""
+        media_room = self._rooms.get(room)
+        peer = media_room.peers.get(peer_id) if media_room else None
+        if media_room is None or peer is None:
+            return
+        closed = peer.forget_reports()
+        if closed is not None:
+            await self._listener.media_closed(peer_id, closed)
+        await media_room.reconcile()
+
     def parse_offer(self, sdp: str, sources: dict[str, str] | None = None) -> ParsedOffer:
         """Validate an offer (once, before anything else sees it); raises ProtocolError.
 

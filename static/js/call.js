@@ -31,6 +31,7 @@ export class Call {
   #room = null;
   #nickname = null;
   #peerId = null;
+  #resumeToken = null; // from the join ack: a reconnect takes our place back (same peer_id)
   #people = new Map(); // peer_id → {nickname, audio, video}
   #remoteTracks = new Map(); // peer_id → {audio, video}, from the media link
   #speaker = null;
@@ -142,6 +143,7 @@ export class Call {
   /** Apply a join ack, first or after reconnecting: keep the tiles of who is still here. */
   #joined(reply) {
     this.#peerId = reply.peer_id;
+    this.#resumeToken = reply.resume_token ?? null;
     this.#sentState = null;
     const present = new Set(reply.participants.map((person) => person.peer_id));
     for (const id of this.#people.keys()) if (!present.has(id)) this.#forget(id);
@@ -160,9 +162,12 @@ export class Call {
   async #rejoin() {
     const handWasUp = this.#hands.mine;
     try {
-      this.#joined(await this.#signaling.request("join_room", { room: this.#room, nickname: this.#nickname }));
-      // A new connection is a new participant to the server: carry your hand and screen over.
-      if (handWasUp) this.#hands.toggle();
+      const request = { room: this.#room, nickname: this.#nickname };
+      if (this.#resumeToken) request.resume = this.#resumeToken;
+      const reply = await this.#signaling.request("join_room", request);
+      this.#joined(reply);
+      // A new participant to the server (not resumed): carry your hand and screen over.
+      if (handWasUp && !reply.resumed) this.#hands.toggle();
       this.#presentingChanged();
     } catch (error) {
       if (error.code !== "offline") this.#end(describeError(error)); // offline: the next "connect" retries
@@ -184,7 +189,7 @@ export class Call {
     this.#chat.clear();
     this.#captions.reset();
     this.#showRecording(false);
-    this.#room = this.#peerId = this.#speaker = null;
+    this.#room = this.#peerId = this.#speaker = this.#resumeToken = null;
     activeRoom.clear();
     byId("call").hidden = true;
     byId("muted-hint").hidden = true;

@@ -1,0 +1,132 @@
+"""Socket.IO reconnects that keep a participant's identity: resume tokens and a grace period.
+
+python-socketio has no connection-state recovery: a connection that drops is a
+new participant when it comes back, and everyone else sees it leave and join
+again while its media is torn down and rebuilt. Here a native participant's
+join ack carries a secret ``resume_token``. When its connection is lost (its
+pings stop coming: a network change, a tunnel, a sleeping laptop), the
+participant is held in its room for ``grace`` seconds (peer id, nickname, media
+connection and all); a new connection that joins the same room with the token
+takes its place, silently for the others. When the grace ends, it leaves as
+usual. A connection that closes cleanly (a closed tab, a reload, a goodbye)
+leaves at once: holding it would show a ghost for the whole grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from .rooms import Dialect, Participant, Roster
+
+logger = logging.getLogger(__name__)
+
+# Disconnect reasons (python-engineio's) that mean "lost", not "closed": worth a hold.
+LOST = frozenset({"ping timeout", "transport error"})
+
+
+class Resumptions:
+    """Issues resume tokens and holds the places of participants whose connection dropped."""
+
+    def __init__(
+        self,
+        roster: Roster,
+        grace: float,
+        leave: Callable[[Participant], Awaitable[object]],
+    ) -> None:
+        self._roster = roster
+        self._grace = grace
+        self._leave = leave  # the normal departure, when a hold ends without a resume
+        self._by_token: dict[str, Participant] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._departures: set[asyncio.Task[None]] = set()
+        self.resumed = 0
+        self.expired = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._grace > 0
+
+    def issue(self, participant: Participant) -> str | None:
+        """A token for a native participant that just joined (None when resumes are off)."""
+        if not self.enabled or participant.dialect is not Dialect.NATIVE:
+            return None
+        if participant.resume_token is None:
+            participant.resume_token = secrets.token_urlsafe(18)
+            self._by_token[participant.resume_token] = participant
+        return participant.resume_token
+
+    def forget(self, participant: Participant) -> None:
+        """It left for good (or moved rooms): its token no longer works."""
+        if participant.resume_token is not None:
+            self._by_token.pop(participant.resume_token, None)
+            participant.resume_token = None
+
+    def hold(self, participant: Participant, reason: str) -> bool:
+        """Keep the place of a participant whose connection dropped; False: let it leave now."""
+        if (
+            participant.resume_token is None
+            or participant.room is None
+            or reason not in LOST
+            or not self.enabled
+        ):
+            return False
+        self._roster.hold(participant)
+        loop = asyncio.get_running_loop()
+        self._timers[participant.peer_id] = loop.call_later(self._grace, self._expire, participant)
+        logger.info(
+            "%s's connection dropped (%s); holding its place in %r for %.0f s",
+            participant.peer_id,
+            reason,
+            participant.room,
+            self._grace,
+        )
+        return True
+
+    async def claim(self, token: str, room: str, newcomer: Participant) -> Participant | None:
+        """The held participant ``token`` names, now on ``newcomer``'s connection; or None."""
+        held = self._by_token.get(token)
+        if held is None or not held.away or held.room != room:
+            return None
+        if held.grant.identity != newcomer.grant.identity:
+            return None  # a token server: only the same identity may take the place
+        timer = self._timers.pop(held.peer_id, None)
+        if timer is not None:
+            timer.cancel()
+        await self._roster.rebind(held, newcomer)
+        self.resumed += 1
+        logger.info("%s resumed in %r on a new connection", held.peer_id, room)
+        return held
+
+    def _expire(self, participant: Participant) -> None:
+        self._timers.pop(participant.peer_id, None)
+        if not participant.away:
+            return
+        self.expired += 1
+        task = asyncio.ensure_future(self._depart(participant))
+        self._departures.add(task)
+        task.add_done_callback(self._departures.discard)
+
+    async def _depart(self, participant: Participant) -> None:
+        try:
+            await self._leave(participant)
+        finally:
+            self.forget(participant)
+            self._roster.release(participant)
+
+    async def close(self) -> None:
+        """Server shutdown: held places end now."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._departures:
+            await asyncio.gather(*self._departures, return_exceptions=True)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "held": sum(1 for p in self._by_token.values() if p.away),
+            "resumed": self.resumed,
+            "expired": self.expired,
+        }
