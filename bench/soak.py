@@ -1,0 +1,182 @@
+"""Soak: rooms of four for minutes while a CPU hog takes one core; do calls survive?
+
+Each participant publishes a pre-encoded clip (no encoding cost) and counts the
+frames it receives from the other three, by stream. The figures that matter are
+absolute, not relative: media connections the server closed (target: zero), the
+longest freeze of any stream (target: ≤ 2 s) and the server's event-loop lag
+(``/stats``). The same run first measures a short baseline without the hog, so
+the effect of the hog is visible next to it.
+
+    python -m bench.soak --minutes 10 --rooms 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.load_client import BenchClient, Catalogue, join, publisher_name
+from bench.relay_bench import REPORT, ROOT, Server, cpu_seconds
+from bench.report import replace_section
+from bench.synthetic import load_clip
+
+logger = logging.getLogger("soak")
+
+ROOM_SIZE = 4
+HOG = "while True: pass"
+
+
+@dataclass
+class Phase:
+    """One measured window: with or without the CPU hog."""
+
+    name: str
+    seconds: float
+    freezes: list[float] = field(default_factory=list)  # the longest gap of each stream, s
+    fps: list[float] = field(default_factory=list)
+    media_closed: int = 0
+    failed_connections: int = 0
+    loop_lag: dict[str, Any] = field(default_factory=dict)
+    server_cpu_percent: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "phase": self.name,
+            "seconds": round(self.seconds, 1),
+            "streams": len(self.freezes),
+            "media_closed_by_server": self.media_closed,
+            "failed_connections": self.failed_connections,
+            "longest_freeze_s": round(max(self.freezes, default=0.0), 3),
+            "median_longest_freeze_s": round(statistics.median(self.freezes or [0.0]), 3),
+            "fps_median": round(statistics.median(self.fps or [0.0]), 1),
+            "fps_min": round(min(self.fps, default=0.0), 1),
+            "loop_lag_ms": self.loop_lag,
+            "server_cpu_percent": round(self.server_cpu_percent, 1),
+        }
+
+
+def server_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def open_rooms(url: str, rooms: int) -> list[BenchClient]:
+    """``rooms`` rooms of four, each participant publishing its own clip."""
+    identities = rooms * ROOM_SIZE
+    catalogue = Catalogue([load_clip(i) for i in range(identities)])
+    clients: list[BenchClient] = []
+    for identity in range(identities):
+        room = f"soak-{identity // ROOM_SIZE}"
+        clip = load_clip(identity)
+        clients.append(
+            await join(url, room, publisher_name(identity), clip, False, catalogue=catalogue)
+        )
+    for client in clients:
+        await client.wait_until(lambda c=client: len(c.publishers_seen()) >= ROOM_SIZE - 1, 120)
+        await client.wait_for_media(client.publishers_seen(), kinds=["video"], timeout=120)
+        await client.wait_connected(timeout=120)
+    return clients
+
+
+def media_closed_events(clients: list[BenchClient]) -> int:
+    return sum(1 for client in clients for event, _ in client.events if event == "media_closed")
+
+
+async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> Phase:
+    closed_before = media_closed_events(clients)
+    for client in clients:
+        client.frames.clear()
+        client.measuring = True
+    cpu_before = cpu_seconds(server.process.pid)
+    started = time.time()
+    await asyncio.sleep(phase.seconds)
+    ended = time.time()
+    for client in clients:
+        client.measuring = False
+    phase.server_cpu_percent = 100 * (cpu_seconds(server.process.pid) - cpu_before) / phase.seconds
+    for client in clients:
+        for mid, arrivals in client.frames.items():
+            if client.slot_identity(mid) is None:
+                continue
+            marks = [started, *arrivals, ended]
+            phase.freezes.append(max(b - a for a, b in itertools.pairwise(marks)))
+            phase.fps.append(len(arrivals) / phase.seconds)
+        if client.connection_state in ("failed", "closed"):
+            phase.failed_connections += 1
+    phase.media_closed = media_closed_events(clients) - closed_before
+    phase.loop_lag = server_stats(server.url)["loop_lag"]
+    return phase
+
+
+def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    lines = [
+        "## Soak (bench/soak.py)",
+        "",
+        f"{args.rooms} rooms of {ROOM_SIZE} (every participant publishes a 15 fps clip and "
+        f"receives the other three), {args.baseline_minutes} min without and {args.minutes} "
+        "min with a CPU hog spinning on one core, on this machine.",
+        "",
+        "| phase | streams | media closed by server | longest freeze | median longest "
+        "freeze | fps median / min | loop lag p99 / max (ms) | server CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in phases:
+        lag = phase["loop_lag_ms"]
+        lines.append(
+            f"| {phase['phase']} | {phase['streams']} | {phase['media_closed_by_server']} | "
+            f"{phase['longest_freeze_s']} s | {phase['median_longest_freeze_s']} s | "
+            f"{phase['fps_median']} / {phase['fps_min']} | "
+            f"{lag.get('p99_ms')} / {lag.get('max_ms')} | {phase['server_cpu_percent']} % |"
+        )
+    replace_section(REPORT, "soak", "\n".join(lines) + "\n")
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    server = Server("forward")
+    hog: subprocess.Popen[bytes] | None = None
+    clients: list[BenchClient] = []
+    try:
+        clients = await open_rooms(server.url, args.rooms)
+        phases = []
+        if args.baseline_minutes > 0:
+            baseline = Phase("no hog", args.baseline_minutes * 60)
+            phases.append((await measure(server, clients, baseline)).summary())
+            print(json.dumps(phases[-1]), flush=True)
+        hog = subprocess.Popen([sys.executable, "-c", HOG], cwd=ROOT)
+        loaded = Phase("CPU hog on one core", args.minutes * 60)
+        phases.append((await measure(server, clients, loaded)).summary())
+        print(json.dumps(phases[-1]), flush=True)
+        return phases
+    finally:
+        if hog is not None:
+            hog.kill()
+        for client in clients:
+            await client.close()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0, help="with the CPU hog")
+    parser.add_argument("--baseline-minutes", type=float, default=1.0, help="without it")
+    parser.add_argument("--rooms", type=int, default=3)
+    parser.add_argument("--no-report", action="store_true", help="do not touch docs/")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    phases = asyncio.run(run(args))
+    if not args.no_report:
+        write_report(phases, args)
+
+
+if __name__ == "__main__":
+    main()
