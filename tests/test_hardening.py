@@ -19,9 +19,12 @@ import urllib.request
 import aiohttp
 import pytest
 import socketio
+from aiortc.rtp import RtpPacket
 
 from bench.attacks import BOMBS, real_offer, trickled_candidates, with_candidate_address
+from server.client import RoomClient
 from tests.support.clients import PythonClient
+from tests.support.media import COLOURS, ColourTrack
 from tests.support.polling import eventually
 from tests.support.server import ServerProcess
 
@@ -422,3 +425,49 @@ async def test_a_frozen_client_leaves_within_fifteen_seconds(server_pool, room):
         assert time.monotonic() - started < 15
         await frozen.close()
     await watcher.close()
+
+
+@pytest.mark.media
+async def test_rtp_from_a_flood_of_sources_is_dropped_and_leaves_no_ghost(relay_server, room):
+    """RTP on a hundred made-up SSRCs used to kill aiortc's report task and hang the leave."""
+    name = room("flood")
+    attacker = RoomClient(relay_server.url, nickname="flood")
+    bystander = await PythonClient().connect(relay_server.url)
+    try:
+        await bystander.call("join_room", {"room": name, "nickname": "Bystander"})
+        await attacker.connect()
+        await attacker.join(name, video=ColourTrack(COLOURS[0]))
+        await attacker.wait_connected()
+        transceiver = next(t for t in attacker._pc.getTransceivers() if t.sender.track)
+        payload_type = transceiver._codecs[0].payloadType
+        transport = transceiver.sender.transport
+        for ssrc in range(1000, 1100):
+            for sequence_number in range(3):
+                packet = RtpPacket(
+                    payload_type=payload_type,
+                    sequence_number=sequence_number,
+                    timestamp=sequence_number * 3000,
+                    ssrc=ssrc,
+                    payload=b"\x10" + bytes(100),
+                )
+                await transport._send_rtp(packet.serialize())
+
+        def refused() -> int:
+            peers = {p["peer_id"]: p for p in room_peers(relay_server, name)}
+            return peers.get(attacker.peer_id, {}).get("refused_rtp_packets", 0)
+
+        await eventually(lambda: refused() >= 200)
+        await asyncio.sleep(6)  # a receiver report or two: the report task must survive
+        await attacker.close()
+        left = await bystander.wait_for("user_left", timeout=10)
+        assert left[0]["nickname"] == "flood"
+        await eventually(lambda: relay_server.get_json("/stats")["media"]["peer_connections"] == 0)
+        assert "packet is too long" not in relay_server.log()
+    finally:
+        await attacker.close()
+        await bystander.close()
+
+
+def room_peers(server, name: str) -> list[dict]:
+    rooms = {entry["name"]: entry for entry in server.get_json("/rooms")["rooms"]}
+    return rooms[name]["media"]["peers"] if name in rooms else []

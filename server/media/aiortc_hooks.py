@@ -32,7 +32,7 @@ from aiortc import RTCIceCandidate, RTCRtpReceiver, RTCRtpSender, RTCRtpTranscei
 from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
@@ -250,6 +250,31 @@ def intercept_rtp(
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
+def limit_rtp_sources(
+    transport: RTCDtlsTransport, limit: int, refused: Callable[[int], None]
+) -> None:
+    """Drop RTP from SSRCs beyond the first ``limit`` a connection used (idempotent).
+
+    aiortc learns every new SSRC it can route and reports on each one in its
+    receiver reports; past 31 the report no longer fits (RTCP's 5-bit count,
+    then libsrtp's buffer), the report task dies and ``RTCPeerConnection.close()``
+    then waits for it forever. ``refused(ssrc)`` hears of each dropped packet.
+    """
+    router = transport._rtp_router
+    if getattr(router, "_roomrelay_limited", False):
+        return
+    route_rtp = router.route_rtp
+
+    def route_known_sources(packet: RtpPacket) -> Any:
+        if packet.ssrc not in router.ssrc_table and len(router.ssrc_table) >= limit:
+            refused(packet.ssrc)
+            return None
+        return route_rtp(packet)
+
+    router.route_rtp = route_known_sources  # type: ignore[method-assign]
+    router._roomrelay_limited = True  # type: ignore[attr-defined]
+
+
 def relay_remb(
     receiver: RTCRtpReceiver, cap: Callable[[int], int]
 ) -> Callable[[int], Awaitable[None]]:
@@ -456,6 +481,12 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpReceiver, "__decoder_queue"), "RTCRtpReceiver.__decoder_queue")
     _require(_assigns(RTCRtpReceiver, "__decoder_thread"), "RTCRtpReceiver.__decoder_thread")
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
+    _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
+    _require(
+        "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
+        and _assigns(RtpRouter, "ssrc_table"),
+        "RTCDtlsTransport routing RTP through RtpRouter.route_rtp / ssrc_table",
+    )
     _require(
         _parameters(RTCRtpReceiver._send_rtcp) == ["self", "packet"],
         "RTCRtpReceiver._send_rtcp(packet)",
@@ -475,6 +506,12 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpSender, "_ssrc"), "RTCRtpSender._ssrc")
     _require(_assigns(RTCRtpSender, "_rtx_ssrc"), "RTCRtpSender._rtx_ssrc")
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
+    _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
+    _require(
+        "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
+        and _assigns(RtpRouter, "ssrc_table"),
+        "RTCDtlsTransport routing RTP through RtpRouter.route_rtp / ssrc_table",
+    )
     _require(
         hasattr(HeaderExtensionsMap(), _EXTENSION_IDS)
         and all(

@@ -29,7 +29,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.exceptions import InvalidStateError
 
 from ..validation import ProtocolError
-from .aiortc_hooks import negotiated_codecs, prefer_codecs, set_stream_id
+from .aiortc_hooks import limit_rtp_sources, negotiated_codecs, prefer_codecs, set_stream_id
 from .latency import LatencyHistogram
 from .offer import MediaSection, ParsedOffer, stream_ids_by_mid
 from .planning import plan_every_source, plan_follow_speaker
@@ -50,11 +50,32 @@ logger = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[None]]
 
+# RTP sources (SSRCs) one connection may send: camera, microphone, screen and its audio,
+# each with RTX and up to three simulcast layers, fit; a flood of made-up ones does not.
+MAX_SSRCS_PER_CONNECTION = 24
+
 # Codec order we steer every m-line to, so that everyone shares the first one.
 CODEC_PREFERENCE = {
     "video": ["video/VP8", "video/H264"],
     "audio": ["audio/opus", "audio/G722", "audio/PCMU", "audio/PCMA"],
 }
+
+
+CLOSE_TIMEOUT = 5.0  # seconds aiortc may take to close a connection before we stop waiting
+
+
+async def close_within(pc: RTCPeerConnection, timeout: float, peer_id: str) -> None:
+    """Close ``pc``, waiting at most ``timeout``: a stuck close must not hold up a leave.
+
+    The close goes on in the background (shielded); whatever it still holds is the
+    connection's own, and nothing else waits for it.
+    """
+    try:
+        await asyncio.wait_for(asyncio.shield(pc.close()), timeout)
+    except TimeoutError:
+        logger.warning(
+            "closing %s's media connection takes over %.0f s; moving on", peer_id, timeout
+        )
 
 
 def server_direction(section: MediaSection) -> str:
@@ -136,6 +157,7 @@ class MediaPeer:
         self._watchdog: asyncio.Task[None] | None = None
         self.negotiating = False
         self.closed = False
+        self.refused_rtp = 0  # packets dropped from SSRCs over MAX_SSRCS_PER_CONNECTION
 
     # -- the work queue ----------------------------------------------------------
 
@@ -206,6 +228,7 @@ class MediaPeer:
                     "invalid_sdp", f"the offer could not be applied: {exc}"
                 ) from None
             self._remote_ufrag = offer.ice_ufrag
+            self._police_rtp_sources(pc)
             await self._sync_transceivers(pc, offer)
             self._hooks.assign_slots()
             self._steer_new_slots()
@@ -297,6 +320,21 @@ class MediaPeer:
                 raise closed_meanwhile()
             self._sync_slot(transceiver, section)
             transceiver.direction = server_direction(section)
+
+    def _police_rtp_sources(self, pc: RTCPeerConnection) -> None:
+        for transceiver in pc.getTransceivers():
+            transport = transceiver.receiver.transport
+            if transport is not None:
+                limit_rtp_sources(transport, MAX_SSRCS_PER_CONNECTION, self._refuse_rtp_source)
+
+    def _refuse_rtp_source(self, ssrc: int) -> None:
+        if not self.refused_rtp:
+            logger.warning(
+                "%s sends RTP from more than %d sources; dropping the others",
+                self.peer_id,
+                MAX_SSRCS_PER_CONNECTION,
+            )
+        self.refused_rtp += 1
 
     def _slot_of(self, transceiver: RTCRtpTransceiver) -> Slot | None:
         return next((s for s in self.slots if s.transceiver is transceiver), None)
@@ -444,7 +482,7 @@ class MediaPeer:
         self._announced = {}
         self._slots_reported = None
         self._hooks.connection_closed()
-        await pc.close()
+        await close_within(pc, CLOSE_TIMEOUT, self.peer_id)
         if not self.closed:
             await self._hooks.changed()
             if reason.client_must_reconnect:
@@ -471,6 +509,7 @@ class MediaPeer:
             "slots": len(self.slots),
             "receiving": sum(1 for slot in self.slots if slot.source is not None),
             "receiving_from": [slot.source_peer for slot in self.slots],
+            "refused_rtp_packets": self.refused_rtp,
             "slot_details": {
                 slot.mid: {"from": slot.source_peer, **slot.stats()} for slot in self.slots
             },
