@@ -453,7 +453,7 @@ async def test_rtp_from_a_flood_of_sources_is_dropped_and_leaves_no_ghost(relay_
                 await transport._send_rtp(packet.serialize())
 
         def refused() -> int:
-            peers = {p["peer_id"]: p for p in room_peers(relay_server, name)}
+            peers = {p["peer_id"]: p for p in media_peers(relay_server, name)}
             return peers.get(attacker.peer_id, {}).get("refused_rtp_packets", 0)
 
         await eventually(lambda: refused() >= 200)
@@ -468,6 +468,26 @@ async def test_rtp_from_a_flood_of_sources_is_dropped_and_leaves_no_ghost(relay_
         await bystander.close()
 
 
-def room_peers(server, name: str) -> list[dict]:
-    rooms = {entry["name"]: entry for entry in server.get_json("/rooms")["rooms"]}
-    return rooms[name]["media"]["peers"] if name in rooms else []
+async def test_a_burst_of_offers_keeps_one_waiting_and_answers_the_last(flood_server, room):
+    pc, sdp = await real_offer()
+    attacker = await PythonClient().connect(flood_server.url)
+    name = room("offers")
+    try:
+        await attacker.call("join_room", {"room": name})
+        for _ in range(40):
+            await attacker.emit("offer", {"type": "offer", "sdp": sdp})
+        (ack,) = await attacker.call("offer", {"type": "offer", "sdp": sdp})
+        assert ack == {"ok": True}
+        await attacker.wait_for("answer")
+
+        def superseded() -> int:
+            (peer,) = media_peers(flood_server, name)
+            return peer["superseded_offers"]
+
+        # One answered, one being applied (it waits for the connection, which never comes
+        # up), one waiting: every other offer was replaced while it waited.
+        await eventually(lambda: superseded() == 38)
+        assert len(attacker.received("answer")) == 1
+    finally:
+        await pc.close()
+        await attacker.close()

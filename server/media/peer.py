@@ -151,6 +151,8 @@ class MediaPeer:
         self._closed_for: CloseReason | None = None  # why its connection went, until it re-offers
         self._remote_ufrag: str | None = None
         self._queued_ufrags: list[str] = []
+        self._waiting_offer: ParsedOffer | None = None  # queued, not yet being applied
+        self.superseded_offers = 0
         self._settled = asyncio.Event()  # the connection is up, or it closed
         self._queue: asyncio.Queue[tuple[str, Work]] = asyncio.Queue()
         self._worker = asyncio.create_task(self._run_queue())
@@ -162,10 +164,21 @@ class MediaPeer:
     # -- the work queue ----------------------------------------------------------
 
     def submit_offer(self, offer: ParsedOffer) -> None:
+        """Queue an offer; one still waiting for its turn is replaced, not kept.
+
+        At most one offer per connection waits, however many arrive: each one
+        can hold tens of kilobytes, and only the newest matters (an older one
+        comes from a connection the client has already given up).
+        """
         self.offered = True
         self._closed_for = None
+        superseded, self._waiting_offer = self._waiting_offer, offer
         self._queued_ufrags.append(offer.ice_ufrag)
-        self._queue.put_nowait(("offer", lambda: self._negotiate(offer)))
+        if superseded is None:
+            self._queue.put_nowait(("offer", self._negotiate_waiting))
+        else:
+            self._queued_ufrags.remove(superseded.ice_ufrag)
+            self.superseded_offers += 1
 
     async def add_candidate(self, candidate: RTCIceCandidate | None) -> None:
         """Apply a trickled candidate now if it belongs to the current session.
@@ -196,6 +209,11 @@ class MediaPeer:
                 )
 
     # -- negotiation ---------------------------------------------------------------
+
+    async def _negotiate_waiting(self) -> None:
+        offer, self._waiting_offer = self._waiting_offer, None
+        if offer is not None:
+            await self._negotiate(offer)
 
     async def _negotiate(self, offer: ParsedOffer) -> None:
         try:
@@ -510,6 +528,7 @@ class MediaPeer:
             "receiving": sum(1 for slot in self.slots if slot.source is not None),
             "receiving_from": [slot.source_peer for slot in self.slots],
             "refused_rtp_packets": self.refused_rtp,
+            "superseded_offers": self.superseded_offers,
             "slot_details": {
                 slot.mid: {"from": slot.source_peer, **slot.stats()} for slot in self.slots
             },
