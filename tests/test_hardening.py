@@ -19,12 +19,13 @@ import urllib.request
 import aiohttp
 import pytest
 import socketio
+from aiortc import RTCPeerConnection
 from aiortc.rtp import RtpPacket
 
 from bench.attacks import BOMBS, real_offer, trickled_candidates, with_candidate_address
 from server.client import RoomClient
 from tests.support.clients import PythonClient
-from tests.support.media import COLOURS, ColourTrack
+from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
 from tests.support.polling import eventually
 from tests.support.server import ServerProcess
 
@@ -491,3 +492,27 @@ async def test_a_burst_of_offers_keeps_one_waiting_and_answers_the_last(flood_se
     finally:
         await pc.close()
         await attacker.close()
+
+
+@pytest.mark.media
+async def test_offers_whose_connection_never_comes_up_leave_no_tasks_behind(flood_server, room):
+    def relay_tasks() -> int:
+        tasks = flood_server.get_json("/stats")["process"]["tasks_by_coroutine"]
+        return sum(count for name, count in tasks.items() if "run_track" in name)
+
+    before = relay_tasks()
+    attacker = await PythonClient().connect(flood_server.url)
+    try:
+        await attacker.call("join_room", {"room": room("never")})
+        for _ in range(10):  # each with fresh ICE credentials: a new connection each time
+            pc = RTCPeerConnection()
+            pc.addTrack(ColourTrack(COLOURS[0]))
+            pc.addTrack(ToneTrack(TONES[0]))
+            await pc.setLocalDescription(await pc.createOffer())
+            await attacker.call("offer", {"type": "offer", "sdp": pc.localDescription.sdp})
+            await attacker.wait_for("answer", len(attacker.received("answer")) + 1)
+            await pc.close()  # never connects
+        assert relay_tasks() > before  # the publications are live meanwhile
+    finally:
+        await attacker.close()
+    await eventually(lambda: relay_tasks() == before)

@@ -35,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -54,6 +55,7 @@ SUPPORTED_AIORTC = "1.16"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
+_STARTED = "_RTCRtpReceiver__started"
 
 EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 
@@ -248,6 +250,18 @@ def intercept_rtp(
         await handle_rtp(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def end_track_of_unstarted_receiver(receiver: RTCRtpReceiver) -> None:
+    """End the remote track of a receiver whose connection never came up.
+
+    A started receiver ends its track when it stops (its decoder thread queues
+    the end); one that never started never does, so whatever reads the track
+    (``MediaRelay``'s task) would wait forever.
+    """
+    track = receiver.track
+    if not getattr(receiver, _STARTED) and isinstance(track, RemoteStreamTrack):
+        track._queue.put_nowait(None)
 
 
 def limit_rtp_sources(
@@ -482,6 +496,8 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpReceiver, "__decoder_thread"), "RTCRtpReceiver.__decoder_thread")
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
     _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
+    _require(_assigns(RTCRtpReceiver, "__started"), "RTCRtpReceiver.__started")
+    _require(_assigns(RemoteStreamTrack, "_queue"), "RemoteStreamTrack._queue")
     _require(
         "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
         and _assigns(RtpRouter, "ssrc_table"),
@@ -507,6 +523,8 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpSender, "_rtx_ssrc"), "RTCRtpSender._rtx_ssrc")
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
     _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
+    _require(_assigns(RTCRtpReceiver, "__started"), "RTCRtpReceiver.__started")
+    _require(_assigns(RemoteStreamTrack, "_queue"), "RemoteStreamTrack._queue")
     _require(
         "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
         and _assigns(RtpRouter, "ssrc_table"),

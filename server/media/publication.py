@@ -16,6 +16,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from .aiortc_hooks import (
+    end_track_of_unstarted_receiver,
     intercept_rtp,
     negotiated_codecs,
     relay_remb,
@@ -328,6 +329,7 @@ class Publication:
         for subscription in [*self._encoded, *self._decoded]:
             subscription.ended()
         await self._drain.stop()
+        end_track_of_unstarted_receiver(self.receiver)  # or MediaRelay's reader waits forever
 
     def stats(self) -> dict[str, object]:
         return {
