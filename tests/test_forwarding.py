@@ -389,3 +389,31 @@ def test_forwarded_packets_are_exactly_what_aiortc_serializes(audio_level):
         assert ours == packet.serialize(extensions_map)
         assert RtpPacket.parse(ours, extensions_map).extensions == values
     assert ExtensionWriter({}, "2").block(0x123456, level_byte) == b""
+
+
+async def test_an_offer_is_parsed_once(monkeypatch):
+    """setRemoteDescription takes the parse the offer's validation already made."""
+    from aiortc.sdp import SessionDescription  # noqa: PLC0415 - patched by the hooks
+
+    from server.media.offer import parse_offer  # noqa: PLC0415
+
+    aiortc_hooks.install_aiortc_hooks()
+    parses = []
+    real_parse = aiortc_hooks._parse_description
+    client, server = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        client.addTransceiver("video", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        monkeypatch.setattr(
+            aiortc_hooks, "_parse_description", lambda sdp: parses.append(sdp) or real_parse(sdp)
+        )
+        sdp = client.localDescription.sdp
+        offer = parse_offer(sdp, 8)
+        assert SessionDescription.parse is not real_parse
+        assert sdp in aiortc_hooks._PARSED_OFFERS
+        await server.setRemoteDescription(offer.description)
+        assert sdp not in aiortc_hooks._PARSED_OFFERS  # aiortc took it from there
+        assert parses == [sdp]  # one parse for both
+    finally:
+        await client.close()
+        await server.close()

@@ -20,6 +20,7 @@ import queue
 import random
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +116,33 @@ def tap_encoded_frames(
 __all__ = ["MediaDescription"]  # aiortc's parsed m-line, for offer.py's type hints
 
 
+# Offers parsed by parse_sdp() and not yet applied, by their text: setRemoteDescription
+# takes its parse from here instead of parsing the same text a second time.
+_PARSED_OFFERS: OrderedDict[str, SessionDescription] = OrderedDict()
+MAX_PARSED_OFFERS = 32  # bounded: an offer refused after parsing is simply forgotten
+_parse_description = SessionDescription.parse
+
+
 def parse_sdp(sdp: str) -> SessionDescription:
-    """aiortc's own SDP parser (what ``setRemoteDescription`` will see)."""
-    return SessionDescription.parse(sdp)
+    """aiortc's own SDP parser; with the hooks installed, aiortc reuses this parse once.
+
+    Safe from any thread (offers are parsed off the event loop).
+    """
+    parsed = _parse_description(sdp)
+    if _installed:
+        _PARSED_OFFERS[sdp] = parsed
+        while len(_PARSED_OFFERS) > MAX_PARSED_OFFERS:
+            _PARSED_OFFERS.popitem(last=False)
+    return parsed
+
+
+def _parse_once(cls: type[SessionDescription], sdp: str) -> SessionDescription:
+    parsed = _PARSED_OFFERS.pop(sdp, None)
+    return parsed if parsed is not None else _parse_description(sdp)
+
+
+def _reuse_parsed_offers() -> None:
+    SessionDescription.parse = classmethod(_parse_once)  # type: ignore[method-assign, assignment]
 
 
 def parse_candidate_line(line: str) -> RTCIceCandidate:
@@ -444,6 +469,7 @@ def install_aiortc_hooks() -> None:
     check_aioice_internals()
     _use_fast_clock()
     _use_patient_consent()
+    _reuse_parsed_offers()
     _installed = True
 
 
@@ -497,6 +523,11 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
     _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
     _require(_assigns(RTCRtpReceiver, "__started"), "RTCRtpReceiver.__started")
+    _require(
+        "SessionDescription.parse(sessionDescription.sdp)"
+        in _source(aiortc.RTCPeerConnection.setRemoteDescription),
+        "RTCPeerConnection.setRemoteDescription parsing with sdp.SessionDescription.parse",
+    )
     _require(_assigns(RemoteStreamTrack, "_queue"), "RemoteStreamTrack._queue")
     _require(
         "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
@@ -524,6 +555,11 @@ def check_aiortc_internals() -> None:
     _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
     _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
     _require(_assigns(RTCRtpReceiver, "__started"), "RTCRtpReceiver.__started")
+    _require(
+        "SessionDescription.parse(sessionDescription.sdp)"
+        in _source(aiortc.RTCPeerConnection.setRemoteDescription),
+        "RTCPeerConnection.setRemoteDescription parsing with sdp.SessionDescription.parse",
+    )
     _require(_assigns(RemoteStreamTrack, "_queue"), "RemoteStreamTrack._queue")
     _require(
         "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
