@@ -13,6 +13,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from tests.support.access import token
 from tests.support.media import ToneTrack
 from tests.support.polling import eventually
 
@@ -35,10 +36,11 @@ class ChannelClient:
         self.channel.on("message", self.received.append)
         self.sio.on("error", self.errors.append)
 
-    async def join(self, url: str, room_name: str) -> ChannelClient:
+    async def join(self, url: str, room_name: str, token: str | None = None) -> ChannelClient:
         answers: asyncio.Queue[dict] = asyncio.Queue()
         self.sio.on("answer", answers.put_nowait)
-        await self.sio.connect(url, transports=["websocket"])
+        auth = {"token": token} if token else None
+        await self.sio.connect(url, transports=["websocket"], auth=auth)
         await self.sio.emit("join_room", room_name)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
@@ -95,3 +97,21 @@ async def test_refusals_the_media_core_reports_are_counted_in_stats(relay_server
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_token_without_chat_cannot_send_on_data_channels(token_server, room):
+    name = room("dc-grant")
+    muted = await ChannelClient().join(
+        token_server.url, name, token("mute", name, can_publish_data=False)
+    )
+    talker = await ChannelClient().join(token_server.url, name, token("talk", name))
+    try:
+        muted.channel.send("let me speak")
+        talker.channel.send("hello")
+        await eventually(lambda: muted.errors and muted.received == ["hello"])
+        assert muted.errors[0]["code"] == "forbidden" and muted.errors[0]["event"] == "datachannel"
+        await asyncio.sleep(0.3)
+        assert talker.received == []
+    finally:
+        await muted.close()
+        await talker.close()

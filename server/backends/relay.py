@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -67,6 +68,17 @@ def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
         )
 
 
+def data_gate(participant: Participant) -> Callable[[], bool]:
+    """What a data channel message costs: the grant's chat permission, then the rate limit."""
+
+    def allowed() -> bool:
+        if not participant.grant.can_publish_data:
+            raise ProtocolError("forbidden", "your access token does not allow sending data")
+        return participant.limiter.try_take()
+
+    return allowed
+
+
 class RelayBackend:
     """Media backend where the server is every participant's WebRTC peer."""
 
@@ -94,7 +106,7 @@ class RelayBackend:
             room,
             participant.peer_id,
             slot_policy(participant.dialect),
-            participant.limiter.try_take,
+            data_gate(participant),
         )
         if participant.dialect is Dialect.VIDEO:
             # zoom-clone clients offer when welcomed: welcome them so they offer to us.

@@ -42,7 +42,8 @@ class DataChannelBridge:
     def attach(self, peer_id: str, channel: RTCDataChannel, rate_gate: RateGate) -> None:
         """Relay what ``channel`` receives; deliver other participants' messages to it.
 
-        ``rate_gate`` is the sender's rate limit, shared with its signaling events.
+        ``rate_gate`` is the sender's rate limit, shared with its signaling events; it
+        raises ProtocolError to refuse the sender outright.
         """
         self._channels.setdefault(peer_id, []).append(channel)
 
@@ -70,7 +71,13 @@ class DataChannelBridge:
             limit = f"data channel messages are at most {MAX_MESSAGE_BYTES} bytes"
             await self._refuse(sender, "too_large", limit)
             return
-        if not rate_gate():
+        try:
+            allowed = rate_gate()
+        except ProtocolError as refusal:  # the gate may refuse outright (no permission)
+            self.refused += 1
+            await self._refuse_to(sender, refusal)
+            return
+        if not allowed:
             await self._refuse(sender, "rate_limited", "too many messages; slow down")
             return
         for peer_id, channels in self._channels.items():
