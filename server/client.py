@@ -41,6 +41,7 @@ from aiortc.contrib.media import MediaBlackhole, MediaRelay
 logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "video")
+PRIMARY_SOURCES = ("microphone", "camera")  # what a track of a kind is by default
 EventHandler = Callable[[Any], Any]
 
 
@@ -97,6 +98,9 @@ class RoomClient:
         self._pc: RTCPeerConnection | None = None
         self._ice_servers: list[RTCIceServer] = []  # from the join ack
         self._mid_owner: dict[str, str | None] = {}
+        self._mid_source: dict[str, str | None] = {}  # what each receive slot carries
+        self._sources: dict[MediaStreamTrack, str] = {}  # published tracks that are not the default
+        self._sent_sources: dict[MediaStreamTrack, str] = {}  # the proxies actually sent
         self._wanted: Counter[str] = Counter()
         self._answer: asyncio.Future[dict[str, Any]] | None = None
         self._negotiation: asyncio.Task[None] | None = None
@@ -189,13 +193,23 @@ class RoomClient:
             del self.peers[gone]
         self.permissions = reply.get("permissions", {})
 
-    async def publish(self, track: MediaStreamTrack) -> None:
-        """Start sending another track (renegotiates)."""
+    async def publish(self, track: MediaStreamTrack, source: str | None = None) -> None:
+        """Start sending another track (renegotiates).
+
+        ``source`` says what it is: ``"screen"`` or ``"screen_audio"`` for a shared
+        screen; by default a microphone or camera.
+        """
         self._published.append(track)
+        if source is not None:
+            self._sources[track] = source
         self._start_negotiation()
 
     def subscribe(self, peer_id: str, kind: str) -> MediaStreamTrack:
-        """A track carrying ``peer_id``'s ``kind`` media, keeping only the latest frame."""
+        """A track carrying ``peer_id``'s media, keeping only the latest frame.
+
+        ``kind`` is ``"audio"``/``"video"`` (their microphone, camera) or a source
+        (``"screen"``, ``"screen_audio"``, ``"microphone"``, ``"camera"``).
+        """
         track = self.peers[peer_id].tracks[kind]
         return self._relay.subscribe(track, buffered=False)
 
@@ -326,6 +340,7 @@ class RoomClient:
 
     async def _on_tracks(self, payload: dict[str, Any]) -> None:
         self._mid_owner = {entry["mid"]: entry["peer_id"] for entry in payload["tracks"]}
+        self._mid_source = {entry["mid"]: entry.get("source") for entry in payload["tracks"]}
         self._map_tracks()
 
     async def _on_renegotiate(self, wanted: dict[str, int]) -> None:
@@ -370,7 +385,12 @@ class RoomClient:
             owner = self._mid_owner.get(transceiver.mid) if transceiver.mid else None
             track = transceiver.receiver.track
             if owner in self.peers and track is not None and transceiver.direction == "recvonly":
-                self.peers[owner].tracks[transceiver.kind] = track
+                tracks = self.peers[owner].tracks
+                source = self._mid_source.get(transceiver.mid or "")
+                if source is not None:
+                    tracks[source] = track
+                if source in (None, *PRIMARY_SOURCES):
+                    tracks[transceiver.kind] = track
 
     def _start_negotiation(self) -> None:
         if self.room is None:
@@ -417,6 +437,8 @@ class RoomClient:
         so that the caller's track survives a reconnection.
         """
         proxy = self._relay.subscribe(track, buffered=False)
+        if track in self._sources:
+            self._sent_sources[proxy] = self._sources[track]
         self._restrict_codecs(pc.addTransceiver(proxy, direction="sendonly"))
 
     def _restrict_codecs(self, transceiver: RTCRtpTransceiver) -> None:
@@ -440,7 +462,15 @@ class RoomClient:
             self._answer = answer_future = asyncio.get_running_loop().create_future()
             # A refused offer comes back twice (the ack and an error event): read both.
             answer_future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            await self._call("offer", {"type": "offer", "sdp": pc.localDescription.sdp})
+            offer: dict[str, Any] = {"type": "offer", "sdp": pc.localDescription.sdp}
+            sources = {
+                t.mid: self._sent_sources[t.sender.track]
+                for t in pc.getTransceivers()
+                if t.mid is not None and t.sender.track in self._sent_sources
+            }
+            if sources:
+                offer["sources"] = sources
+            await self._call("offer", offer)
             answer = await asyncio.wait_for(answer_future, self._answer_timeout)
             if pc is not self._pc:
                 continue  # the connection was reset while we waited

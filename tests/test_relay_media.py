@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from server.client import RoomClient
 from tests.support.media import (
     COLOURS,
     TONES,
+    ColourTrack,
     identify_audio,
     identify_video,
     nearest_tone,
@@ -157,3 +159,23 @@ async def test_a_viewer_who_came_first_is_invited_when_someone_publishes(
 
     await assert_receives_exactly(viewer, {speaker.peer_id: 1})
     assert [e for e, _ in viewer.events].count("renegotiate") >= 1
+
+
+async def test_a_shared_screen_arrives_as_its_own_source_beside_the_camera(relay_server, room):
+    name = room("screen")
+    presenter = RoomClient(relay_server.url, nickname="presenter")
+    viewer = RoomClient(relay_server.url, nickname="viewer")
+    try:
+        await presenter.connect()
+        await presenter.join(name, video=ColourTrack(COLOURS[0]))
+        await viewer.connect()
+        await viewer.join(name)
+        await viewer.wait_for_media([presenter.peer_id], kinds=["video"])
+        await presenter.publish(ColourTrack(COLOURS[3]), source="screen")
+        await viewer.wait_until(lambda: "screen" in viewer.peers[presenter.peer_id].tracks)
+        assert await identify_video(viewer.subscribe(presenter.peer_id, "screen")) == COLOURS[3]
+        assert await identify_video(viewer.subscribe(presenter.peer_id, "video")) == COLOURS[0]
+        assert await identify_video(viewer.subscribe(presenter.peer_id, "camera")) == COLOURS[0]
+    finally:
+        await viewer.close()
+        await presenter.close()
