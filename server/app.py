@@ -44,6 +44,7 @@ from .transport import without_websocket_compression
 from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .webhooks import Webhooks
+from .ws_dialect import WebSocketDialect
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,31 @@ def create_socket_server(settings: Settings, app: web.Application) -> SocketServ
     return sio
 
 
+def add_http_dialects(
+    app: web.Application, settings: Settings, server: RoomServer, router: EventRouter
+) -> list[WebSocketDialect]:
+    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``."""
+    ws_dialect = WebSocketDialect(settings, server, router)
+    app.router.add_routes(ws_dialect.routes())
+    return [ws_dialect]
+
+
+async def say_goodbye(sio: socketio.AsyncServer, dialects: list[WebSocketDialect]) -> None:
+    """Tell every client we are going (open websockets and long polls would
+    otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
+
+    Bounded: engine.io waits for each socket's send queue to drain, which never
+    happens for a client whose connection closed at the same moment.
+    """
+    if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
+        try:
+            await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
+        except TimeoutError:
+            logger.info("some clients did not take their goodbye; closing anyway")
+    for dialect in dialects:
+        await dialect.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server; raises with a clear message when setup is incomplete."""
     app = create_web_app(settings)
@@ -263,6 +289,7 @@ def create_app(settings: Settings) -> web.Application:
         client_version=client_version,
         access=access,
     )
+    dialects = add_http_dialects(app, settings, server, router)
     add_metrics_routes(
         app,
         metrics_registry(server, ledger),
@@ -281,15 +308,7 @@ def create_app(settings: Settings) -> web.Application:
         await audio.start()
 
     async def shut_down(app: web.Application) -> None:
-        # Tell every client we are going (open websockets and long polls would
-        # otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
-        # Bounded: engine.io waits for each socket's send queue to drain, which never
-        # happens for a client whose connection closed at the same moment.
-        if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
-            try:
-                await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
-            except TimeoutError:
-                logger.info("some clients did not take their goodbye; closing anyway")
+        await say_goodbye(sio, dialects)
         await membership.room_list.close()
         await sio.shutdown()
         await media.close()
