@@ -44,6 +44,7 @@ from .transport import without_websocket_compression
 from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .webhooks import Webhooks
+from .whip import HttpMediaSessions
 from .ws_dialect import WebSocketDialect
 from .zoomclone import register_zoomclone_events
 
@@ -200,16 +201,26 @@ def create_socket_server(settings: Settings, app: web.Application) -> SocketServ
     return sio
 
 
+Dialects = list[WebSocketDialect | HttpMediaSessions]
+
+
 def add_http_dialects(
-    app: web.Application, settings: Settings, server: RoomServer, router: EventRouter
-) -> list[WebSocketDialect]:
-    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``."""
+    app: web.Application,
+    settings: Settings,
+    server: RoomServer,
+    router: EventRouter,
+    ice_servers: IceServerList,
+) -> Dialects:
+    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``, WHIP and WHEP."""
     ws_dialect = WebSocketDialect(settings, server, router)
     app.router.add_routes(ws_dialect.routes())
-    return [ws_dialect]
+    http_sessions = HttpMediaSessions(settings, server, ice_servers)
+    app.router.add_routes(http_sessions.routes())
+    app.on_response_prepare.append(http_sessions.add_cors)
+    return [ws_dialect, http_sessions]
 
 
-async def say_goodbye(sio: socketio.AsyncServer, dialects: list[WebSocketDialect]) -> None:
+async def say_goodbye(sio: socketio.AsyncServer, dialects: Dialects) -> None:
     """Tell every client we are going (open websockets and long polls would
     otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
 
@@ -289,7 +300,7 @@ def create_app(settings: Settings) -> web.Application:
         client_version=client_version,
         access=access,
     )
-    dialects = add_http_dialects(app, settings, server, router)
+    dialects = add_http_dialects(app, settings, server, router, ice_servers)
     add_metrics_routes(
         app,
         metrics_registry(server, ledger),

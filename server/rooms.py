@@ -34,6 +34,7 @@ class Dialect(enum.Enum):
     VIDEO = "video"  # zoom-clone video stage: join_room(name) / offer / answer / ice
     NATIVE = "native"  # roomrelay's own protocol: join_room({room, nickname})
     WS = "ws"  # the FastAPI relay's raw WebSocket clients at /ws (ws_dialect.py)
+    HTTP = "http"  # WHIP publishers and WHEP viewers (whip.py)
 
 
 class Outbox(Protocol):

@@ -170,8 +170,11 @@ class RelayBackend:
             await self._send(participant, "renegotiate", wanted)
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
-        participant = self._native(peer_id)
-        if participant is not None:
+        participant = self._roster.by_peer_id(peer_id)
+        # Native clients reconnect; HTTP sessions (WHIP/WHEP) and /ws clients end or report it.
+        if participant is not None and (
+            participant.dialect is Dialect.NATIVE or participant.outbox is not None
+        ):
             await self._send(participant, "media_closed", {"reason": reason.value})
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
