@@ -27,6 +27,7 @@ from . import validation
 from .access import AccessError, rename
 from .connections import new_participant
 from .context import RoomServer
+from .grants import Grant
 from .media.offer import ParsedOffer, parse_offer
 from .rooms import Dialect, Participant
 from .settings import Settings, parse_origins
@@ -162,6 +163,20 @@ def trickled_candidates(fragment: str) -> tuple[str | None, list[IceCandidate | 
     return ufrag, found
 
 
+def check_direction(direction: str, offer: ParsedOffer) -> ParsedOffer:
+    """WHIP offers send media, WHEP offers only receive it; ``any`` takes both."""
+    media = [s for s in offer.sections if s.kind in ("audio", "video")]
+    if direction == "whip" and not any(s.client_sends for s in media):
+        raise ProtocolError("bad_request", "a WHIP offer must send audio or video")
+    if direction == "whep" and not any(s.client_receives for s in media):
+        raise ProtocolError("bad_request", "a WHEP offer must receive audio or video")
+    if direction == "whep" and any(s.client_sends for s in media):
+        raise ProtocolError("bad_request", "a WHEP offer must be recvonly; publish with WHIP")
+    if not media:
+        raise ProtocolError("bad_request", "the offer has no audio or video")
+    return offer
+
+
 class HttpMediaSessions:
     """Serves WHIP and WHEP: sessions by id, each one participant of one room."""
 
@@ -239,36 +254,74 @@ class HttpMediaSessions:
         try:
             room = validation.room_name(request.match_info["room"])
             sdp = await self._read_offer(request)
-            offer = self._check_direction(kind, parse_offer(sdp, MAX_SECTIONS))
+            session, answer = await self.open(
+                kind,
+                room,
+                sdp,
+                grant,
+                nickname=request.query.get("nickname"),
+                token=bearer_token(request),
+                direction=kind,
+            )
         except ProtocolError as error:
-            self._server.stats.count_error(error.code)
-            return refusal(error.code, error.message)
-        outbox = SessionOutbox()
-        session_id = secrets.token_urlsafe(16)
-        participant = new_participant(
-            self._settings, f"{kind}-{session_id}", grant, follows_rooms=False, outbox=outbox
-        )
-        session = HttpSession(
-            session_id, kind, room, participant, outbox, bearer_token(request), offer.ice_ufrag
-        )
-        self._server.roster.add(participant)
-        self._sessions[session_id] = session
-        try:
-            answer = await self._start(session, request, sdp)
-        except ProtocolError as error:
-            await self._end(session, "refused")
-            self._server.stats.count_error(error.code)
-            return refusal(error.code, error.message)
-        session.watcher = asyncio.create_task(self._watch(session))
+            return self._refused(kind, error)
         response = web.Response(
             status=201,
             body=answer.encode(),
             content_type=SDP,
             headers={"Location": session.location, "ETag": session.etag},
         )
-        for link in link_headers(self._ice_servers.for_client(participant.peer_id)):
+        for link in link_headers(self._ice_servers.for_client(session.participant.peer_id)):
             response.headers.add("Link", link)
         return response
+
+    async def open(
+        self,
+        kind: str,
+        room: str,
+        sdp: str,
+        grant: Grant,
+        *,
+        nickname: str | None,
+        token: str | None,
+        direction: str,
+    ) -> tuple[HttpSession, str]:
+        """A new session in ``room`` and the relay's answer, or ProtocolError (nothing kept).
+
+        ``direction``: ``whip`` (the offer must send), ``whep`` (must only receive) or
+        ``any``. Also serves POST /webrtc/offer (fastrtc.py).
+        """
+        offer = check_direction(direction, parse_offer(sdp, MAX_SECTIONS))
+        outbox = SessionOutbox()
+        session_id = secrets.token_urlsafe(16)
+        participant = new_participant(
+            self._settings, f"{kind}-{session_id}", grant, follows_rooms=False, outbox=outbox
+        )
+        session = HttpSession(session_id, kind, room, participant, outbox, token, offer.ice_ufrag)
+        self._server.roster.add(participant)
+        self._sessions[session_id] = session
+        try:
+            answer = await self._start(session, nickname, sdp)
+        except ProtocolError:
+            await self._end(session, "refused")
+            raise
+        session.watcher = asyncio.create_task(self._watch(session))
+        return session, answer
+
+    def sessions(self, kind: str) -> list[HttpSession]:
+        return [session for session in self._sessions.values() if session.kind == kind]
+
+    def get(self, session_id: str) -> HttpSession | None:
+        return self._sessions.get(session_id)
+
+    async def end(self, session: HttpSession) -> None:
+        """End a session on request (DELETE)."""
+        await self._end(session, "left")
+
+    def _refused(self, kind: str, error: ProtocolError) -> web.Response:
+        self._server.stats.count_error(error.code)
+        logger.info("refused a %s offer: %s (%s)", kind.upper(), error.code, error.message)
+        return refusal(error.code, error.message)
 
     async def _read_offer(self, request: web.Request) -> str:
         body = await request.content.read(validation.MAX_SDP_BYTES + 1)
@@ -280,26 +333,15 @@ class HttpMediaSessions:
             raise ProtocolError("invalid_sdp", "the offer is not UTF-8 text") from None
         return validation.session_description({"type": "offer", "sdp": sdp}, "offer")["sdp"]
 
-    @staticmethod
-    def _check_direction(kind: str, offer: ParsedOffer) -> ParsedOffer:
-        media = [s for s in offer.sections if s.kind in ("audio", "video")]
-        if kind == "whip" and not any(s.client_sends for s in media):
-            raise ProtocolError("bad_request", "a WHIP offer must send audio or video")
-        if kind == "whep" and not any(s.client_receives for s in media):
-            raise ProtocolError("bad_request", "a WHEP offer must receive audio or video")
-        if kind == "whep" and any(s.client_sends for s in media):
-            raise ProtocolError("bad_request", "a WHEP offer must be recvonly; publish with WHIP")
-        return offer
-
-    async def _start(self, session: HttpSession, request: web.Request, sdp: str) -> str:
+    async def _start(self, session: HttpSession, nickname: str | None, sdp: str) -> str:
         """Join the room under the requested name, offer, and wait for the relay's answer."""
         server, participant = self._server, session.participant
         if server.media.mode != "relay":
             raise ProtocolError("unsupported", "WHIP and WHEP need a relay server (--media relay)")
-        if request.query.get("nickname") is not None:
-            rename(participant, request.query["nickname"], strict=False)
+        if nickname is not None:
+            rename(participant, nickname, strict=False)
         elif participant.grant.identity is None:
-            participant.nickname = "WHIP" if session.kind == "whip" else "WHEP"
+            participant.nickname = session.kind.upper()
         await server.membership.join(participant, session.room, Dialect.HTTP)
         await server.membership.announce_join(participant, session.room)
         await server.media.on_offer(participant, session.room, {"type": "offer", "sdp": sdp})
@@ -372,7 +414,7 @@ class HttpMediaSessions:
         session = self._session_of(request)
         if isinstance(session, web.Response):
             return session
-        await self._end(session, "left")
+        await self.end(session)
         return web.Response(status=200)
 
     async def close(self) -> None:

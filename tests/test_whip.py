@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 
-import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -17,8 +19,10 @@ from tests.support.media import (
     TONES,
     ColourTrack,
     ToneTrack,
+    colour_matches,
     identify_audio,
     identify_video,
+    mean_colour,
     nearest_tone,
 )
 from tests.support.server import ServerProcess
@@ -38,21 +42,6 @@ async def offer_sdp(*, send: bool) -> tuple[RTCPeerConnection, str]:
         pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def closing():
-    """Async closers run after the test (clients it opened)."""
-    closers: list = []
-    yield closers
-    for close in reversed(closers):
-        await close()
 
 
 @pytest.fixture
@@ -284,3 +273,86 @@ async def test_whip_publisher_is_seen_and_whep_viewer_follows_the_speaker(
 
     async with http.delete(relay_server.url + headers["Location"]) as reply:
         assert reply.status == 200
+
+
+# Debian 12's simple-whip-client links libsoup2, while GStreamer's webrtc plugin reaches
+# libsoup3 through libnice's UPnP helper (libgupnp-igd): libsoup aborts when both are
+# loaded. UPnP port mapping has no use on loopback, so the client gets a do-nothing
+# stand-in for libgupnp-igd (the four functions libnice calls) and never loads libsoup3.
+IGD_STAND_IN = r"""
+typedef unsigned long GType;
+GType gupnp_simple_igd_get_type(void) { return (GType) (20 << 2); }  /* G_TYPE_OBJECT */
+void *gupnp_simple_igd_thread_new(void) { return 0; }
+void gupnp_simple_igd_add_port(void *igd, const char *protocol, unsigned external_port,
+    const char *local_ip, unsigned local_port, unsigned lease, const char *description) {}
+void gupnp_simple_igd_remove_port_local(void *igd, const char *protocol,
+    const char *local_ip, unsigned short local_port) {}
+"""
+GST_VIDEO = (
+    "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,framerate=15/1"
+    " ! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue"
+    " ! application/x-rtp,media=video,encoding-name=VP8,payload=96"
+)
+GST_AUDIO = (
+    "audiotestsrc is-live=true wave=sine freq=620 ! audioconvert ! audioresample ! queue"
+    " ! opusenc ! rtpopuspay pt=100 ssrc=1 ! queue"
+    " ! application/x-rtp,media=audio,encoding-name=OPUS,payload=100"
+)
+
+
+def igd_stand_in(folder) -> str:
+    source = folder / "igd.c"
+    source.write_text(IGD_STAND_IN)
+    library = folder / "libgupnp-igd-1.0.so.4"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return str(folder)
+
+
+@pytest.mark.media
+async def test_simple_whip_client_publishes_a_test_pattern(relay_server, room, closing, tmp_path):
+    name = room("gst")
+    client = await asyncio.create_subprocess_exec(
+        "whip-client",
+        "-u",
+        f"{relay_server.url}/whip/{name}?nickname=gstreamer",
+        "-V",
+        GST_VIDEO,
+        "-A",
+        GST_AUDIO,
+        "-o",
+        env={**os.environ, "LD_LIBRARY_PATH": igd_stand_in(tmp_path)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+    async def stop_client() -> None:
+        if client.returncode is None:
+            client.terminate()
+            await client.wait()
+
+    closing.append(stop_client)
+    viewer = RoomClient(relay_server.url, nickname="viewer")
+    await viewer.connect()
+    closing.append(viewer.close)
+    await viewer.join(name)
+    try:
+        await viewer.wait_until(
+            lambda: any(p.nickname == "gstreamer" for p in viewer.peers.values())
+        )
+        publisher = next(p.peer_id for p in viewer.peers.values() if p.nickname == "gstreamer")
+        await viewer.wait_for_media([publisher])
+        video = viewer.subscribe(publisher, "video")
+        frames = [await video.recv() for _ in range(8)]
+        assert colour_matches(mean_colour(frames[-1]), (255, 0, 0)), mean_colour(frames[-1])
+        tone = await identify_audio(viewer.subscribe(publisher, "audio"))
+        assert nearest_tone(tone) == 620.0
+    except (AssertionError, TimeoutError) as failure:
+        await stop_client()
+        assert client.stdout is not None
+        said = (await client.stdout.read()).decode(errors="replace")[-3000:]
+        raise AssertionError(f"{failure!r}; whip-client said:\n{said}") from failure
+
+    # Stopping the client ends its session (DELETE), and the publisher leaves the room.
+    client.send_signal(signal.SIGINT)
+    await asyncio.wait_for(client.wait(), 10)
+    await viewer.wait_until(lambda: publisher not in viewer.peers)
