@@ -25,6 +25,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .fanout import FanoutManager
+from .fastrtc import FASTRTC_KEY, FastRtcApi, json_status
 from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
@@ -141,6 +142,9 @@ def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str
 
 def page_handler(path: Path) -> Handler:
     async def serve_page(request: web.Request) -> web.StreamResponse:
+        status = await json_status(request)  # FastRTC clients ask GET / for JSON
+        if status is not None:
+            return web.json_response(status)
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     return serve_page
@@ -211,12 +215,14 @@ def add_http_dialects(
     router: EventRouter,
     ice_servers: IceServerList,
 ) -> Dialects:
-    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``, WHIP and WHEP."""
+    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``, WHIP, WHEP, FastRTC."""
     ws_dialect = WebSocketDialect(settings, server, router)
     app.router.add_routes(ws_dialect.routes())
     http_sessions = HttpMediaSessions(settings, server, ice_servers)
     app.router.add_routes(http_sessions.routes())
     app.on_response_prepare.append(http_sessions.add_cors)
+    fastrtc = app[FASTRTC_KEY] = FastRtcApi(settings, server, http_sessions)
+    app.router.add_routes(fastrtc.routes())
     return [ws_dialect, http_sessions]
 
 
