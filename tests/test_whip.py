@@ -288,11 +288,15 @@ void gupnp_simple_igd_add_port(void *igd, const char *protocol, unsigned externa
 void gupnp_simple_igd_remove_port_local(void *igd, const char *protocol,
     const char *local_ip, unsigned short local_port) {}
 """
-GST_VIDEO = (
-    "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,framerate=15/1"
-    " ! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue"
-    " ! application/x-rtp,media=video,encoding-name=VP8,payload=96"
-)
+GST_VIDEO = {
+    "vp8": "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,"
+    "framerate=15/1 ! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2"
+    " ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96",
+    "h264": "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,"
+    "framerate=15/1 ! videoconvert ! queue ! openh264enc ! video/x-h264,"
+    "profile=constrained-baseline ! rtph264pay config-interval=-1 pt=102 ssrc=2 ! queue"
+    " ! application/x-rtp,media=video,encoding-name=H264,payload=102",
+}
 GST_AUDIO = (
     "audiotestsrc is-live=true wave=sine freq=620 ! audioconvert ! audioresample ! queue"
     " ! opusenc ! rtpopuspay pt=100 ssrc=1 ! queue"
@@ -308,15 +312,39 @@ def igd_stand_in(folder) -> str:
     return str(folder)
 
 
+async def viewer_of(server: ServerProcess, room: str, codec: str, closing) -> RoomClient:
+    viewer = RoomClient(server.url, nickname=f"{codec}-viewer", video_codecs=[f"video/{codec}"])
+    await viewer.connect()
+    closing.append(viewer.close)
+    await viewer.join(room)
+    return viewer
+
+
+async def sees_the_pattern(viewer: RoomClient, nickname: str) -> str:
+    """Wait for ``nickname``'s media; check it is red with a 620 Hz tone; return its peer id."""
+    await viewer.wait_until(lambda: any(p.nickname == nickname for p in viewer.peers.values()))
+    publisher = next(p.peer_id for p in viewer.peers.values() if p.nickname == nickname)
+    await viewer.wait_for_media([publisher])
+    video = viewer.subscribe(publisher, "video")
+    frames = [await video.recv() for _ in range(8)]
+    assert colour_matches(mean_colour(frames[-1]), (255, 0, 0)), mean_colour(frames[-1])
+    assert nearest_tone(await identify_audio(viewer.subscribe(publisher, "audio"))) == 620.0
+    return publisher
+
+
 @pytest.mark.media
-async def test_simple_whip_client_publishes_a_test_pattern(relay_server, room, closing, tmp_path):
+@pytest.mark.parametrize("codec", sorted(GST_VIDEO))
+async def test_simple_whip_client_publishes_a_test_pattern(
+    relay_server, room, closing, tmp_path, codec
+):
+    """GStreamer publishes; a viewer of the same codec gets it forwarded, the other transcoded."""
     name = room("gst")
     client = await asyncio.create_subprocess_exec(
         "whip-client",
         "-u",
         f"{relay_server.url}/whip/{name}?nickname=gstreamer",
         "-V",
-        GST_VIDEO,
+        GST_VIDEO[codec],
         "-A",
         GST_AUDIO,
         "-o",
@@ -331,21 +359,9 @@ async def test_simple_whip_client_publishes_a_test_pattern(relay_server, room, c
             await client.wait()
 
     closing.append(stop_client)
-    viewer = RoomClient(relay_server.url, nickname="viewer")
-    await viewer.connect()
-    closing.append(viewer.close)
-    await viewer.join(name)
+    viewers = [await viewer_of(relay_server, name, c, closing) for c in ("VP8", "H264")]
     try:
-        await viewer.wait_until(
-            lambda: any(p.nickname == "gstreamer" for p in viewer.peers.values())
-        )
-        publisher = next(p.peer_id for p in viewer.peers.values() if p.nickname == "gstreamer")
-        await viewer.wait_for_media([publisher])
-        video = viewer.subscribe(publisher, "video")
-        frames = [await video.recv() for _ in range(8)]
-        assert colour_matches(mean_colour(frames[-1]), (255, 0, 0)), mean_colour(frames[-1])
-        tone = await identify_audio(viewer.subscribe(publisher, "audio"))
-        assert nearest_tone(tone) == 620.0
+        publishers = [await sees_the_pattern(viewer, "gstreamer") for viewer in viewers]
     except (AssertionError, TimeoutError) as failure:
         await stop_client()
         assert client.stdout is not None
@@ -355,4 +371,4 @@ async def test_simple_whip_client_publishes_a_test_pattern(relay_server, room, c
     # Stopping the client ends its session (DELETE), and the publisher leaves the room.
     client.send_signal(signal.SIGINT)
     await asyncio.wait_for(client.wait(), 10)
-    await viewer.wait_until(lambda: publisher not in viewer.peers)
+    await viewers[0].wait_until(lambda: publishers[0] not in viewers[0].peers)
