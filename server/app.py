@@ -16,6 +16,7 @@ from .access import AccessControl
 from .admin_api import AdminApi
 from .admission import Admission
 from .audio.hub import AudioHub, build_consumers
+from .audio.live import LiveAudio
 from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
 from .backends.p2p import PeerToPeerBackend
@@ -46,6 +47,7 @@ from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .webhooks import Webhooks
 from .whip import HttpMediaSessions
+from .ws_audio import AudioSockets
 from .ws_dialect import WebSocketDialect
 from .zoomclone import register_zoomclone_events
 
@@ -118,6 +120,8 @@ def create_audio(
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")
+    if settings.media == "relay":
+        consumers.append(LiveAudio())  # WS /ws/audio listeners (ws_audio.py)
 
     def nickname_of(peer_id: str) -> str:
         participant = roster.by_peer_id(peer_id)
@@ -205,7 +209,7 @@ def create_socket_server(settings: Settings, app: web.Application) -> SocketServ
     return sio
 
 
-Dialects = list[WebSocketDialect | HttpMediaSessions]
+Dialects = list[WebSocketDialect | AudioSockets | HttpMediaSessions]
 
 
 def add_http_dialects(
@@ -223,7 +227,10 @@ def add_http_dialects(
     app.on_response_prepare.append(http_sessions.add_cors)
     fastrtc = app[FASTRTC_KEY] = FastRtcApi(settings, server, http_sessions)
     app.router.add_routes(fastrtc.routes())
-    return [ws_dialect, http_sessions]
+    live = next((c for c in server.audio.consumers if isinstance(c, LiveAudio)), LiveAudio())
+    audio_sockets = AudioSockets(settings, server, live, http_sessions)
+    app.router.add_routes(audio_sockets.routes())
+    return [ws_dialect, audio_sockets, http_sessions]
 
 
 async def say_goodbye(sio: socketio.AsyncServer, dialects: Dialects) -> None:
