@@ -23,6 +23,8 @@ debian_command() {
     nodejs) echo node ;;
     npm) echo npm ;;
     python3-venv) echo "" ;;
+    simple-whip-client) echo whip-client ;;
+    gstreamer1.0-*) echo "" ;;
     *) echo "$1" ;;
   esac
 }

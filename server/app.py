@@ -16,6 +16,7 @@ from .access import AccessControl
 from .admin_api import AdminApi
 from .admission import Admission
 from .audio.hub import AudioHub, build_consumers
+from .audio.live import LiveAudio
 from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
 from .backends.p2p import PeerToPeerBackend
@@ -25,6 +26,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .fanout import FanoutManager
+from .fastrtc import FASTRTC_KEY, FastRtcApi, json_status
 from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
@@ -44,6 +46,9 @@ from .transport import without_websocket_compression
 from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .webhooks import Webhooks
+from .whip import HttpMediaSessions
+from .ws_audio import AudioSockets
+from .ws_dialect import WebSocketDialect
 from .zoomclone import register_zoomclone_events
 
 logger = logging.getLogger(__name__)
@@ -115,6 +120,8 @@ def create_audio(
     )
     if consumers and settings.media != "relay":
         raise ValueError("recording, captions and audio consumers need --media relay")
+    if settings.media == "relay":
+        consumers.append(LiveAudio())  # WS /ws/audio listeners (ws_audio.py)
 
     def nickname_of(peer_id: str) -> str:
         participant = roster.by_peer_id(peer_id)
@@ -139,6 +146,9 @@ def add_cors(app: web.Application, routes: list[web.AbstractRoute], origins: str
 
 def page_handler(path: Path) -> Handler:
     async def serve_page(request: web.Request) -> web.StreamResponse:
+        status = await json_status(request)  # FastRTC clients ask GET / for JSON
+        if status is not None:
+            return web.json_response(status)
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     return serve_page
@@ -197,6 +207,46 @@ def create_socket_server(settings: Settings, app: web.Application) -> SocketServ
     )
     sio.attach(app)
     return sio
+
+
+Dialects = list[WebSocketDialect | AudioSockets | HttpMediaSessions]
+
+
+def add_http_dialects(
+    app: web.Application,
+    settings: Settings,
+    server: RoomServer,
+    router: EventRouter,
+    ice_servers: IceServerList,
+) -> Dialects:
+    """Clients that are not Socket.IO's: the FastAPI relay's ``/ws``, WHIP, WHEP, FastRTC."""
+    ws_dialect = WebSocketDialect(settings, server, router)
+    app.router.add_routes(ws_dialect.routes())
+    http_sessions = HttpMediaSessions(settings, server, ice_servers)
+    app.router.add_routes(http_sessions.routes())
+    app.on_response_prepare.append(http_sessions.add_cors)
+    fastrtc = app[FASTRTC_KEY] = FastRtcApi(settings, server, http_sessions)
+    app.router.add_routes(fastrtc.routes())
+    live = next((c for c in server.audio.consumers if isinstance(c, LiveAudio)), LiveAudio())
+    audio_sockets = AudioSockets(settings, server, live, http_sessions)
+    app.router.add_routes(audio_sockets.routes())
+    return [ws_dialect, audio_sockets, http_sessions]
+
+
+async def say_goodbye(sio: socketio.AsyncServer, dialects: Dialects) -> None:
+    """Tell every client we are going (open websockets and long polls would
+    otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
+
+    Bounded: engine.io waits for each socket's send queue to drain, which never
+    happens for a client whose connection closed at the same moment.
+    """
+    if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
+        try:
+            await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
+        except TimeoutError:
+            logger.info("some clients did not take their goodbye; closing anyway")
+    for dialect in dialects:
+        await dialect.close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -264,6 +314,7 @@ def create_app(settings: Settings) -> web.Application:
         client_version=client_version,
         access=access,
     )
+    dialects = add_http_dialects(app, settings, server, router, ice_servers)
     add_metrics_routes(
         app,
         metrics_registry(server, ledger),
@@ -282,15 +333,7 @@ def create_app(settings: Settings) -> web.Application:
         await audio.start()
 
     async def shut_down(app: web.Application) -> None:
-        # Tell every client we are going (open websockets and long polls would
-        # otherwise wait out aiohttp's shutdown timeout, see cli.SHUTDOWN_TIMEOUT).
-        # Bounded: engine.io waits for each socket's send queue to drain, which never
-        # happens for a client whose connection closed at the same moment.
-        if sio.eio.sockets:  # engine.io's disconnect() raises when there is nobody
-            try:
-                await asyncio.wait_for(sio.eio.disconnect(), GOODBYE_TIMEOUT)
-            except TimeoutError:
-                logger.info("some clients did not take their goodbye; closing anyway")
+        await say_goodbye(sio, dialects)
         await membership.close()
         await sio.shutdown()
         await media.close()

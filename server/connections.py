@@ -9,6 +9,7 @@ import socketio
 
 from .access import AccessControl, AccessError
 from .events import EventRouter
+from .grants import Grant
 from .membership import Membership
 from .ratelimit import TokenBucket
 from .rooms import Participant, Roster
@@ -16,6 +17,21 @@ from .settings import Settings
 from .stats import Stats
 
 logger = logging.getLogger(__name__)
+
+
+def new_participant(settings: Settings, sid: str, grant: Grant, **extra: Any) -> Participant:
+    """A connection's participant record, with its rate limits and its token's nickname."""
+    participant = Participant(
+        sid=sid,
+        limiter=TokenBucket(settings.rate_limit, settings.rate_burst),
+        candidate_limiter=TokenBucket(
+            settings.max_trickled_candidates / 60, settings.max_trickled_candidates
+        ),
+        grant=grant,
+        **extra,
+    )
+    participant.nickname = grant.nickname or participant.nickname
+    return participant
 
 
 def register_connection_events(
@@ -37,15 +53,7 @@ def register_connection_events(
             raise socketio.exceptions.ConnectionRefusedError(
                 refused.message, refused.payload()
             ) from None
-        participant = Participant(
-            sid=sid,
-            limiter=TokenBucket(settings.rate_limit, settings.rate_burst),
-            candidate_limiter=TokenBucket(
-                settings.max_trickled_candidates / 60, settings.max_trickled_candidates
-            ),
-            grant=grant,
-        )
-        participant.nickname = grant.nickname or participant.nickname
+        participant = new_participant(settings, sid, grant)
         roster.add(participant)
         stats.connections_total += 1
         logger.debug("connected %s as peer %s", sid, participant.peer_id)

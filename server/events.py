@@ -83,7 +83,7 @@ class EventRouter:
         self._stats.count_error(error.code)
         if participant.sid not in self._throttled:
             self._throttled.add(participant.sid)
-            await self._sio.emit("error", error_payload(event, error), to=participant.sid)
+            await self._send_error(participant, error_payload(event, error))
         return {"ok": False, "error": error_payload(event, error)}
 
     async def reject(
@@ -93,8 +93,14 @@ class EventRouter:
         self._stats.count_error(error.code)
         logger.info("refused %r from %s: %s (%s)", event, participant.sid, error.code, error)
         payload = error_payload(event, error)
-        await self._sio.emit("error", payload, to=participant.sid)
+        await self._send_error(participant, payload)
         return {"ok": False, "error": payload}
+
+    async def _send_error(self, participant: Participant, payload: dict[str, str]) -> None:
+        if participant.outbox is not None:  # a /ws or HTTP participant (not Socket.IO)
+            await participant.outbox.deliver("error", payload)
+        else:
+            await self._sio.emit("error", payload, to=participant.sid)
 
     async def _unknown_event(self, event: str, sid: str, *args: Any) -> Any:
         participant = self._roster.get(sid)

@@ -1,7 +1,7 @@
 """Joining and leaving rooms, and telling each kind of client about it in its own words.
 
 Chat-stage clients hear ``welcome(nickname, count)`` and ``bye(nickname, count)``,
-native clients ``user_joined`` / ``user_left``, and the room list's followers
+native and /ws clients ``user_joined`` / ``user_left``, and the room list's followers
 hear ``room_change(rooms)`` (see roomlist.py). Video-stage signalling (``welcome``
 with no arguments) belongs to the media backend, which knows whether browsers
 negotiate with each other (p2p) or with the server (relay).
@@ -23,6 +23,11 @@ from .rooms import Dialect, Participant, Roster
 from .validation import ProtocolError
 
 logger = logging.getLogger(__name__)
+
+
+def ws_presence(participant: Participant, count: int) -> dict[str, object]:
+    """``user_joined`` / ``user_left`` as /ws clients know them (see ws_dialect.py)."""
+    return {"peer_id": participant.peer_id, "nickname": participant.nickname, "peer_count": count}
 
 
 class MembershipObserver(Protocol):
@@ -114,6 +119,9 @@ class Membership:
             {**participant.describe(), "count": count},
             skip=participant.sid,
         )
+        await self._roster.emit_to_dialect(
+            room, Dialect.WS, "user_joined", ws_presence(participant, count), skip=participant.sid
+        )
         await self._media.on_join(participant, room)
         await self.broadcast_room_list()
 
@@ -145,6 +153,9 @@ class Membership:
                     "count": count,
                     "reason": reason,
                 },
+            )
+            await self._roster.emit_to_dialect(
+                room, Dialect.WS, "user_left", ws_presence(participant, count)
             )
         await self.broadcast_room_list()
         return room

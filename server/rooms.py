@@ -15,7 +15,7 @@ import enum
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import socketio
 
@@ -33,6 +33,14 @@ class Dialect(enum.Enum):
     CHAT = "chat"  # zoom-clone chat stage: enter_room / new_message / bye
     VIDEO = "video"  # zoom-clone video stage: join_room(name) / offer / answer / ice
     NATIVE = "native"  # roomrelay's own protocol: join_room({room, nickname})
+    WS = "ws"  # the FastAPI relay's raw WebSocket clients at /ws (ws_dialect.py)
+    HTTP = "http"  # WHIP publishers and WHEP viewers (whip.py)
+
+
+class Outbox(Protocol):
+    """How events reach a participant that is not a Socket.IO connection (/ws, WHIP...)."""
+
+    async def deliver(self, event: str, data: Any) -> None: ...
 
 
 @dataclass
@@ -51,6 +59,7 @@ class Participant:
     follows_rooms: bool | None = None  # explicit list_rooms({follow}); None: by dialect
     grant: Grant = OPEN_GRANT  # what its access token (or an open server) allows
     muted_by_host: set[str] = field(default_factory=set)  # kinds a host stopped forwarding
+    outbox: Outbox | None = None  # set when the connection is not Socket.IO's
     resume_token: str | None = None  # lets a new connection take this place (resumption.py)
     away: bool = False  # its connection dropped; held for a resume until the grace ends
 
@@ -72,6 +81,8 @@ class Roster:
         self._max_per_room = max_per_room
         self._by_sid: dict[str, Participant] = {}
         self._by_peer_id: dict[str, Participant] = {}
+        # Members that are not Socket.IO connections, by room: the manager cannot hold them.
+        self._outside: dict[str, set[str]] = {}
         # Participants whose connection dropped, still in their room for a while: the
         # manager forgot their old sid, so they are counted from here (resumption.py).
         self._away: dict[str, Participant] = {}
@@ -136,8 +147,9 @@ class Roster:
         return sorted({p.room for p in people if p.room is not None})
 
     def member_sids(self, room: str) -> list[str]:
-        """The room's live connections, from the manager (away members have none)."""
-        return [sid for sid, _ in self._sio.manager.get_participants(NAMESPACE, room)]
+        """The room's live connections: the manager's, then those that are not Socket.IO's."""
+        sids = [sid for sid, _ in self._sio.manager.get_participants(NAMESPACE, room)]
+        return sids + sorted(self._outside.get(room, ()))
 
     def members(self, room: str) -> list[Participant]:
         live = [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
@@ -163,11 +175,19 @@ class Roster:
     async def enter(self, participant: Participant, room: str) -> None:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
         self.check_can_enter(room)
-        await self._sio.enter_room(participant.sid, room)
+        if participant.outbox is not None:
+            self._outside.setdefault(room, set()).add(participant.sid)
+        else:
+            await self._sio.enter_room(participant.sid, room)
         participant.room = room
 
     async def leave(self, participant: Participant, room: str) -> None:
-        if not participant.away:  # the manager dropped an away connection's rooms already
+        if participant.outbox is not None:
+            outside = self._outside.get(room, set())
+            outside.discard(participant.sid)
+            if not outside:
+                self._outside.pop(room, None)
+        elif not participant.away:  # the manager dropped an away connection's rooms already
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
@@ -186,7 +206,14 @@ class Roster:
         ``data`` follows python-socketio: a tuple is several arguments, None none.
         """
         members = self.members(room)
-        skipped = [p.sid for p in members if p.dialect is not dialect or p.sid == skip]
+        for member in members:
+            if member.outbox is not None and member.dialect is dialect and member.sid != skip:
+                await member.outbox.deliver(event, data)
+        skipped = [
+            p.sid
+            for p in members
+            if p.dialect is not dialect or p.sid == skip or p.outbox is not None
+        ]
         if len(skipped) >= len(members):
             return
         await self._sio.emit(event, data, to=room, skip_sid=skipped)

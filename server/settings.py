@@ -216,8 +216,15 @@ class Settings:
     max_connections: int = _setting(
         2000,
         "MAX_CONNECTIONS",
-        "Socket.IO connections the server accepts at once; more are refused (HTTP 503) "
-        "until some leave. 0: no limit.",
+        "Socket.IO and /ws connections the server accepts at once; more are refused "
+        "(HTTP 503) until some leave. 0: no limit.",
+        parse=_non_negative_int,
+    )
+    max_streams: int = _setting(
+        100,
+        "MAX_STREAMS",
+        "WebRTC streams opened with POST /webrtc/offer (the FastRTC API) that may exist at "
+        "once; more are refused (HTTP 503). 0: no limit.",
         parse=_non_negative_int,
     )
     max_connections_per_ip: int = _setting(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import aiohttp
 import pytest
 
 from server.client import RoomClient
@@ -157,3 +158,19 @@ async def client() -> AsyncIterator[Callable[..., object]]:
     yield open_client
     for created in opened:
         await created.sio.disconnect()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client session (WHIP, WHEP, the FastRTC API)."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list]:
+    """Async closers (of clients a test opened) run after the test, newest first."""
+    closers: list = []
+    yield closers
+    for close in reversed(closers):
+        await close()

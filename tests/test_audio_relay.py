@@ -149,7 +149,7 @@ async def test_a_slow_consumer_loses_audio_not_frame_rate(server_pool, room):
         assert len(frames) / elapsed > 20  # ColourTrack sends 30 fps
         assert len(await collect(audio, 50, timeout=3)) == 50  # a second of audio, on time
         stats = server.get_json("/stats")["media"]["audio"]
-        assert stats["consumers"] == ["slow"]
+        assert stats["consumers"] == ["slow", "live"]  # live: /ws/audio listeners
         assert stats["dropped_chunks"]["slow"] > 50
     finally:
         await viewer.close()

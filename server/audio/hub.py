@@ -83,6 +83,7 @@ class AudioHub:
         self._nickname_of = nickname_of
         self._buffer_seconds = buffer_seconds
         self._taps: dict[Publication, AudioTap] = {}
+        self._rooms: dict[Publication, str] = {}  # every audio publication, tapped or not
         self._closing: set[asyncio.Task[None]] = set()
         self._dropped_before: dict[str, int] = {}
 
@@ -95,6 +96,7 @@ class AudioHub:
         """Tap an audio publication for the consumers that accept its room, if any."""
         if publication.kind != "audio" or publication in self._taps:
             return
+        self._rooms[publication] = room
         consumers = self.consumers_for(room)
         if consumers:
             peer_id = publication.peer_id
@@ -106,6 +108,19 @@ class AudioHub:
                 self._buffer_seconds,
             )
 
+    def retap(self, room: str) -> None:
+        """A consumer started accepting ``room``: tap its publications for it from now on."""
+        consumers = self.consumers_for(room)
+        for publication, where in list(self._rooms.items()):
+            if where != room:
+                continue
+            tap = self._taps.get(publication)
+            if tap is None:
+                self.publication_added(room, publication)
+                continue
+            for consumer in consumers:
+                tap.add_consumer(consumer)
+
     def consumers_for(self, room: str) -> list[AudioConsumer]:
         return [consumer for consumer in self.consumers if consumer.accepts(room)]
 
@@ -114,6 +129,7 @@ class AudioHub:
 
     def publication_removed(self, publication: Publication) -> None:
         """Stop tapping; consumers finish and finalize in the background."""
+        self._rooms.pop(publication, None)
         tap = self._taps.pop(publication, None)
         if tap is None:
             return

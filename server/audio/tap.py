@@ -97,10 +97,15 @@ class AudioTap:
         # Our reader is quick: keep every frame.
         self._source = publication.subscribe_decoded(buffered=True)
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        capacity = max(1, round(buffer_seconds / CHUNK_SECONDS))
-        self.lanes = [ConsumerLane(consumer, capacity) for consumer in consumers]
+        self._capacity = max(1, round(buffer_seconds / CHUNK_SECONDS))
+        self.lanes = [ConsumerLane(consumer, self._capacity) for consumer in consumers]
         self._next_timestamp: float | None = None
         self._reader = asyncio.create_task(self._read())
+
+    def add_consumer(self, consumer: AudioConsumer) -> None:
+        """Feed one more consumer from now on (it started accepting the room late)."""
+        if all(lane.consumer is not consumer for lane in self.lanes):
+            self.lanes.append(ConsumerLane(consumer, self._capacity))
 
     def _timestamp(self, duration: float) -> float:
         """Wall-clock start of the next chunk: continuous, re-synced after a gap."""

@@ -160,7 +160,10 @@ class RelayBackend:
     # -- SFU -> clients (the MediaListener) ------------------------------------------------
 
     async def _send(self, participant: Participant, event: str, data: Any = None) -> None:
-        await self._sio.emit(event, data, to=participant.sid)
+        if participant.outbox is not None:
+            await participant.outbox.deliver(event, data)
+        else:
+            await self._sio.emit(event, data, to=participant.sid)
 
     def _native(self, peer_id: str) -> Participant | None:
         participant = self._roster.by_peer_id(peer_id)
@@ -186,8 +189,11 @@ class RelayBackend:
             await self._send(participant, "renegotiate", wanted)
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
-        participant = self._native(peer_id)
-        if participant is not None:
+        participant = self._roster.by_peer_id(peer_id)
+        # Native clients reconnect; HTTP sessions (WHIP/WHEP) and /ws clients end or report it.
+        if participant is not None and (
+            participant.dialect is Dialect.NATIVE or participant.outbox is not None
+        ):
             await self._send(participant, "media_closed", {"reason": reason.value})
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:

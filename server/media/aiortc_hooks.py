@@ -201,6 +201,22 @@ def force_encoder_keyframe(sender: RTCRtpSender) -> None:
     RTCRtpSender._send_keyframe(sender)
 
 
+def answer_as_dtls_server(pc: aiortc.RTCPeerConnection) -> None:
+    """Make the coming answer say ``a=setup:passive`` for transports not yet negotiated.
+
+    aiortc answers ``active`` by default, and as a DTLS client it offers ECDSA
+    cipher suites only: a publisher whose DTLS certificate is RSA (GStreamer's
+    webrtcbin, hence simple-whip-client) then fails with "no shared cipher". As the
+    DTLS server, our ECDSA certificate picks the suite, which every client accepts.
+    """
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for transport in transports:
+        if transport._role == "auto":
+            transport._set_role("server")
+
+
 def set_stream_id(transceiver: RTCRtpTransceiver, stream_id: str) -> None:
     """The MediaStream id (``a=msid``) the next answer announces for this sender."""
     transceiver.sender._stream_id = stream_id
@@ -508,6 +524,11 @@ def check_aiortc_internals() -> None:
         "RTCRtpReceiver._send_rtcp_pli(media_ssrc)",
     )
     _require(_parameters(RTCRtpSender._send_keyframe) == ["self"], "RTCRtpSender._send_keyframe()")
+    _require(
+        _parameters(RTCDtlsTransport._set_role) == ["self", "role"]
+        and '"auto"' in _source(RTCDtlsTransport.__init__),
+        "RTCDtlsTransport._set_role(role) and its initial 'auto' _role",
+    )
     _require(hasattr(RtpPacket().extensions, "audio_level"), "RtpPacket.extensions.audio_level")
     _require(
         _parameters(JitterFrame.__init__) == ["self", "data", "timestamp"],

@@ -100,7 +100,11 @@ def parse_offer(
     ufrags = {media.ice.usernameFragment for media in parsed.media if media.ice}
     if len(ufrags) != 1:
         raise _invalid("all media sections must share one ICE username fragment")
-    sections = tuple(_section(media, sources) for media in parsed.media)
+    bundle_only = bundle_only_sections(sdp)
+    sections = tuple(
+        _section(media, sources, bundle_only=index in bundle_only)
+        for index, media in enumerate(parsed.media)
+    )
     return ParsedOffer(
         description=RTCSessionDescription(sdp=sdp, type="offer"),
         ice_ufrag=ufrags.pop() or "",
@@ -108,14 +112,26 @@ def parse_offer(
     )
 
 
-def _section(media: MediaDescription, sources: dict[str, str]) -> MediaSection:
+def bundle_only_sections(sdp: str) -> set[int]:
+    """Indexes of the m-lines marked ``a=bundle-only`` (aiortc's parser drops the mark).
+
+    RFC 8843 has such m-lines offered with port 0 (GStreamer's webrtcbin does it), which
+    otherwise means a stopped transceiver.
+    """
+    sections = sdp.replace("\r\n", "\n").split("\nm=")[1:]
+    return {index for index, text in enumerate(sections) if "\na=bundle-only" in text}
+
+
+def _section(
+    media: MediaDescription, sources: dict[str, str], *, bundle_only: bool = False
+) -> MediaSection:
     """One m-line: its direction, the codecs we share and what it carries."""
     if media.kind == "application":
         return MediaSection(media.rtp.muxId, media.kind, "sendrecv", ())
     supported = supported_codecs(media.kind)
     if not supported:
         raise ProtocolError("unsupported_sdp", f"unsupported media kind {media.kind!r}")
-    if media.port == 0:
+    if media.port == 0 and not bundle_only:
         raise ProtocolError(
             "unsupported_sdp",
             "stopped transceivers are not supported; set their direction to inactive",

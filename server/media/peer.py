@@ -29,7 +29,13 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.exceptions import InvalidStateError
 
 from ..validation import ProtocolError
-from .aiortc_hooks import limit_rtp_sources, negotiated_codecs, prefer_codecs, set_stream_id
+from .aiortc_hooks import (
+    answer_as_dtls_server,
+    limit_rtp_sources,
+    negotiated_codecs,
+    prefer_codecs,
+    set_stream_id,
+)
 from .latency import LatencyHistogram
 from .offer import MediaSection, ParsedOffer, stream_ids_by_mid
 from .planning import plan_every_source, plan_follow_speaker
@@ -250,6 +256,7 @@ class MediaPeer:
             await self._sync_transceivers(pc, offer)
             self._hooks.assign_slots()
             self._steer_new_slots()
+            answer_as_dtls_server(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             if pc is not self.pc:
