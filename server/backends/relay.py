@@ -13,7 +13,8 @@ zoom-clone page offers to the server, and ``error`` through the event router
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import socketio
 
@@ -29,6 +30,8 @@ from ..media.types import (
     CloseReason,
     Kind,
     MediaConfig,
+    MediaListener,
+    RateGate,
     SlotInfo,
     SlotPolicy,
 )
@@ -66,6 +69,40 @@ def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
         )
 
 
+class MediaCore(Protocol):
+    """The SFU's interface: the in-process :class:`Sfu`, or rooms on media workers."""
+
+    config: MediaConfig
+
+    @property
+    def forward_latency(self) -> LatencyHistogram: ...
+
+    def join(self, room: str, peer_id: str, policy: SlotPolicy, rate_gate: RateGate) -> None: ...
+
+    async def leave(self, room: str, peer_id: str) -> None: ...
+
+    def parse_offer(self, sdp: str, sources: dict[str, str] | None = None) -> ParsedOffer: ...
+
+    def offer(self, room: str, peer_id: str, offer: ParsedOffer) -> None: ...
+
+    async def ice(self, room: str, peer_id: str, candidate: IceCandidate | None) -> None: ...
+
+    async def set_muted(self, room: str, peer_id: str, kind: Kind, muted: bool) -> None: ...
+
+    def published(self, room: str) -> dict[Kind, int]: ...
+
+    def active_speaker(self, room: str) -> str | None: ...
+
+    def room_stats(self, room: str) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+MediaFactory = Callable[[MediaListener], MediaCore]
+
+
 class RelayBackend:
     """Media backend where the server is every participant's WebRTC peer."""
 
@@ -79,12 +116,17 @@ class RelayBackend:
         config: MediaConfig,
         audio: AudioHub,
         observers: list[PublicationObserver] | None = None,
+        media: MediaFactory | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._router = router
         self._audio = audio
-        self._media = Sfu(config, listener=self, observers=[audio, *(observers or [])])
+        self._media: MediaCore = (
+            media(self)
+            if media is not None
+            else Sfu(config, listener=self, observers=[audio, *(observers or [])])
+        )
 
     # -- signaling -> SFU ------------------------------------------------------------
 
@@ -167,9 +209,14 @@ class RelayBackend:
             await self._send(participant, "renegotiate", wanted)
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
-        participant = self._native(peer_id)
-        if participant is not None:
+        participant = self._roster.by_peer_id(peer_id)
+        if participant is None:
+            return
+        if participant.dialect is Dialect.NATIVE:
             await self._send(participant, "media_closed", {"reason": reason.value})
+        elif participant.dialect is Dialect.VIDEO and reason is CloseReason.MOVED:
+            # A zoom-clone page offers again on every welcome (its room moved to a new worker).
+            await self._send(participant, "welcome")
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
         await self._roster.emit_to_dialect(

@@ -111,6 +111,9 @@ class Sfu:
 
     # -- what signaling asks ------------------------------------------------------------
 
+    def room_names(self) -> list[str]:
+        return list(self._rooms)
+
     def published(self, room: str) -> dict[Kind, int]:
         media_room = self._rooms.get(room)
         return media_room.published() if media_room else {"audio": 0, "video": 0}

@@ -1,0 +1,143 @@
+"""Relay mode on media worker processes (--workers): rooms spread, media flows, crashes heal.
+
+Real server processes, real aiortc clients; every media check identifies the
+sender by colour and tone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from tests.support.server import ServerProcess
+from tests.test_relay_media import assert_receives_exactly
+
+pytestmark = pytest.mark.media
+
+WORKER_ARGS = ("--media", "relay", "--media-timeout", "5", "--workers", "2")
+
+
+@pytest.fixture
+def workers_server(server_pool):
+    return server_pool.get(*WORKER_ARGS)
+
+
+@pytest.fixture
+def own_workers_server():
+    """A server of this test's own, for tests that kill its workers."""
+    server = ServerProcess(args=WORKER_ARGS).start()
+    yield server
+    server.stop()
+
+
+def workers(server: ServerProcess) -> list[dict]:
+    return server.get_json("/stats")["media"]["workers"]
+
+
+def worker_of(server: ServerProcess, room_name: str) -> dict:
+    return next(w for w in workers(server) if room_name in w["rooms"])
+
+
+async def test_rooms_go_to_the_least_loaded_worker_and_media_flows_in_each(
+    workers_server, room, room_clients
+):
+    first, second = room("w1"), room("w2")
+    a = [await room_clients(workers_server, first, i) for i in (0, 1)]
+    b = [await room_clients(workers_server, second, i) for i in (2, 3)]
+
+    await asyncio.gather(
+        assert_receives_exactly(a[0], {a[1].peer_id: 1}),
+        assert_receives_exactly(a[1], {a[0].peer_id: 0}),
+        assert_receives_exactly(b[0], {b[1].peer_id: 3}),
+        assert_receives_exactly(b[1], {b[0].peer_id: 2}),
+    )
+    slots = {worker_of(workers_server, first)["slot"], worker_of(workers_server, second)["slot"]}
+    assert len(slots) == 2, workers(workers_server)
+    pids = {w["pid"] for w in workers(workers_server)}
+    assert os.getpid() not in pids and len(pids) == 2
+
+    rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+
+    async def reported() -> None:
+        while True:
+            rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+            if rooms[first]["media"]["publications"] == 4:
+                return
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(reported(), 10)
+    rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+    assert rooms[first]["media"]["worker"] in slots
+    stats = workers_server.get_json("/stats")["media"]
+    assert stats["publications"] >= 8
+
+
+async def test_a_bad_offer_is_refused_by_the_front_and_changes_nothing(
+    workers_server, room, room_clients
+):
+    client = await room_clients(workers_server, room(), 0)
+    reply = await client.sio.call("offer", {"type": "offer", "sdp": "v=0 nonsense"}, timeout=5)
+    assert reply["ok"] is False and reply["error"]["code"] == "invalid_sdp"
+    assert client.connection_state == "connected"
+
+
+async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
+    own_workers_server, room, room_clients
+):
+    server = own_workers_server
+    name = room("crash")
+    clients = [await room_clients(server, name, i) for i in range(3)]
+    await asyncio.gather(
+        *(
+            assert_receives_exactly(c, {o.peer_id: j for j, o in enumerate(clients) if o is not c})
+            for c in clients
+        )
+    )
+    closed: list[dict] = []
+    clients[0].on("media_closed", closed.append)
+    chat: list[dict] = []
+    clients[2].on("chat_message", chat.append)
+    owner = worker_of(server, name)
+
+    os.kill(owner["pid"], signal.SIGKILL)
+
+    async def reconnected() -> None:
+        while not closed:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(reconnected(), 10)
+    assert closed[0]["reason"] == "moved to another media worker"
+    await asyncio.gather(
+        *(
+            assert_receives_exactly(c, {o.peer_id: j for j, o in enumerate(clients) if o is not c})
+            for c in clients
+        )
+    )
+    await clients[1].chat("still here")
+    await asyncio.wait_for(_until(lambda: bool(chat)), 5)
+    await asyncio.sleep(0.3)
+    assert [(m["peer_id"], m["text"]) for m in chat] == [(clients[1].peer_id, "still here")]
+    assert set(clients[0].peers) == {clients[1].peer_id, clients[2].peer_id}
+
+    async def restarted() -> list[dict]:
+        while True:
+            stats = server.get_json("/stats")["media"]
+            if stats["worker_restarts"] == 1 and all(w["alive"] for w in stats["workers"]):
+                return stats["workers"]
+            await asyncio.sleep(0.2)
+
+    now = await asyncio.wait_for(restarted(), 30)
+    assert owner["pid"] not in {w["pid"] for w in now}
+    assert sum(1 for w in now if name in w["rooms"]) == 1
+    # A new room still finds a worker, and media flows there.
+    fresh = room("after")
+    late = [await room_clients(server, fresh, i) for i in (3, 4)]
+    await assert_receives_exactly(late[0], {late[1].peer_id: 4})
+
+
+async def _until(condition, interval: float = 0.05) -> None:
+    while not condition():
+        await asyncio.sleep(interval)
