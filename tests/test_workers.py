@@ -12,6 +12,9 @@ import signal
 
 import pytest
 
+from server.client import RoomClient
+from tests.support.clients import PythonClient
+from tests.support.media import PcmTrack
 from tests.support.server import ServerProcess
 from tests.test_relay_media import assert_receives_exactly
 
@@ -141,3 +144,32 @@ async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
 async def _until(condition, interval: float = 0.05) -> None:
     while not condition():
         await asyncio.sleep(interval)
+
+
+async def test_recording_and_captions_run_on_the_worker_that_owns_the_room(tmp_path, room, speak):
+    server = ServerProcess(
+        args=(*WORKER_ARGS, "--record-dir", str(tmp_path), "--stt", "--stt-rooms", "talk-*")
+    ).start(timeout=60)
+    name = room("talk")
+    listener = await PythonClient().connect(server.url)
+    talker = RoomClient(server.url, nickname="ada")
+    try:
+        await listener.call("join_room", {"room": name, "nickname": "listener"})
+        speech = speak("one two three four five", rate=48000) + bytes(2 * 48000 * 2)
+        await talker.connect()
+        await talker.join(name, audio=PcmTrack(speech, 48000))
+        caption = await listener.wait_for("transcript", where=lambda a: a[0]["final"], timeout=40)
+        assert caption[0]["nickname"] == "ada" and caption[0]["peer_id"] == talker.peer_id
+        assert {"one", "two", "three", "four", "five"} & set(caption[0]["text"].split())
+        assert (await listener.wait_for("recording"))[0] == {"active": True}
+        audio = server.get_json("/stats")["media"]["audio"]
+        assert audio["consumers"] == ["recorder", "captions"] and audio["taps"] == 1
+        await talker.close()
+        await listener.wait_for("recording", where=lambda a: not a[0]["active"], timeout=20)
+        assert len(list((tmp_path / name).glob("*-ada-*.wav"))) == 1
+        entries = server.get_json(f"/rooms/{name}/transcript")["entries"]
+        assert [e["text"] for e in entries] == [caption[0]["text"]]
+    finally:
+        await talker.close()
+        await listener.close()
+        server.stop()
