@@ -216,8 +216,6 @@ class MediaWorker:
             await self.sfu.ice(room, peer_id, ice_candidate(message.get("candidate")))
         elif op == "set_muted":
             await self.sfu.set_muted(room, peer_id, message["kind"], bool(message["muted"]))
-        elif op == "nickname":
-            self._nicknames[peer_id] = str(message.get("nickname", "Anon"))
         else:
             raise ProtocolError("bad_request", f"unknown worker command {op!r}")
 

@@ -149,14 +149,6 @@ class RemoteSfu:
         else:
             member.muted.discard(kind)
 
-    def renamed(self, room: str, peer_id: str, nickname: str) -> None:
-        """Captions and recordings name the participant by its new nickname."""
-        member = self._members.get(room, {}).get(peer_id)
-        worker = self._placement.get(room)
-        if member is not None and worker is not None and worker.alive:
-            member.nickname = nickname
-            worker.send("nickname", room=room, peer_id=peer_id, nickname=nickname)
-
     # -- what signaling asks (from the workers' latest reports) --------------------------
 
     def _room_report(self, room: str) -> dict[str, Any]:
