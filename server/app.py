@@ -93,7 +93,7 @@ def create_media_and_audio(
     """In this process, or with the rooms' media (and audio) on worker processes."""
     if worker_count(settings) > 1:
         config = relay_config(settings)
-        return create_worker_relay(app, settings, sio, roster, router, config, webhooks)
+        return create_worker_relay(app, settings, sio, roster, router, config, webhooks, observers)
     audio = create_audio(settings, sio, roster, webhooks)
     return create_media(settings, sio, roster, router, audio, observers), audio
 

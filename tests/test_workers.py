@@ -16,6 +16,7 @@ from server.client import RoomClient
 from tests.support.clients import PythonClient
 from tests.support.media import PcmTrack
 from tests.support.server import ServerProcess
+from tests.test_metrics import scrape, value
 from tests.test_relay_media import assert_receives_exactly
 
 pytestmark = pytest.mark.media
@@ -40,6 +41,11 @@ def workers(server: ServerProcess) -> list[dict]:
     return server.get_json("/stats")["media"]["workers"]
 
 
+def published_video(server: ServerProcess) -> float:
+    """The /metrics gauge of video tracks published (the workers report publications)."""
+    return value(scrape(server.url + "/metrics"), "roomrelay_tracks_published", kind="video")
+
+
 def worker_of(server: ServerProcess, room_name: str) -> dict:
     return next(w for w in workers(server) if room_name in w["rooms"])
 
@@ -62,20 +68,17 @@ async def test_rooms_go_to_the_least_loaded_worker_and_media_flows_in_each(
     pids = {w["pid"] for w in workers(workers_server)}
     assert os.getpid() not in pids and len(pids) == 2
 
-    rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+    def reported() -> bool:
+        rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+        media = workers_server.get_json("/stats")["media"]
+        return (
+            all(rooms[name]["media"]["publications"] == 4 for name in (first, second))
+            and media["publications"] >= 8
+        )
 
-    async def reported() -> None:
-        while True:
-            rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
-            if rooms[first]["media"]["publications"] == 4:
-                return
-            await asyncio.sleep(0.2)
-
-    await asyncio.wait_for(reported(), 10)
+    await asyncio.wait_for(_until(reported, 0.3), 10)
     rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
-    assert rooms[first]["media"]["worker"] in slots
-    stats = workers_server.get_json("/stats")["media"]
-    assert stats["publications"] >= 8
+    assert {rooms[first]["media"]["worker"], rooms[second]["media"]["worker"]} == slots
 
 
 async def test_a_bad_offer_is_refused_by_the_front_and_changes_nothing(
@@ -99,6 +102,7 @@ async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
             for c in clients
         )
     )
+    await asyncio.wait_for(_until(lambda: published_video(server) == 3, 0.3), 10)
     closed: list[dict] = []
     clients[0].on("media_closed", closed.append)
     chat: list[dict] = []
@@ -123,6 +127,7 @@ async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
     await asyncio.wait_for(_until(lambda: bool(chat)), 5)
     await asyncio.sleep(0.3)
     assert [(m["peer_id"], m["text"]) for m in chat] == [(clients[1].peer_id, "still here")]
+    await asyncio.wait_for(_until(lambda: published_video(server) == 3, 0.3), 10)
     assert set(clients[0].peers) == {clients[1].peer_id, clients[2].peer_id}
 
     async def restarted() -> list[dict]:

@@ -74,9 +74,9 @@ class WorkerProcess:
                 message = await wire.receive(reader)
                 if "reply" in message:
                     self._settle(message)
-                elif message.get("event") == "snapshot":
-                    self.snapshot = message
                 else:
+                    if message.get("event") == "snapshot":
+                        self.snapshot = message
                     try:
                         await self._on_event(self, message)
                     except Exception:

@@ -31,6 +31,7 @@ from ..media.types import CloseReason, Kind, MediaConfig, SlotInfo, SlotPolicy
 from ..ratelimit import TokenBucket
 from ..validation import ProtocolError, ice_candidate
 from . import wire
+from .publications import PublicationReporter
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,12 @@ class MediaWorker:
             lambda peer_id: self._nicknames.get(peer_id, "Anon"),
         )
         configure_candidates(allow_loopback=config.allow_loopback_candidates)
-        self.sfu = Sfu(config.media_config(), listener=self.listener, observers=[self.audio])
+        self.publications = PublicationReporter(self.listener.event)
+        self.sfu = Sfu(
+            config.media_config(),
+            listener=self.listener,
+            observers=[self.audio, self.publications],
+        )
         self._lanes = RoomLanes()
 
     def handle(self, message: wire.Message) -> None:
@@ -236,6 +242,7 @@ class MediaWorker:
             "rooms": rooms,
             "stats": self.sfu.stats(),
             "audio": self.audio.stats(),
+            "publications": self.publications.report(),
             "latency": {
                 "counts": self.sfu.forward_latency.counts,
                 "total": self.sfu.forward_latency.total,

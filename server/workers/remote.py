@@ -19,10 +19,12 @@ from typing import Any
 
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer, parse_offer
+from ..media.publication import PublicationObserver
 from ..media.types import KINDS, CloseReason, Kind, MediaConfig, MediaListener, RateGate, SlotPolicy
 from ..validation import IceCandidate, ProtocolError
 from . import wire
 from .pool import EventHandler, WorkerPool, WorkerProcess
+from .publications import PublicationMirror
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,11 @@ class RemoteSfu:
         worker_config_json: str,
         nickname_of: Callable[[str], str],
         on_audio_event: EventHandler,
+        observers: list[PublicationObserver],
     ) -> None:
         self.config = config
         self._listener = listener
+        self._publications = PublicationMirror(observers)
         self._nickname_of = nickname_of
         self._on_audio_event = on_audio_event
         self.pool = WorkerPool(workers, worker_config_json, self._on_event, self._moved_off)
@@ -97,7 +101,8 @@ class RemoteSfu:
             worker = self._placement[room] = self._least_loaded(live)
         member = Member(policy, self._nickname_of(peer_id))
         self._members.setdefault(room, {})[peer_id] = member
-        self._send_join(worker, room, peer_id, member)
+        if worker.alive:  # else the room is about to move, and its members with it
+            self._send_join(worker, room, peer_id, member)
 
     @staticmethod
     def _send_join(worker: WorkerProcess, room: str, peer_id: str, member: Member) -> None:
@@ -228,7 +233,11 @@ class RemoteSfu:
     async def _on_event(self, worker: WorkerProcess, message: wire.Message) -> None:
         event = message["event"]
         listener = self._listener
-        if event == "answer":
+        if self._publications.handle(worker.pid or 0, message):
+            return
+        if event == "snapshot":
+            self._publications.refresh(worker.pid or 0, message.get("publications", {}))
+        elif event == "answer":
             await listener.answer(message["peer_id"], message["sdp"])
         elif event == "slots_changed":
             await listener.slots_changed(message["peer_id"], wire.slots_from_wire(message["slots"]))
@@ -256,6 +265,7 @@ class RemoteSfu:
             for room, worker in self._placement.items()
             if worker is lost
         }
+        self._publications.worker_lost(lost.pid or 0)
         for room in stranded:
             del self._placement[room]
             self._speakers.pop(room, None)

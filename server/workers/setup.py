@@ -16,6 +16,7 @@ from ..audio.hub import AudioHub
 from ..audio.transcripts import TranscriptStore
 from ..backends.relay import RelayBackend, SocketRoomOutput
 from ..events import EventRouter
+from ..media.publication import PublicationObserver
 from ..media.types import MediaConfig, MediaListener
 from ..rooms import DEFAULT_NICKNAME, Roster
 from ..settings import Settings
@@ -127,6 +128,7 @@ def create_worker_relay(
     router: EventRouter,
     media: MediaConfig,
     webhooks: Webhooks | None,
+    observers: list[PublicationObserver],
 ) -> tuple[RelayBackend, WorkerAudio]:
     """The relay backend with its rooms on ``worker_count(settings)`` worker processes."""
     transcripts = TranscriptStore()
@@ -145,6 +147,7 @@ def create_worker_relay(
             config_json,
             nickname_of,
             AudioEvents(sio, transcripts, webhooks),
+            observers,
         )
         audio.media = remote
         return remote
