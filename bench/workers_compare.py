@@ -17,6 +17,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.failover import measure_failover
 from bench.relay_bench import FULL_RATE, REPORT, RESULTS, Sample, Server, measure
 from bench.report import replace_section
 
@@ -47,6 +48,11 @@ def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
                     f"load clients {sample.client_cpu_percent:.0f}%",
                     flush=True,
                 )
+        failover = None
+        if any(count > 1 for count in counts):
+            url = servers[max(counts)].url
+            failover = measure_failover(url, 1 if quick else 5)
+            print(f"  media back after a worker kill: {failover} s", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -60,6 +66,8 @@ def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
         "seconds": duration,
         "rounds": rounds,
         "by_workers": {},
+        "failover_s": statistics.median(failover) if failover else None,
+        "failover_rounds": failover,
     }
     for count, runs in samples.items():
         summary["by_workers"][count] = {
@@ -78,6 +86,8 @@ def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
             f"full rate, {data['ratio'] or 0:.2f}x workers={baseline}",
             flush=True,
         )
+    if failover:
+        print(f"media back after a worker kill: median {summary['failover_s']:.2f} s", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "workers.json").write_text(json.dumps(summary, indent=2))
     if not quick:
@@ -105,4 +115,11 @@ def write_report(summary: dict[str, Any]) -> None:
             f"{data['fps_median']:.2f} | {data['server_cpu']:.0f}% | {data['client_cpu']:.0f}% | "
             f"{data['identity_mismatched']} |"
         )
+    if summary["failover_s"] is not None:
+        lines += [
+            "",
+            f"A room of 4 whose worker is killed (SIGKILL): every participant decodes every "
+            f"other's video again after {summary['failover_s']:.2f} s (median of "
+            f"{len(summary['failover_rounds'])} rounds).",
+        ]
     replace_section(REPORT, "workers", "\n".join(lines) + "\n")
