@@ -171,10 +171,10 @@ def measure(
                 command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
             )
         )
-    for client in clients:
-        assert client.stdout is not None
-        if not any(line.startswith("READY") for line in client.stdout):
-            raise RuntimeError(f"a load process ended before READY (exit {client.wait()})")
+        if rooms > 1:
+            wait_ready(clients[-1])  # set rooms up one after another, measure them together
+    for client in clients if rooms == 1 else ():
+        wait_ready(client)
     for client in clients:
         assert client.stdin is not None
         client.stdin.write("GO\n")
@@ -211,6 +211,14 @@ def measure(
         rss_mb=rss,
         result=merge(results),
     )
+
+
+def wait_ready(client: subprocess.Popen[str]) -> None:
+    assert client.stdout is not None
+    for line in client.stdout:
+        if line.startswith("READY"):
+            return
+    raise RuntimeError(f"a load process ended before READY (exit {client.wait()})")
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:

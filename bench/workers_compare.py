@@ -23,7 +23,7 @@ from bench.report import replace_section
 
 
 def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
-    people, duration, rounds = (4, 6.0, 1) if quick else (16, 15.0, 3)
+    people, duration, rounds = (4, 6.0, 1) if quick else (12, 12.0, 3)
     servers = {count: Server("forward", workers=count) for count in counts}
     samples: dict[int, list[Sample]] = {count: [] for count in counts}
     try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from server.client import RoomClient
 from tests.support.clients import PythonClient
-from tests.support.media import PcmTrack
+from tests.support.media import COLOURS, ColourTrack, PcmTrack, identify_video
 from tests.support.server import ServerProcess
 from tests.test_metrics import scrape, value
 from tests.test_relay_media import assert_receives_exactly
@@ -178,3 +179,53 @@ async def test_recording_and_captions_run_on_the_worker_that_owns_the_room(tmp_p
         await talker.close()
         await listener.close()
         server.stop()
+
+
+async def test_a_host_mute_survives_the_room_moving_to_another_worker(room):
+    server = ServerProcess(args=(*WORKER_ARGS, "--first-is-host")).start(timeout=60)
+    name = room("mute")
+    clients = [RoomClient(server.url, nickname=n) for n in ("host", "talker", "viewer")]
+    host, talker, viewer = clients
+    try:
+        for index, participant in enumerate(clients):
+            await participant.connect()
+            await participant.join(name, video=ColourTrack(COLOURS[index]))
+        await viewer.wait_for_media([host.peer_id, talker.peer_id], kinds=["video"])
+        reply = await host.sio.call(
+            "mute_participant", {"peer_id": talker.peer_id, "kind": "video"}, timeout=10
+        )
+        assert reply == {"ok": True}
+        await viewer.wait_until(lambda: "video" not in viewer.peers[talker.peer_id].tracks)
+
+        os.kill(worker_of(server, name)["pid"], signal.SIGKILL)
+
+        def told() -> bool:
+            return any(event == "media_closed" for event, _ in viewer.events)
+
+        await asyncio.wait_for(_until(told), 10)
+        await viewer.wait_for_media([host.peer_id], kinds=["video"])
+        assert await identify_video(viewer.subscribe(host.peer_id, "video")) == COLOURS[0]
+        await talker.wait_for_media([host.peer_id], kinds=["video"])
+        await asyncio.sleep(1.0)
+        assert "video" not in viewer.peers[talker.peer_id].tracks
+        assert worker_of(server, name)["participants"] == 3
+    finally:
+        for participant in clients:
+            await participant.close()
+        server.stop()
+
+
+async def test_workers_exit_with_their_front_even_when_it_is_killed():
+    server = ServerProcess(args=WORKER_ARGS).start(timeout=60)
+    pids = [w["pid"] for w in workers(server)]
+    server.kill()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A worker that exited but was not yet reaped by init is a zombie: gone too.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await asyncio.wait_for(_until(lambda: all(gone(pid) for pid in pids), 0.1), 15)
