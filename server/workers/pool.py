@@ -93,7 +93,8 @@ class WorkerProcess:
         if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
                 await self._process.wait()
-        self.ended.set_result(None)
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def _settle(self, message: wire.Message) -> None:
         future = self._pending.pop(message["reply"], None)
@@ -172,7 +173,7 @@ class WorkerPool:
         task.add_done_callback(self._watchers.discard)
 
     async def _supervise(self, worker: WorkerProcess) -> None:
-        await worker.ended
+        await asyncio.shield(worker.ended)  # cancelling the watcher must not cancel `ended`
         if self._closing:
             return
         logger.error("media worker %d (pid %s) died; restarting it", worker.slot, worker.pid)
