@@ -20,6 +20,7 @@ receives everyone else (240 streams). Results are printed, saved as JSON under
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -41,11 +42,22 @@ RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "docs" / "benchmark.md"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+FULL_RATE = 14.0  # fps: a 15 fps stream delivered with at most one frame a second lost
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (the server and its media workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # exited since
+                total += tree_cpu_seconds(int(child))
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -61,17 +73,18 @@ def free_port() -> int:
 class Server:
     """A roomrelay process in one forwarding mode."""
 
-    def __init__(self, forwarding: str) -> None:
+    def __init__(self, forwarding: str, workers: int = 1) -> None:
         self.forwarding = forwarding
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = RESULTS / f"server-{forwarding}.log"
+        self.log = RESULTS / f"server-{forwarding}-w{workers}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--forwarding", forwarding, "--log-level", "warning",
                  "--max-peers-per-room", "200", "--rate-limit", "1000",
-                 "--max-connections-per-ip", "0"],
+                 "--max-connections-per-ip", "0", "--workers", str(workers)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -121,23 +134,26 @@ def measure(
     warmup: float = 3.0,
     late_joiners: int = 2,
     processes: int = 1,
+    rooms: int = 1,
 ) -> Sample:
     """Run load processes against ``server``; sample everyone's CPU during the same window.
 
     Publishers and subscribers are split over ``processes`` load processes, so that
-    the load generator is not the bottleneck on a multi-core machine.
+    the load generator is not the bottleneck on a multi-core machine. With ``rooms``
+    above one, each of that many rooms (``room`` + index) gets the same load at once.
     """
     clients = []
     publisher_ranges, subscriber_ranges = (
         split(publishers, processes),
         split(subscribers, processes),
     )
-    for index, ((first, end), (sub_first, sub_end)) in enumerate(
-        zip(publisher_ranges, subscriber_ranges, strict=True)
+    room_names = [room] if rooms == 1 else [f"{room}{index}" for index in range(rooms)]
+    for room_name, (index, ((first, end), (sub_first, sub_end))) in itertools.product(
+        room_names, enumerate(zip(publisher_ranges, subscriber_ranges, strict=True))
     ):
         options = {
             "--url": server.url,
-            "--room": room,
+            "--room": room_name,
             "--publishers": publishers,
             "--publishers-here": f"{first}:{end}",
             "--subscribers": sub_end - sub_first,
@@ -155,10 +171,10 @@ def measure(
                 command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
             )
         )
-    for client in clients:
-        assert client.stdout is not None
-        if not any(line.startswith("READY") for line in client.stdout):
-            raise RuntimeError(f"a load process ended before READY (exit {client.wait()})")
+        if rooms > 1:
+            wait_ready(clients[-1])  # set rooms up one after another, measure them together
+    for client in clients if rooms == 1 else ():
+        wait_ready(client)
     for client in clients:
         assert client.stdin is not None
         client.stdin.write("GO\n")
@@ -166,11 +182,11 @@ def measure(
     pids = [server.process.pid] + [client.pid for client in clients]
     server_cpu, client_cpu, rss = [], [], []
     started = stamp = time.monotonic()
-    before = [cpu_seconds(pid) for pid in pids]
+    before = [tree_cpu_seconds(pids[0])] + [cpu_seconds(pid) for pid in pids[1:]]
     while time.monotonic() - started < duration - 0.5:
         time.sleep(1.0)
         now = time.monotonic()
-        current = [cpu_seconds(pid) for pid in pids]
+        current = [tree_cpu_seconds(pids[0])] + [cpu_seconds(pid) for pid in pids[1:]]
         server_cpu.append(100 * (current[0] - before[0]) / (now - stamp))
         client_cpu.append(
             100 * sum(c - b for c, b in zip(current[1:], before[1:], strict=True)) / (now - stamp)
@@ -197,6 +213,14 @@ def measure(
     )
 
 
+def wait_ready(client: subprocess.Popen[str]) -> None:
+    assert client.stdout is not None
+    for line in client.stdout:
+        if line.startswith("READY"):
+            return
+    raise RuntimeError(f"a load process ended before READY (exit {client.wait()})")
+
+
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Combine the raw results of several load processes into one summary."""
     fps = [value for r in results for value in r["fps"]]
@@ -207,6 +231,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "fps_median": statistics.median(fps),
         "fps_min": min(fps),
         "fps_p10": percentile(fps, 0.10),
+        "streams_at_full_rate": sum(1 for value in fps if value >= FULL_RATE),
         "identity_mismatched": sum(r["identity_mismatched"] for r in results),
         "unidentified_frames": sum(r["unidentified_frames"] for r in results),
         "probe_decoded_ok": sum(r["probe_decoded_ok"] for r in results),
@@ -331,8 +356,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sweep, no large scenarios")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per sweep point")
+    parser.add_argument(
+        "--workers",
+        help="compare media worker counts instead, e.g. 1,2 (two rooms at once; see "
+        "bench/workers_compare.py)",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    if args.workers:
+        from bench.workers_compare import compare  # noqa: PLC0415 - it imports this module
+
+        compare([int(part) for part in args.workers.split(",")], quick=args.quick)
+        return
     naive_counts = [2, 4, 6] if args.quick else [2, 4, 6, 8]
     forward_counts = [4, 8, 16] if args.quick else [8, 16, 32, 48]
 

@@ -47,6 +47,7 @@ from .transport_guard import stale_sessions_are_bad_requests
 from .turn import IceServerList
 from .webhooks import Webhooks
 from .whip import HttpMediaSessions
+from .workers.setup import create_worker_relay, worker_count
 from .ws_audio import AudioSockets
 from .ws_dialect import WebSocketDialect
 from .zoomclone import register_zoomclone_events
@@ -82,10 +83,31 @@ def create_media(
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
+    return RelayBackend(sio, roster, router, relay_config(settings), audio, observers)
+
+
+def create_media_and_audio(
+    app: web.Application,
+    settings: Settings,
+    sio: socketio.AsyncServer,
+    roster: Roster,
+    router: EventRouter,
+    webhooks: Webhooks | None,
+    observers: list[PublicationObserver],
+) -> tuple[MediaBackend, AudioHub]:
+    """In this process, or with the rooms' media (and audio) on worker processes."""
+    if worker_count(settings) > 1:
+        config = relay_config(settings)
+        return create_worker_relay(app, settings, sio, roster, router, config, webhooks, observers)
+    audio = create_audio(settings, sio, roster, webhooks)
+    return create_media(settings, sio, roster, router, audio, observers), audio
+
+
+def relay_config(settings: Settings) -> MediaConfig:
+    """The relay's media settings (and the process-wide candidate policy)."""
     configure_candidates(allow_loopback=settings.allow_loopback_candidates)
     ice_servers = IceServerList(settings.ice_servers, settings.turn_secret).for_server()
-    config = media_config(settings, ice_servers)
-    return RelayBackend(sio, roster, router, config, audio, observers)
+    return media_config(settings, ice_servers)
 
 
 def create_webhooks(settings: Settings, access: AccessControl, roster: Roster) -> Webhooks | None:
@@ -262,10 +284,9 @@ def create_app(settings: Settings) -> web.Application:
     roster = Roster(sio, settings.max_peers_per_room)
     router = EventRouter(sio, roster, stats)
     webhooks = create_webhooks(settings, access, roster)
-    audio = create_audio(settings, sio, roster, webhooks)
     ledger = PublicationLedger()
     observers: list[PublicationObserver] = [ledger, *([webhooks] if webhooks else [])]
-    media = create_media(settings, sio, roster, router, audio, observers)
+    media, audio = create_media_and_audio(app, settings, sio, roster, router, webhooks, observers)
     loop_lag = LoopLag()
     membership = Membership(
         sio,

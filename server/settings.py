@@ -195,6 +195,14 @@ class Settings:
         "encoder per subscriber, kept as a benchmark baseline.",
         choices=FORWARDING_MODES,
     )
+    workers: int = _setting(
+        1,
+        "WORKERS",
+        "Media worker processes for relay mode: each room's media runs in one of them "
+        "(the least loaded when the room starts) while this process keeps every Socket.IO "
+        "client; 0 means one per CPU core; 1 keeps everything in one process.",
+        parse=_non_negative_int,
+    )
     max_peers_per_room: int = _setting(
         16,
         "MAX_PEERS_PER_ROOM",

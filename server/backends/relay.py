@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import socketio
 
@@ -31,6 +31,8 @@ from ..media.types import (
     CloseReason,
     Kind,
     MediaConfig,
+    MediaListener,
+    RateGate,
     SlotInfo,
     SlotPolicy,
 )
@@ -68,15 +70,48 @@ def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
         )
 
 
-def data_gate(participant: Participant) -> Callable[[], bool]:
-    """What a data channel message costs: the grant's chat permission, then the rate limit."""
+class MediaCore(Protocol):
+    """The SFU's interface: the in-process :class:`Sfu`, or rooms on media workers."""
 
-    def allowed() -> bool:
-        if not participant.grant.can_publish_data:
-            raise ProtocolError("forbidden", "your access token does not allow sending data")
-        return participant.limiter.try_take()
+    config: MediaConfig
 
-    return allowed
+    @property
+    def forward_latency(self) -> LatencyHistogram: ...
+
+    def join(
+        self,
+        room: str,
+        peer_id: str,
+        policy: SlotPolicy,
+        rate_gate: RateGate,
+        *,
+        may_send_data: bool = True,
+    ) -> None: ...
+
+    async def resume(self, room: str, peer_id: str) -> None: ...
+
+    async def leave(self, room: str, peer_id: str) -> None: ...
+
+    def parse_offer(self, sdp: str, sources: dict[str, str] | None = None) -> ParsedOffer: ...
+
+    def offer(self, room: str, peer_id: str, offer: ParsedOffer) -> None: ...
+
+    async def ice(self, room: str, peer_id: str, candidate: IceCandidate | None) -> None: ...
+
+    async def set_muted(self, room: str, peer_id: str, kind: Kind, muted: bool) -> None: ...
+
+    def published(self, room: str) -> dict[Kind, int]: ...
+
+    def active_speaker(self, room: str) -> str | None: ...
+
+    def room_stats(self, room: str) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+MediaFactory = Callable[[MediaListener], MediaCore]
 
 
 class RelayBackend:
@@ -92,12 +127,17 @@ class RelayBackend:
         config: MediaConfig,
         audio: AudioHub,
         observers: list[PublicationObserver] | None = None,
+        media: MediaFactory | None = None,
     ) -> None:
         self._sio = sio
         self._roster = roster
         self._router = router
         self._audio = audio
-        self._media = Sfu(config, listener=self, observers=[audio, *(observers or [])])
+        self._media: MediaCore = (
+            media(self)
+            if media is not None
+            else Sfu(config, listener=self, observers=[audio, *(observers or [])])
+        )
 
     # -- signaling -> SFU ------------------------------------------------------------
 
@@ -106,7 +146,8 @@ class RelayBackend:
             room,
             participant.peer_id,
             slot_policy(participant.dialect),
-            data_gate(participant),
+            participant.limiter.try_take,
+            may_send_data=participant.grant.can_publish_data,
         )
         if participant.dialect is Dialect.VIDEO:
             # zoom-clone clients offer when welcomed: welcome them so they offer to us.
@@ -190,11 +231,14 @@ class RelayBackend:
 
     async def media_closed(self, peer_id: str, reason: CloseReason) -> None:
         participant = self._roster.by_peer_id(peer_id)
+        if participant is None:
+            return
         # Native clients reconnect; HTTP sessions (WHIP/WHEP) and /ws clients end or report it.
-        if participant is not None and (
-            participant.dialect is Dialect.NATIVE or participant.outbox is not None
-        ):
+        if participant.dialect is Dialect.NATIVE or participant.outbox is not None:
             await self._send(participant, "media_closed", {"reason": reason.value})
+        elif participant.dialect is Dialect.VIDEO and reason is CloseReason.MOVED:
+            # A zoom-clone page offers again on every welcome (its room moved to a new worker).
+            await self._send(participant, "welcome")
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
         await self._roster.emit_to_dialect(

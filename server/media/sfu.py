@@ -29,6 +29,11 @@ from .types import (
 )
 
 
+def refuse_data() -> bool:
+    """The data channel gate of a participant that may not send data."""
+    raise ProtocolError("forbidden", "you may not send data (chat) in this room")
+
+
 class Sfu:
     """Every room's media, by room name."""
 
@@ -57,8 +62,20 @@ class Sfu:
 
     # -- what signaling tells us ------------------------------------------------------
 
-    def join(self, room: str, peer_id: str, policy: SlotPolicy, rate_gate: RateGate) -> None:
-        """Register a participant of ``room``; it may offer from now on."""
+    def join(
+        self,
+        room: str,
+        peer_id: str,
+        policy: SlotPolicy,
+        rate_gate: RateGate,
+        *,
+        may_send_data: bool = True,
+    ) -> None:
+        """Register a participant of ``room``; it may offer from now on.
+
+        ``rate_gate`` meters its data channel messages; with ``may_send_data`` off
+        they are refused (``forbidden``).
+        """
         media_room = self._rooms.get(room)
         if media_room is None:
             media_room = self._rooms[room] = MediaRoom(
@@ -70,7 +87,7 @@ class Sfu:
                 config=self.config,
                 ice_servers=self._ice_servers,
             )
-        media_room.add(peer_id, policy, rate_gate)
+        media_room.add(peer_id, policy, rate_gate if may_send_data else refuse_data)
 
     async def leave(self, room: str, peer_id: str) -> None:
         """The participant left ``room``: free its media; an empty room disappears."""
@@ -121,6 +138,9 @@ class Sfu:
         await media_room.reconcile()
 
     # -- what signaling asks ------------------------------------------------------------
+
+    def room_names(self) -> list[str]:
+        return list(self._rooms)
 
     def published(self, room: str) -> dict[Kind, int]:
         media_room = self._rooms.get(room)

@@ -38,6 +38,7 @@ class CloseReason(enum.Enum):
     OFFER_REJECTED = "offer rejected"
     LEFT = "left the room"
     SHUTDOWN = "server shutting down"
+    MOVED = "moved to another media worker"  # the room's worker process was lost
 
     @property
     def client_must_reconnect(self) -> bool:
@@ -46,6 +47,7 @@ class CloseReason(enum.Enum):
             CloseReason.CONNECTION_FAILED,
             CloseReason.CONNECTION_CLOSED,
             CloseReason.CONNECT_TIMEOUT,
+            CloseReason.MOVED,
         )
 
 

@@ -1,0 +1,231 @@
+"""Relay mode on media worker processes (--workers): rooms spread, media flows, crashes heal.
+
+Real server processes, real aiortc clients; every media check identifies the
+sender by colour and tone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from server.client import RoomClient
+from tests.support.clients import PythonClient
+from tests.support.media import COLOURS, ColourTrack, PcmTrack, identify_video
+from tests.support.server import ServerProcess
+from tests.test_metrics import scrape, value
+from tests.test_relay_media import assert_receives_exactly
+
+pytestmark = pytest.mark.media
+
+WORKER_ARGS = ("--media", "relay", "--media-timeout", "5", "--workers", "2")
+
+
+@pytest.fixture
+def workers_server(server_pool):
+    return server_pool.get(*WORKER_ARGS)
+
+
+@pytest.fixture
+def own_workers_server():
+    """A server of this test's own, for tests that kill its workers."""
+    server = ServerProcess(args=WORKER_ARGS).start()
+    yield server
+    server.stop()
+
+
+def workers(server: ServerProcess) -> list[dict]:
+    return server.get_json("/stats")["media"]["workers"]
+
+
+def published_video(server: ServerProcess) -> float:
+    """The /metrics gauge of video tracks published (the workers report publications)."""
+    return value(scrape(server.url + "/metrics"), "roomrelay_tracks_published", kind="video")
+
+
+def worker_of(server: ServerProcess, room_name: str) -> dict:
+    return next(w for w in workers(server) if room_name in w["rooms"])
+
+
+async def test_rooms_go_to_the_least_loaded_worker_and_media_flows_in_each(
+    workers_server, room, room_clients
+):
+    first, second = room("w1"), room("w2")
+    a = [await room_clients(workers_server, first, i) for i in (0, 1)]
+    b = [await room_clients(workers_server, second, i) for i in (2, 3)]
+
+    await asyncio.gather(
+        assert_receives_exactly(a[0], {a[1].peer_id: 1}),
+        assert_receives_exactly(a[1], {a[0].peer_id: 0}),
+        assert_receives_exactly(b[0], {b[1].peer_id: 3}),
+        assert_receives_exactly(b[1], {b[0].peer_id: 2}),
+    )
+    slots = {worker_of(workers_server, first)["slot"], worker_of(workers_server, second)["slot"]}
+    assert len(slots) == 2, workers(workers_server)
+    pids = {w["pid"] for w in workers(workers_server)}
+    assert os.getpid() not in pids and len(pids) == 2
+
+    def reported() -> bool:
+        rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+        media = workers_server.get_json("/stats")["media"]
+        return (
+            all(rooms[name]["media"]["publications"] == 4 for name in (first, second))
+            and media["publications"] >= 8
+        )
+
+    await asyncio.wait_for(_until(reported, 0.3), 10)
+    rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
+    assert {rooms[first]["media"]["worker"], rooms[second]["media"]["worker"]} == slots
+
+
+async def test_a_bad_offer_is_refused_by_the_front_and_changes_nothing(
+    workers_server, room, room_clients
+):
+    client = await room_clients(workers_server, room(), 0)
+    reply = await client.sio.call("offer", {"type": "offer", "sdp": "v=0 nonsense"}, timeout=5)
+    assert reply["ok"] is False and reply["error"]["code"] == "invalid_sdp"
+    assert client.connection_state == "connected"
+
+
+async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
+    own_workers_server, room, room_clients
+):
+    server = own_workers_server
+    name = room("crash")
+    clients = [await room_clients(server, name, i) for i in range(3)]
+    await asyncio.gather(
+        *(
+            assert_receives_exactly(c, {o.peer_id: j for j, o in enumerate(clients) if o is not c})
+            for c in clients
+        )
+    )
+    await asyncio.wait_for(_until(lambda: published_video(server) == 3, 0.3), 10)
+    closed: list[dict] = []
+    clients[0].on("media_closed", closed.append)
+    chat: list[dict] = []
+    clients[2].on("chat_message", chat.append)
+    owner = worker_of(server, name)
+
+    os.kill(owner["pid"], signal.SIGKILL)
+
+    async def reconnected() -> None:
+        while not closed:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(reconnected(), 10)
+    assert closed[0]["reason"] == "moved to another media worker"
+    await asyncio.gather(
+        *(
+            assert_receives_exactly(c, {o.peer_id: j for j, o in enumerate(clients) if o is not c})
+            for c in clients
+        )
+    )
+    await clients[1].chat("still here")
+    await asyncio.wait_for(_until(lambda: bool(chat)), 5)
+    await asyncio.sleep(0.3)
+    assert [(m["peer_id"], m["text"]) for m in chat] == [(clients[1].peer_id, "still here")]
+    await asyncio.wait_for(_until(lambda: published_video(server) == 3, 0.3), 10)
+    assert set(clients[0].peers) == {clients[1].peer_id, clients[2].peer_id}
+
+    async def restarted() -> list[dict]:
+        while True:
+            stats = server.get_json("/stats")["media"]
+            if stats["worker_restarts"] == 1 and all(w["alive"] for w in stats["workers"]):
+                return stats["workers"]
+            await asyncio.sleep(0.2)
+
+    now = await asyncio.wait_for(restarted(), 30)
+    assert owner["pid"] not in {w["pid"] for w in now}
+    assert sum(1 for w in now if name in w["rooms"]) == 1
+    # A new room still finds a worker, and media flows there.
+    fresh = room("after")
+    late = [await room_clients(server, fresh, i) for i in (3, 4)]
+    await assert_receives_exactly(late[0], {late[1].peer_id: 4})
+
+
+async def _until(condition, interval: float = 0.05) -> None:
+    while not condition():
+        await asyncio.sleep(interval)
+
+
+async def test_recording_and_captions_run_on_the_worker_that_owns_the_room(tmp_path, room, speak):
+    server = ServerProcess(
+        args=(*WORKER_ARGS, "--record-dir", str(tmp_path), "--stt", "--stt-rooms", "talk-*")
+    ).start(timeout=60)
+    name = room("talk")
+    listener = await PythonClient().connect(server.url)
+    talker = RoomClient(server.url, nickname="ada")
+    try:
+        await listener.call("join_room", {"room": name, "nickname": "listener"})
+        speech = speak("one two three four five", rate=48000) + bytes(2 * 48000 * 2)
+        await talker.connect()
+        await talker.join(name, audio=PcmTrack(speech, 48000))
+        caption = await listener.wait_for("transcript", where=lambda a: a[0]["final"], timeout=40)
+        assert caption[0]["nickname"] == "ada" and caption[0]["peer_id"] == talker.peer_id
+        assert {"one", "two", "three", "four", "five"} & set(caption[0]["text"].split())
+        assert (await listener.wait_for("recording"))[0] == {"active": True}
+        audio = server.get_json("/stats")["media"]["audio"]
+        assert audio["consumers"] == ["recorder", "captions"] and audio["taps"] == 1
+        await talker.close()
+        await listener.wait_for("recording", where=lambda a: not a[0]["active"], timeout=20)
+        assert len(list((tmp_path / name).glob("*-ada-*.wav"))) == 1
+        entries = server.get_json(f"/rooms/{name}/transcript")["entries"]
+        assert [e["text"] for e in entries] == [caption[0]["text"]]
+    finally:
+        await talker.close()
+        await listener.close()
+        server.stop()
+
+
+async def test_a_host_mute_survives_the_room_moving_to_another_worker(room):
+    server = ServerProcess(args=(*WORKER_ARGS, "--first-is-host")).start(timeout=60)
+    name = room("mute")
+    clients = [RoomClient(server.url, nickname=n) for n in ("host", "talker", "viewer")]
+    host, talker, viewer = clients
+    try:
+        for index, participant in enumerate(clients):
+            await participant.connect()
+            await participant.join(name, video=ColourTrack(COLOURS[index]))
+        await viewer.wait_for_media([host.peer_id, talker.peer_id], kinds=["video"])
+        reply = await host.sio.call(
+            "mute_participant", {"peer_id": talker.peer_id, "kind": "video"}, timeout=10
+        )
+        assert reply == {"ok": True}
+        await viewer.wait_until(lambda: "video" not in viewer.peers[talker.peer_id].tracks)
+
+        os.kill(worker_of(server, name)["pid"], signal.SIGKILL)
+
+        def told() -> bool:
+            return any(event == "media_closed" for event, _ in viewer.events)
+
+        await asyncio.wait_for(_until(told), 10)
+        await viewer.wait_for_media([host.peer_id], kinds=["video"])
+        assert await identify_video(viewer.subscribe(host.peer_id, "video")) == COLOURS[0]
+        await talker.wait_for_media([host.peer_id], kinds=["video"])
+        await asyncio.sleep(1.0)
+        assert "video" not in viewer.peers[talker.peer_id].tracks
+        assert worker_of(server, name)["participants"] == 3
+    finally:
+        for participant in clients:
+            await participant.close()
+        server.stop()
+
+
+async def test_workers_exit_with_their_front_even_when_it_is_killed():
+    server = ServerProcess(args=WORKER_ARGS).start(timeout=60)
+    pids = [w["pid"] for w in workers(server)]
+    server.kill()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A worker that exited but was not yet reaped by init is a zombie: gone too.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await asyncio.wait_for(_until(lambda: all(gone(pid) for pid in pids), 0.1), 15)
