@@ -188,6 +188,7 @@ def test_only_connection_losses_ask_the_client_to_reconnect():
         CloseReason.CONNECTION_FAILED,
         CloseReason.CONNECTION_CLOSED,
         CloseReason.CONNECT_TIMEOUT,
+        CloseReason.MOVED,  # the room's media worker died: a new connection, elsewhere
     }
 
 
@@ -235,7 +236,8 @@ async def test_an_ignored_request_is_retried_with_backoff_then_as_fir(quick_retr
     assert gaps[0] >= 0.045 and gaps[1] >= 0.09  # backing off, up to the cap
     assert max(gaps) < 0.3
     stats = requests.stats()
-    assert stats["stuck_holds"] == 1 and stats["firs_sent"] == len(sent) - 1
+    assert stats["stuck_holds"] == 1 and stats["plis_sent"] == 1
+    assert stats["firs_sent"] >= len(sent) - 1  # one more may be on its way
     assert "ada: no keyframe" in caplog.text
     requests.answered()
     count = len(sent)
