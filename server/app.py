@@ -298,6 +298,9 @@ def create_app(settings: Settings) -> web.Application:
         resume_grace=settings.resume_grace,
     )
     hands = HandQueue(roster)
+    moderation = Moderation(
+        sio, roster, membership, media, access, first_is_host=settings.first_is_host
+    )
     register_connection_events(sio, settings, roster, router, membership, stats, access)
     register_zoomclone_events(
         router,
@@ -312,15 +315,13 @@ def create_app(settings: Settings) -> web.Application:
             audio,
             ice_servers,
             hands,
+            moderation,
             nickname_required=settings.require_nickname,
         ),
         nickname_required=settings.require_nickname,
     )
     register_native_events(router, roster, membership, access)
     register_gesture_events(router, roster, hands)
-    moderation = Moderation(
-        sio, roster, membership, media, access, first_is_host=settings.first_is_host
-    )
     register_moderation_events(router, roster, moderation)
     admin_api = AdminApi(roster, access, moderation, stats)
 

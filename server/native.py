@@ -15,6 +15,7 @@ from .backends import MediaBackend
 from .events import EventRouter
 from .gestures import HandQueue
 from .membership import Membership
+from .moderation import Moderation
 from .rooms import Dialect, Participant, Roster
 from .turn import IceServerList
 from .validation import ProtocolError, expect_args
@@ -29,6 +30,7 @@ def native_join(
     audio: AudioHub,
     ice_servers: IceServerList,
     hands: HandQueue,
+    moderation: Moderation,
     nickname_required: bool = False,
 ) -> ObjectJoin:
     """``join_room({room, nickname?})``: ack with our peer id and who is already there."""
@@ -68,6 +70,7 @@ def native_join(
             "captions": audio.has_captions(room),
             "hands": hands.queue(room),
             "permissions": participant.grant.permissions(),
+            "host": moderation.is_moderator(participant, room),
         }
 
     return join

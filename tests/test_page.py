@@ -1097,3 +1097,39 @@ async def test_a_shared_screen_is_large_for_everyone_and_reaches_zoomclone_pages
         await wait_until(grace_sees_the_screen, 45)
     finally:
         server.stop()
+
+
+async def test_host_controls_appear_only_for_the_host_and_work(server_pool, room, browsers):
+    server = server_pool.get("--media", "relay", "--first-is-host")
+    name = room("hosted")
+    red, green, blue = await browsers(3)
+    ada = await open_and_join(red, server.url, name, "Ada")  # the first one in: the host
+    grace = await open_and_join(green, server.url, name, "Grace")
+    await wait_for_remotes(ada, ["Grace"])
+    for page in (ada, grace):
+        await page.click("#toggle-participants")
+    mute = ada.get_by_role("button", name="Mute Grace")
+    await mute.wait_for()
+    assert await ada.is_visible("#lock-room")
+    assert await grace.is_hidden("#lock-room")
+    assert await grace.locator("#participant-list button[data-action]").count() == 0
+
+    await mute.click()  # Grace's microphone goes off, for everyone
+    await grace.locator("#toast", has_text="Ada turned off your microphone").wait_for()
+    grace_item = ada.locator("#participant-list li", has_text="Grace")
+    await grace_item.get_by_role("img", name="Microphone off").wait_for()
+
+    await ada.click("#lock-room")
+    await ada.locator("#lock-room[aria-pressed='true']").wait_for()
+    late = await open_lobby(blue, server.url)
+    await fill_and_join(late, name, "Linus")
+    await late.locator("#join-error", has_text="locked by its host").wait_for()
+
+    await ada.get_by_role("button", name="Remove Grace").click()
+    await grace.locator("#join-error", has_text="Ada removed you").wait_for()
+    assert await grace.is_visible("#lobby")
+    await wait_until(lambda: remote_nicknames_are(ada, []), 15)
+
+
+async def remote_nicknames_are(page, expected: list[str]) -> bool:
+    return await remote_nicknames(page) == expected

@@ -103,6 +103,7 @@ export class Call {
     this.#bindControls();
     this.#bindServerEvents();
     this.#bindMedia();
+    this.#bindHostControls();
   }
 
   get active() {
@@ -154,6 +155,7 @@ export class Call {
     this.#renderAlone();
     this.#sendMediaState();
     this.#showRecording(Boolean(reply.recording));
+    this.#setHost(Boolean(reply.host));
     this.#captions.setAvailable(Boolean(reply.captions), this.#room);
     const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
     this.#link.start(tracks, reply.published, reply.ice_servers);
@@ -189,6 +191,7 @@ export class Call {
     this.#chat.clear();
     this.#captions.reset();
     this.#showRecording(false);
+    this.#setHost(false);
     this.#room = this.#peerId = this.#speaker = this.#resumeToken = null;
     activeRoom.clear();
     byId("call").hidden = true;
@@ -257,12 +260,46 @@ export class Call {
     });
     on("reaction", ({ peer_id: id, emoji }) => floatReaction(this.#grid.element(id), emoji));
     on("recording", ({ active }) => this.#showRecording(active));
+    on("muted", ({ kind, muted, by }) => {
+      if (muted) this.#media.setEnabled(kind, false);
+      toast(`${by} ${muted ? "turned off" : "allowed again"} your ${kind === "audio" ? "microphone" : "camera"}`);
+    });
+    on("removed", ({ by }) => this.#end(`${by} removed you from the room.`));
+    on("room_ended", ({ by }) => this.#end(`${by} ended the meeting.`));
+    on("room_locked", ({ locked, by }) => {
+      byId("lock-room").setAttribute("aria-pressed", String(locked));
+      toast(`${by} ${locked ? "locked" : "unlocked"} the room`);
+    });
     on("transcript", (entry) => this.#captions.receive(entry));
     // The server removed us from the room along with the old connection: rejoin on the new one.
     on("connect", () => this.#rejoin());
     on("disconnect", () => {
       this.#link.stop();
       this.#quality.setPhase("offline");
+    });
+  }
+
+  // -- host controls ----------------------------------------------------------------------
+
+  #setHost(isHost) {
+    this.#list.host = isHost;
+    byId("lock-room").hidden = !isHost;
+    this.#renderList();
+  }
+
+  #bindHostControls() {
+    const ask = (event, request) =>
+      this.#signaling.request(event, request).catch((error) => toast(describeError(error)));
+    this.#list.addEventListener("moderate", ({ detail: { action, id } }) => {
+      if (action === "mute-audio") ask("mute_participant", { peer_id: id, kind: "audio" });
+      if (action === "mute-video") ask("mute_participant", { peer_id: id, kind: "video" });
+      if (action === "remove") ask("remove_participant", { peer_id: id });
+    });
+    byId("lock-room").addEventListener("click", () => {
+      const locked = byId("lock-room").getAttribute("aria-pressed") !== "true";
+      ask("lock_room", { locked }).then((reply) => {
+        if (reply?.ok) byId("lock-room").setAttribute("aria-pressed", String(reply.locked));
+      });
     });
   }
 

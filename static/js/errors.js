@@ -8,6 +8,8 @@ const SERVER_MESSAGES = {
   rate_limited: "That was a lot at once. Wait a moment and try again.",
   offline: "Can't reach the server. Check your connection; we keep trying.",
   timeout: "The server didn't answer in time. Please try again.",
+  room_locked: "This room is locked by its host. Ask them to unlock it.",
+  forbidden: "You are not allowed to do that here.",
 };
 
 export function describeError(error) {

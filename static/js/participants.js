@@ -1,18 +1,34 @@
 // The "People" panel: everyone in the call, with their microphone and camera state; raised
-// hands first, in the order they were raised.
+// hands first, in the order they were raised. A host also gets buttons to mute or remove
+// each of the others.
 
 import { icon, paintAvatar } from "./ui.js";
 
-export class ParticipantList {
+export class ParticipantList extends EventTarget {
   #list;
   #count;
   #colours;
+  #host = false;
 
   /** ``colours``: the call's AvatarColours, shared with the tiles. */
   constructor(list, count, colours) {
+    super();
     this.#list = list;
     this.#count = count;
     this.#colours = colours;
+    // One listener for every button: "moderate" events carry {action, id}.
+    this.#list.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (!button) return;
+      const { action } = button.dataset;
+      const id = button.closest("li").dataset.peerId;
+      this.dispatchEvent(new CustomEvent("moderate", { detail: { action, id } }));
+    });
+  }
+
+  /** Show (or hide) the host's buttons from the next render on. */
+  set host(isHost) {
+    this.#host = Boolean(isHost);
   }
 
   /**
@@ -52,6 +68,7 @@ export class ParticipantList {
     }
     if (!person.audio) item.append(indicator("mic-off", "Microphone off"));
     if (!person.video) item.append(indicator("cam-off", "Camera off"));
+    if (this.#host && !person.self) item.append(hostButtons(person));
     return item;
   }
 }
@@ -68,4 +85,23 @@ function indicator(name, label) {
   span.setAttribute("aria-label", label);
   span.append(icon(name));
   return span;
+}
+
+function hostButtons(person) {
+  const group = document.createElement("span");
+  group.className = "host-controls";
+  const button = (action, iconName, label) => {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.className = "icon-button small";
+    element.dataset.action = action;
+    element.setAttribute("aria-label", `${label} ${person.nickname}`);
+    element.title = label;
+    element.append(icon(iconName));
+    return element;
+  };
+  if (person.audio) group.append(button("mute-audio", "mic-off", "Mute"));
+  if (person.video) group.append(button("mute-video", "cam-off", "Stop the camera of"));
+  group.append(button("remove", "close", "Remove"));
+  return group;
 }
