@@ -265,3 +265,24 @@ async def test_a_ws_participants_speech_is_captioned_for_everyone(
         assert mine and mine[0]["text"] == caption["text"]
     finally:
         await listener.close()
+
+
+async def test_a_host_can_mute_and_remove_a_ws_participant(server_pool, client, ws_client, room):
+    server = server_pool.get("--media", "relay", "--first-is-host")
+    name = room("hosted")
+    host = await client(server.url)
+    await host.call("join_room", {"room": name, "nickname": "host"})
+    guest = await ws_client(server)
+    await guest.join(name, "guest")
+
+    reply = await host.call("mute_participant", {"peer_id": guest.peer_id, "kind": "audio"})
+    assert reply["ok"], reply
+    muted = await guest.wait_for("muted")
+    assert muted["kind"] == "audio" and muted["muted"] is True
+
+    assert (await host.call("remove_participant", {"peer_id": guest.peer_id}))["ok"]
+    removed = await guest.wait_for("removed")
+    assert removed["room"] == name
+    entry = room_entry(server, name)
+    assert entry is not None and guest.peer_id not in {p["peer_id"] for p in entry["peers"]}
+    assert (await guest.join(name, "guest"))["type"] == "room_joined"  # not locked: may return

@@ -146,10 +146,7 @@ class RelayBackend:
     # -- SFU -> clients (the MediaListener) ------------------------------------------------
 
     async def _send(self, participant: Participant, event: str, data: Any = None) -> None:
-        if participant.outbox is not None:
-            await participant.outbox.deliver(event, data)
-        else:
-            await self._sio.emit(event, data, to=participant.sid)
+        await self._roster.send(participant, event, data)
 
     def _native(self, peer_id: str) -> Participant | None:
         participant = self._roster.by_peer_id(peer_id)
