@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ("/health", "/stats", "/metrics")
 
 
-def start_server(port: int, clients: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, clients: int, media: str = "p2p") -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--media", "p2p", "--log-level", "warning", "--max-peers-per-room", str(clients)],
+         "--media", media, "--log-level", "warning", "--max-peers-per-room", str(clients)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 90  # a loaded machine starts slowly

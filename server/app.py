@@ -150,7 +150,11 @@ def create_audio(
         return participant.nickname if participant else DEFAULT_NICKNAME
 
     return AudioHub(
-        consumers, SocketRoomOutput(sio), transcripts, settings.tap_buffer_seconds, nickname_of
+        consumers,
+        SocketRoomOutput(sio, roster),
+        transcripts,
+        settings.tap_buffer_seconds,
+        nickname_of,
     )
 
 

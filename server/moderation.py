@@ -85,7 +85,7 @@ class Moderation:
         logger.info(
             "%s %s %s of %s in %r", by, "muted" if muted else "unmuted", kind, target.peer_id, room
         )
-        await self._sio.emit("muted", {"kind": kind, "muted": muted, "by": by}, to=target.sid)
+        await self._roster.send(target, "muted", {"kind": kind, "muted": muted, "by": by})
         await self._roster.emit_to_dialect(
             room,
             Dialect.NATIVE,
@@ -103,7 +103,7 @@ class Moderation:
     ) -> None:
         """Take ``target`` out of the room; it stays connected and may rejoin unless locked."""
         logger.info("%s removed %s from %r (%s)", by, target.peer_id, room, reason)
-        await self._sio.emit("removed", {"room": room, "by": by, "reason": reason}, to=target.sid)
+        await self._roster.send(target, "removed", {"room": room, "by": by, "reason": reason})
         await self._membership.leave(target, reason=reason)
 
     async def lock(self, room: str, locked: bool, by: str) -> None:

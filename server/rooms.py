@@ -192,6 +192,13 @@ class Roster:
         participant.room = None
         participant.muted_by_host.clear()
 
+    async def send(self, participant: Participant, event: str, data: Any = None) -> None:
+        """One event to one participant, over Socket.IO or its outbox (/ws, HTTP sessions)."""
+        if participant.outbox is not None:
+            await participant.outbox.deliver(event, data)
+        else:
+            await self._sio.emit(event, data, to=participant.sid)
+
     async def emit_to_dialect(
         self,
         room: str,

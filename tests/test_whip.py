@@ -295,7 +295,9 @@ GST_VIDEO = {
     "h264": "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,"
     "framerate=15/1 ! videoconvert ! queue ! openh264enc ! video/x-h264,"
     "profile=constrained-baseline ! rtph264pay config-interval=-1 pt=102 ssrc=2 ! queue"
-    " ! application/x-rtp,media=video,encoding-name=H264,payload=102",
+    " ! application/x-rtp,media=video,encoding-name=H264,payload=102,"
+    # Stated here: webrtcbin's offer otherwise races the payloader for the fmtp line.
+    "packetization-mode=(string)1,profile-level-id=(string)42e01f",
 }
 GST_AUDIO = (
     "audiotestsrc is-live=true wave=sine freq=620 ! audioconvert ! audioresample ! queue"

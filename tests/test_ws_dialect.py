@@ -11,17 +11,20 @@ import pytest
 from aiortc import MediaStreamTrack
 
 from server.client import RoomClient
+from tests.support.clients import PythonClient
 from tests.support.legacy_clients import VideoStageClient, WsRelayClient
 from tests.support.media import (
     COLOURS,
     TONES,
     ColourTrack,
+    PcmTrack,
     ToneTrack,
     identify_audio,
     identify_video,
     nearest_tone,
 )
 from tests.support.polling import eventually
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture
@@ -228,3 +231,58 @@ async def test_ws_client_shares_a_room_with_native_and_zoomclone_clients(
     finally:
         await stage.close()
         await native.close()
+
+
+@pytest.fixture(scope="module")
+def captioned_server():
+    server = ServerProcess(args=("--media", "relay", "--stt")).start(timeout=60)
+    yield server
+    server.stop()
+
+
+@pytest.mark.media
+@pytest.mark.speech
+async def test_a_ws_participants_speech_is_captioned_for_everyone(
+    captioned_server, ws_client, room, speak
+):
+    """The /ws client's audio reaches the tap; captions reach /ws and Socket.IO clients."""
+    name = room("captions")
+    listener = await PythonClient().connect(captioned_server.url)
+    try:
+        await listener.call("join_room", {"room": name, "nickname": "listener"})
+        ws = await ws_client(captioned_server)
+        await ws.join(name, "speaker")
+        speech = speak("one two three four five", rate=48000) + bytes(2 * 48000 * 2)
+        await ws.start_call(PcmTrack(speech, 48000))
+
+        def final(args: list) -> bool:
+            return bool(args and args[0].get("final"))
+
+        caption = (await listener.wait_for("transcript", where=final, timeout=40))[0]
+        assert caption["peer_id"] == ws.peer_id and caption["nickname"] == "speaker"
+        assert {"one", "two", "three", "four", "five"} & set(caption["text"].split())
+        mine = [m for m in ws.of_type("transcript") if m.get("final")]
+        assert mine and mine[0]["text"] == caption["text"]
+    finally:
+        await listener.close()
+
+
+async def test_a_host_can_mute_and_remove_a_ws_participant(server_pool, client, ws_client, room):
+    server = server_pool.get("--media", "relay", "--first-is-host")
+    name = room("hosted")
+    host = await client(server.url)
+    await host.call("join_room", {"room": name, "nickname": "host"})
+    guest = await ws_client(server)
+    await guest.join(name, "guest")
+
+    reply = await host.call("mute_participant", {"peer_id": guest.peer_id, "kind": "audio"})
+    assert reply["ok"], reply
+    muted = await guest.wait_for("muted")
+    assert muted["kind"] == "audio" and muted["muted"] is True
+
+    assert (await host.call("remove_participant", {"peer_id": guest.peer_id}))["ok"]
+    removed = await guest.wait_for("removed")
+    assert removed["room"] == name
+    entry = room_entry(server, name)
+    assert entry is not None and guest.peer_id not in {p["peer_id"] for p in entry["peers"]}
+    assert (await guest.join(name, "guest"))["type"] == "room_joined"  # not locked: may return

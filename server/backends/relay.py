@@ -43,13 +43,18 @@ logger = logging.getLogger(__name__)
 
 
 class SocketRoomOutput:
-    """Audio consumers' results go to everyone in the room, as Socket.IO events."""
+    """Audio consumers' results go to everyone in the room: Socket.IO events, and the same
+    events as messages to members outside Socket.IO (/ws clients hear captions too)."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, roster: Roster | None = None) -> None:
         self._sio = sio
+        self._roster = roster
 
     async def emit(self, room: str, event: str, data: dict[str, Any]) -> None:
         await self._sio.emit(event, data, to=room)
+        for member in self._roster.members(room) if self._roster else ():
+            if member.outbox is not None:
+                await member.outbox.deliver(event, data)
 
 
 def slot_policy(dialect: Dialect | None) -> SlotPolicy:
@@ -201,10 +206,7 @@ class RelayBackend:
     # -- SFU -> clients (the MediaListener) ------------------------------------------------
 
     async def _send(self, participant: Participant, event: str, data: Any = None) -> None:
-        if participant.outbox is not None:
-            await participant.outbox.deliver(event, data)
-        else:
-            await self._sio.emit(event, data, to=participant.sid)
+        await self._roster.send(participant, event, data)
 
     def _native(self, peer_id: str) -> Participant | None:
         participant = self._roster.by_peer_id(peer_id)

@@ -58,9 +58,9 @@ class CallPeer:
     async def accept(self, answer: dict[str, Any]) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
 
-    async def wait_connected(self, timeout: float = TIMEOUT) -> None:
+    async def wait_connected(self, timeout: float = TIMEOUT, tracks: int = 2) -> None:
         async def connected() -> None:
-            while self.pc.connectionState != "connected" or len(self.remote) < 2:
+            while self.pc.connectionState != "connected" or len(self.remote) < tracks:
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(connected(), timeout)
@@ -143,7 +143,7 @@ class WsRelayClient:
         offer = await self.call.offer(*tracks)
         await self.send({"type": "offer", "data": offer})
         await self.send({"type": "ice_candidate", "candidate": None})
-        await self.call.wait_connected()
+        await self.call.wait_connected(tracks=len(tracks))
 
     async def close(self) -> None:
         await self.call.close()
