@@ -70,6 +70,7 @@ def media_config(settings: Settings, ice_servers: tuple[dict[str, Any], ...]) ->
         ice_servers=ice_servers,
         # A client may receive from everyone else and publish a few tracks of its own.
         max_media_sections=4 * settings.max_peers_per_room + 8,
+        max_publish_bitrate=1000 * settings.max_publish_kbps,
     )
 
 

@@ -309,6 +309,13 @@ class Settings:
         "disconnected) before the server closes it.",
         parse=_positive_float,
     )
+    max_publish_kbps: int = _setting(
+        8000,
+        "MAX_PUBLISH_KBPS",
+        "Relay mode: kbit/s one published track may use. Publishers are told (REMB) to stay "
+        "under it and, when forwarding, packets beyond it are dropped. 0: no cap.",
+        parse=_non_negative_int,
+    )
     resume_grace: float = _setting(
         30.0,
         "RESUME_GRACE",

@@ -25,7 +25,7 @@ from aiortc.rtp import RtpPacket
 from bench.attacks import BOMBS, real_offer, trickled_candidates, with_candidate_address
 from server.client import RoomClient
 from tests.support.clients import PythonClient
-from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
+from tests.support.media import COLOURS, TONES, ColourTrack, NoiseTrack, ToneTrack
 from tests.support.polling import eventually
 from tests.support.server import ServerProcess
 
@@ -516,3 +516,36 @@ async def test_offers_whose_connection_never_comes_up_leave_no_tasks_behind(floo
     finally:
         await attacker.close()
     await eventually(lambda: relay_tasks() == before)
+
+
+@pytest.mark.media
+async def test_a_publisher_over_the_bitrate_cap_is_held_to_it(server_pool, room):
+    """aiortc never sends under 250 kbit/s: a 40 kbit/s cap drops the excess at the server."""
+    server = server_pool.get("--media", "relay", "--max-publish-kbps", "40")
+    name = room("capped")
+    publisher = RoomClient(server.url, nickname="loud")
+    viewer = RoomClient(server.url, nickname="viewer")
+    try:
+        await publisher.connect()
+        await publisher.join(name, video=NoiseTrack())
+        await viewer.connect()
+        await viewer.join(name)
+        await viewer.wait_for_media([publisher.peer_id], kinds=["video"])
+
+        def video_publication() -> dict:
+            peers = {p["peer_id"]: p for p in media_peers(server, name)}
+            publications = peers[publisher.peer_id]["publications"].values()
+            return next(p for p in publications if p["kind"] == "video")
+
+        await eventually(lambda: video_publication()["policed_packets"] > 50, timeout=30)
+        packets = video_publication()["packets"]
+        delivered = room_slot_packets(server, name, viewer.peer_id)
+        assert delivered <= packets  # nothing dropped at the door reached the viewer
+    finally:
+        await viewer.close()
+        await publisher.close()
+
+
+def room_slot_packets(server: ServerProcess, room_name: str, peer_id: str) -> int:
+    peers = {p["peer_id"]: p for p in media_peers(server, room_name)}
+    return sum(slot.get("packets", 0) for slot in peers[peer_id]["slot_details"].values())

@@ -18,6 +18,7 @@ from server.media import encoded
 from server.media.encoded import KeyframeRequests
 from server.media.offer import parse_offer
 from server.media.planning import plan_every_source, plan_follow_speaker
+from server.media.policing import ByteBudget, capped
 from server.media.speaker import SpeakerDetector
 from server.media.types import CloseReason
 from server.ratelimit import TokenBucket
@@ -323,3 +324,21 @@ async def test_the_gate_refuses_unknown_events_and_ignores_unknown_connections()
     refused = await gate.sio.handlers["/"]["*"]("no-such-event", "sid-1")
     assert refused["error"]["code"] == "unknown_event"
     assert await gate.sio.handlers["/"]["*"]("no-such-event", "sid-unknown") is None
+
+
+# -- a publisher's bitrate cap ------------------------------------------------------------------
+
+
+def test_a_byte_budget_lets_a_burst_through_then_the_average():
+    now = [0.0]
+    budget = ByteBudget(8 * 10_000, clock=lambda: now[0])  # 10 kB/s, burst floor 32 KiB
+    assert all(budget.allows(1000) for _ in range(32))  # the burst
+    assert not budget.allows(1000) and budget.dropped == 1
+    now[0] = 0.5  # half a second: 5 kB more
+    assert [budget.allows(1000) for _ in range(6)] == [True] * 5 + [False]
+    assert budget.dropped == 2
+
+
+def test_the_cap_holds_every_estimate_down():
+    assert capped(None, 0) is None and capped(900, 0) == 900
+    assert capped(None, 500) == 500 and capped(900, 500) == 500 and capped(300, 500) == 300

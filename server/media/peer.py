@@ -144,6 +144,7 @@ class MediaPeer:
         self._relay = relay
         self._latency = latency
         self._forwarding = config.forwarding
+        self._max_publish_bitrate = config.max_publish_bitrate
         self._connect_timeout = config.connect_timeout
         self._ice_servers = ice_servers
         self.pc: RTCPeerConnection | None = None
@@ -392,6 +393,7 @@ class MediaPeer:
                 self._relay,
                 forward=self._forwarding,
                 source=section.source,
+                max_bitrate=self._max_publish_bitrate,
             )
             await publication.start()
             if transceiver not in (self.pc.getTransceivers() if self.pc else ()):

@@ -24,6 +24,7 @@ from .aiortc_hooks import (
     tap_encoded_frames,
 )
 from .encoded import KeyframeRequests
+from .policing import ByteBudget, capped
 from .rtp_rewrite import PacketHistory, SourcePacket, starts_frame, starts_keyframe
 from .types import Kind
 
@@ -162,7 +163,10 @@ class Publication:
         *,
         forward: bool,
         source: str = "",
+        max_bitrate: int = 0,
     ) -> None:
+        """``max_bitrate`` (bits/s, 0: none) caps what the publisher is told to send and,
+        when forwarding, what it may send: packets beyond it are dropped."""
         receiver = transceiver.receiver
         self.peer_id = peer_id
         self.source = source  # microphone, camera, screen or screen_audio
@@ -189,6 +193,8 @@ class Publication:
         self.frames_received = 0
         self.keyframes_received = 0
         self._own_estimate: int | None = None
+        self._max_bitrate = max_bitrate
+        self._budget = ByteBudget(max_bitrate) if max_bitrate else None
         self._remb_task: asyncio.Task[None] | None = None
         self._send_remb: Callable[[int], Awaitable[None]] | None = None
         if forward:
@@ -227,6 +233,15 @@ class Publication:
         arrival = time.perf_counter()
         if self.history.get(rtp.sequence_number) is not None:
             return  # a retransmission of a packet we already have and forwarded
+        if self._budget is not None and not self._budget.allows(len(rtp.payload)):
+            if self._budget.dropped == 1:
+                logger.warning(
+                    "%s sends over %d kbit/s on mid %s; dropping the excess",
+                    self.peer_id,
+                    self._max_bitrate // 1000,
+                    self.mid,
+                )
+            return
         payload = rtp.payload
         level = rtp.extensions.audio_level
         packet = SourcePacket(
@@ -263,17 +278,20 @@ class Publication:
     def _cap_estimate(self, own: int) -> int:
         """The REMB the publisher gets: our own estimate of its uplink, or less."""
         self._own_estimate = own
-        relayed = self.subscriber_estimate()
-        return own if relayed is None else min(own, relayed)
+        return min(own, self._target_bitrate() or own)
+
+    def _target_bitrate(self) -> int | None:
+        """What the publisher should send at most: the subscribers' and our cap, if any."""
+        return capped(self.subscriber_estimate(), self._max_bitrate)
 
     async def _relay_estimates(self) -> None:
         """Every second, tell the publisher the lowest subscriber estimate if it is lower."""
         while True:
             await asyncio.sleep(REMB_INTERVAL)
-            relayed = self.subscriber_estimate()
-            if relayed is not None and (self._own_estimate is None or relayed < self._own_estimate):
+            target = self._target_bitrate()
+            if target is not None and (self._own_estimate is None or target < self._own_estimate):
                 assert self._send_remb is not None
-                await self._send_remb(relayed)
+                await self._send_remb(target)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe soon (coalesced across subscribers)."""
@@ -339,6 +357,7 @@ class Publication:
             "frames": self.frames_received,
             "keyframes": self.keyframes_received,
             **self.keyframes.stats(),
+            "policed_packets": self._budget.dropped if self._budget else 0,
             "decoding": self._tap.decoding if self._tap else True,
             "subscriber_estimate": self.subscriber_estimate(),
         }

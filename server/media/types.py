@@ -69,6 +69,7 @@ class MediaConfig:
     connect_timeout: float = 30.0  # seconds a peer connection may take to come up
     ice_servers: tuple[dict[str, Any], ...] = ()
     max_media_sections: int = 72  # m-lines accepted in one offer
+    max_publish_bitrate: int = 0  # bits/s one published track may use (0: no cap)
 
 
 class MediaListener(Protocol):

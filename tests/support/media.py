@@ -46,6 +46,22 @@ class ColourTrack(VideoStreamTrack):
         return frame
 
 
+class NoiseTrack(VideoStreamTrack):
+    """Random pixels every frame: nothing to compress, so the encoder sends all it may."""
+
+    def __init__(self, width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        self._shape = (height, width, 3)
+        self._random = np.random.default_rng(7)
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        image = self._random.integers(0, 256, self._shape, dtype=np.uint8)
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
 class ToneTrack(MediaStreamTrack):
     """A continuous sine tone, 20 ms mono frames at 48 kHz; amplitude 0 sends silence."""
 
