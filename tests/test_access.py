@@ -302,3 +302,34 @@ async def test_hidden_participants_are_in_no_list_and_announced_nowhere(token_se
     await eventually(lambda: visible.received("chat_message"))
     assert [args[0]["nickname"] for args in visible.received("user_joined")] == ["late"]
     assert not visible.received("user_left")
+
+
+async def test_p2p_offers_and_answers_follow_the_grant(server_pool, room):
+    """In p2p mode the server cannot see media, but it sees which way each m-line flows."""
+    server = server_pool.get(
+        "--media", "p2p", "--auth", "token", "--api-key", KEY, env={"API_SECRET": SECRET}
+    )
+    name = room()
+    sending = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    )
+    receiving = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"
+    )
+    viewer, publisher = Client(), Client()
+    await viewer.connect(server.url, auth={"token": token("v", name, can_publish=False)})
+    await publisher.connect(server.url, auth={"token": token("p", name, can_subscribe=False)})
+    try:
+        for client in (viewer, publisher):
+            await client.sio.call("join_room", name, timeout=10)
+        refused = await viewer.sio.call("offer", ({"type": "offer", "sdp": sending}, name))
+        assert refused["error"]["code"] == "forbidden"
+        allowed = await viewer.sio.call("offer", ({"type": "offer", "sdp": receiving}, name))
+        assert allowed == {"ok": True}
+        refused = await publisher.sio.call("answer", ({"type": "answer", "sdp": receiving}, name))
+        assert refused["error"]["code"] == "forbidden"  # it may not receive
+        offers = [args for event, args in publisher.events if event == "offer"]
+        assert len(offers) == 1 and offers[0][0]["sdp"] == receiving  # only the allowed one
+    finally:
+        await viewer.sio.disconnect()
+        await publisher.sio.disconnect()

@@ -12,6 +12,7 @@ from typing import Any
 from ..media.types import Kind
 from ..rooms import Dialect, Participant, Roster
 from ..validation import IceCandidate, ProtocolError
+from .grant_checks import check_media_allowed, scan_directions
 
 
 class PeerToPeerBackend:
@@ -45,10 +46,12 @@ class PeerToPeerBackend:
 
     async def on_offer(self, participant: Participant, room: str, offer: dict[str, Any]) -> None:
         self._require_video_dialect(participant)
+        check_media_allowed(participant.grant, scan_directions(offer["sdp"]))
         await self._to_others(participant, room, "offer", offer)
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
         self._require_video_dialect(participant)
+        check_media_allowed(participant.grant, scan_directions(answer["sdp"]))
         await self._to_others(participant, room, "answer", answer)
 
     async def on_ice(

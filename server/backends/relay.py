@@ -21,13 +21,11 @@ import socketio
 
 from ..audio.hub import AudioHub
 from ..events import EventRouter
-from ..grants import Grant
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer
 from ..media.publication import PublicationObserver
 from ..media.sfu import Sfu
 from ..media.types import (
-    KINDS,
     CloseReason,
     Kind,
     MediaConfig,
@@ -38,6 +36,7 @@ from ..media.types import (
 )
 from ..rooms import Dialect, Participant, Roster
 from ..validation import IceCandidate, ProtocolError
+from .grant_checks import check_media_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +59,6 @@ class SocketRoomOutput:
 def slot_policy(dialect: Dialect | None) -> SlotPolicy:
     """Native clients ask for a slot per publisher; zoom-clone pages have fixed slots."""
     return SlotPolicy.EVERY_SOURCE if dialect is Dialect.NATIVE else SlotPolicy.FOLLOW_SPEAKER
-
-
-def check_offer_allowed(grant: Grant, offer: ParsedOffer) -> None:
-    """Refuse an offer that publishes or subscribes against the participant's grant."""
-    media = [section for section in offer.sections if section.kind in KINDS]
-    if (not grant.can_publish or grant.hidden) and any(s.client_sends for s in media):
-        raise ProtocolError(
-            "forbidden", "your access token does not allow publishing (offer recvonly)"
-        )
-    if not grant.can_subscribe and any(section.client_receives for section in media):
-        raise ProtocolError(
-            "forbidden", "your access token does not allow subscribing (offer sendonly)"
-        )
 
 
 class MediaCore(Protocol):
@@ -169,7 +155,7 @@ class RelayBackend:
         parsed = await asyncio.to_thread(
             self._media.parse_offer, offer["sdp"], offer.get("sources")
         )
-        check_offer_allowed(participant.grant, parsed)
+        check_media_allowed(participant.grant, parsed.sections)
         self._media.offer(room, participant.peer_id, parsed)
 
     async def on_answer(self, participant: Participant, room: str, answer: dict[str, str]) -> None:
