@@ -73,7 +73,8 @@ def free_port() -> int:
 class Server:
     """A roomrelay process in one forwarding mode."""
 
-    def __init__(self, forwarding: str, workers: int = 1) -> None:
+    def __init__(self, forwarding: str, workers: int = 1, extra: tuple[str, ...] = ()) -> None:
+        """``extra``: more command-line settings for the server."""
         self.forwarding = forwarding
         self.workers = workers
         self.port = free_port()
@@ -84,7 +85,7 @@ class Server:
                 [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
                  "--forwarding", forwarding, "--log-level", "warning",
                  "--max-peers-per-room", "200", "--rate-limit", "1000",
-                 "--max-connections-per-ip", "0", "--workers", str(workers)],
+                 "--max-connections-per-ip", "0", "--workers", str(workers), *extra],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.reconnect_storm import storm
 from server.client import RoomClient
 from tests.support.clients import PythonClient
 from tests.support.media import COLOURS, ColourTrack, identify_video
@@ -147,3 +148,11 @@ async def test_media_carries_on_through_a_signaling_drop(server_pool, room):
     finally:
         await viewer.close()
         await talker.close()
+
+
+async def test_a_small_reconnect_storm_keeps_everyone(server_pool):
+    """bench/reconnect_storm.py's scenario with 8 clients: identities kept, no presence noise."""
+    server = server_pool.get(*LOSSY)
+    result = await storm(server.url, clients=8, window=2.0)
+    assert result["kept_identity"] == 8
+    assert result["presence_events_seen"] == 0
