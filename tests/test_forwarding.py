@@ -397,7 +397,10 @@ async def test_an_offer_is_parsed_once(monkeypatch):
 
     from server.media.offer import parse_offer  # noqa: PLC0415
 
-    aiortc_hooks.install_aiortc_hooks()
+    # What install_aiortc_hooks() does for this, undone after the test (the other patches
+    # would outlive it in this process).
+    monkeypatch.setattr(aiortc_hooks, "_installed", True)
+    monkeypatch.setattr(SessionDescription, "parse", classmethod(aiortc_hooks._parse_once))
     parses = []
     real_parse = aiortc_hooks._parse_description
     client, server = RTCPeerConnection(), RTCPeerConnection()
@@ -417,3 +420,33 @@ async def test_an_offer_is_parsed_once(monkeypatch):
     finally:
         await client.close()
         await server.close()
+
+
+async def test_video_that_falls_behind_is_shed_until_a_keyframe_and_audio_is_not():
+    transceiver, connections = await negotiated_video_transceiver()
+    try:
+        asked = []
+        forwarders = {
+            kind: PacketForwarder(
+                transceiver.sender, kind, LatencyHistogram(), lambda: asked.append(1)
+            )
+            for kind in ("video", "audio")
+        }
+        for forwarder in forwarders.values():
+            forwarder.start(transceiver._codecs[0], transceiver._codecs)
+            forwarder._writer.cancel()  # the subscriber (or the loop) falls behind
+        history = PacketHistory()
+        for number in range(6):  # 100 ms apart: the backlog grows older than 0.25 s
+            packet = vp8_packet(history, number, keyframe=number == 0)
+            packet.arrival = number * 0.1
+            for forwarder in forwarders.values():
+                forwarder.push(packet)
+        video, audio = forwarders["video"], forwarders["audio"]
+        assert len(video._queue) == 3 and video.dropped == 3  # 0.0-0.2 queued, the rest shed
+        assert asked == [1]  # and a keyframe asked for, once
+        assert len(audio._queue) == 6 and audio.dropped == 0
+        for forwarder in forwarders.values():
+            forwarder.stop()
+    finally:
+        for pc in connections:
+            await pc.close()

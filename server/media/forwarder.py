@@ -3,9 +3,11 @@
 Packets are pushed from the publisher's receive path as they arrive (no jitter
 buffer, no reassembly); a per-slot writer task SRTP-protects and sends them, so
 a subscriber whose sends stall never holds up the publisher or the others.
-When that backlog overflows, the slot stops taking packets until the next
-keyframe (a partial picture would only smear). NACKs are answered from the
-source's packet history, RTX-wrapped when the subscriber negotiated RTX.
+When that backlog overflows, or its video falls a quarter second behind, the
+slot stops taking packets until the next keyframe (a partial picture would only
+smear); audio is only ever dropped on overflow, so it goes on under load. NACKs
+are answered from the source's packet history, RTX-wrapped when the subscriber
+negotiated RTX.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 # Packets a slot may have waiting to be sent before it drops and waits for a keyframe.
 MAX_BACKLOG = {"video": 256, "audio": 50}
+# Seconds video may wait in a slot's backlog (a slow subscriber, or a server that cannot
+# keep up) before the slot sheds video until the next keyframe. Audio is never shed this
+# way: under load it keeps flowing while the video of whoever is behind thins out.
+MAX_VIDEO_DELAY = 0.25
 KEYFRAME_REASK = 0.5  # seconds: how often a held slot repeats its keyframe request
 ESTIMATE_TTL = 5.0  # seconds a subscriber's REMB counts for
 
@@ -121,7 +127,7 @@ class PacketForwarder:
         rewriter = self._rewriter
         if rewriter is None:
             return
-        if len(self._queue) >= self._max_backlog:
+        if len(self._queue) >= self._max_backlog or self._video_late(packet):
             self.dropped += 1
             if not rewriter.holding:  # the backlog just overflowed: ask right away
                 rewriter.resync()
@@ -136,6 +142,13 @@ class PacketForwarder:
         data = self._serialize(packet, out)
         self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
         self._wakeup.set()
+
+    def _video_late(self, packet: SourcePacket) -> bool:
+        """Whether this slot's oldest waiting video is too far behind the newest packet."""
+        queue = self._queue
+        return (
+            self.kind == "video" and bool(queue) and packet.arrival - queue[0][1] > MAX_VIDEO_DELAY
+        )
 
     def _serialize(self, packet: SourcePacket, out: Rewritten) -> bytes:
         """The packet as this subscriber gets it: its SSRC, PT, numbering and extension ids."""
