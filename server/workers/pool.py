@@ -121,18 +121,20 @@ class WorkerProcess:
         await future
 
     async def stop(self) -> None:
+        """Ask the worker to close its rooms; kill it if it takes too long or never started."""
+        if self._process is None:
+            return
         if self.alive and self._writer is not None:
             with contextlib.suppress(wire.WireClosed):
                 wire.send(self._writer, {"op": "shutdown"})
-        if self._process is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ended), STOP_TIMEOUT)
-        except TimeoutError:
-            logger.warning("media worker %d did not stop; killing it", self.slot)
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            await self.ended
+            try:
+                await asyncio.wait_for(asyncio.shield(self.ended), STOP_TIMEOUT)
+                return
+            except TimeoutError:
+                logger.warning("media worker %d did not stop; killing it", self.slot)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+        await self._process.wait()
 
 
 class WorkerPool:
