@@ -186,6 +186,7 @@ def test_only_connection_losses_ask_the_client_to_reconnect():
         CloseReason.CONNECTION_FAILED,
         CloseReason.CONNECTION_CLOSED,
         CloseReason.CONNECT_TIMEOUT,
+        CloseReason.MOVED,  # the room's media worker was lost (server/workers)
     }
 
 
