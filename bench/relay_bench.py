@@ -362,12 +362,14 @@ def main() -> None:
         help="compare media worker counts instead, e.g. 1,2 (two rooms at once; see "
         "bench/workers_compare.py)",
     )
+    parser.add_argument("--room-size", type=int, help="people per room for --workers")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if args.workers:
         from bench.workers_compare import compare  # noqa: PLC0415 - it imports this module
 
-        compare([int(part) for part in args.workers.split(",")], quick=args.quick)
+        counts = [int(part) for part in args.workers.split(",")]
+        compare(counts, quick=args.quick, people=args.room_size)
         return
     naive_counts = [2, 4, 6] if args.quick else [2, 4, 6, 8]
     forward_counts = [4, 8, 16] if args.quick else [8, 16, 32, 48]

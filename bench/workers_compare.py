@@ -22,8 +22,9 @@ from bench.relay_bench import FULL_RATE, REPORT, RESULTS, Sample, Server, measur
 from bench.report import replace_section
 
 
-def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
-    people, duration, rounds = (4, 6.0, 1) if quick else (12, 12.0, 3)
+def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dict[str, Any]:
+    size, duration, rounds = (4, 6.0, 1) if quick else (12, 12.0, 3)
+    people = people or size
     servers = {count: Server("forward", workers=count) for count in counts}
     samples: dict[int, list[Sample]] = {count: [] for count in counts}
     try:
@@ -81,9 +82,10 @@ def compare(counts: list[int], *, quick: bool) -> dict[str, Any]:
     base = summary["by_workers"][baseline]["at_full_rate"]
     for count, data in summary["by_workers"].items():
         data["ratio"] = data["at_full_rate"] / base if base else None
+        ratio = f"{data['ratio']:.2f}x" if data["ratio"] is not None else "n/a (baseline 0)"
         print(
             f"workers={count}: median {data['at_full_rate']:g}/{data['streams']} streams at "
-            f"full rate, {data['ratio'] or 0:.2f}x workers={baseline}",
+            f"full rate ({ratio} workers={baseline}), fps median {data['fps_median']:.2f}",
             flush=True,
         )
     if failover:

@@ -23,6 +23,7 @@ from . import wire
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0  # seconds a worker may take to import aiortc and report ready
+REQUEST_TIMEOUT = 10.0  # seconds a command may wait for its answer (leave, ice, set_muted)
 STOP_TIMEOUT = 10.0  # seconds a worker may take to close its peer connections
 RESTART_DELAY = 0.5  # seconds before restarting a slot whose worker just died again
 
@@ -118,21 +119,28 @@ class WorkerProcess:
         request_id = next(self._ids)
         future = self._pending[request_id] = asyncio.get_running_loop().create_future()
         wire.send(self._writer, {"op": op, "id": request_id, **data})
-        await future
+        try:
+            await asyncio.wait_for(future, REQUEST_TIMEOUT)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            logger.warning("media worker %d did not answer %s in time", self.slot, op)
+            raise ProtocolError("media_unavailable", "the media worker did not answer") from None
 
     async def stop(self) -> None:
+        """Ask the worker to close its rooms; kill it if it takes too long or never started."""
+        if self._process is None:
+            return
         if self.alive and self._writer is not None:
             with contextlib.suppress(wire.WireClosed):
                 wire.send(self._writer, {"op": "shutdown"})
-        if self._process is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ended), STOP_TIMEOUT)
-        except TimeoutError:
-            logger.warning("media worker %d did not stop; killing it", self.slot)
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            await self.ended
+            try:
+                await asyncio.wait_for(asyncio.shield(self.ended), STOP_TIMEOUT)
+                return
+            except TimeoutError:
+                logger.warning("media worker %d did not stop; killing it", self.slot)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+        await self._process.wait()
 
 
 class WorkerPool:
