@@ -33,6 +33,7 @@ from .grants import Grant
 from .settings import Settings
 from .validation import ProtocolError
 from .whip import HttpMediaSessions, HttpSession
+from .workers.setup import worker_count
 from .ws_dialect import MAX_TYPE_LENGTH, origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,10 @@ class AudioSockets:
     async def _start_streaming(self, client: AudioClient, fields: dict[str, Any]) -> None:
         if self._server.media.mode != "relay":
             raise ProtocolError("unsupported", "live audio needs a relay server (--media relay)")
+        if worker_count(self._settings) > 1:
+            raise ProtocolError(
+                "unsupported", "live audio out needs --workers 1: each room's audio is on a worker"
+            )
         room, peer_id = self._target(fields)
         self._server.access.check_join(client.grant, room)
         if not client.grant.can_subscribe:
