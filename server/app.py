@@ -38,6 +38,7 @@ from .membership import Membership
 from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
 from .moderation import Moderation, register_moderation_events
 from .native import native_join, register_native_events
+from .room_limits import RoomLimits
 from .rooms import DEFAULT_NICKNAME, Roster
 from .settings import Settings, parse_origins
 from .socket_server import SocketServer
@@ -286,7 +287,13 @@ def create_app(settings: Settings) -> web.Application:
     ice_servers.warn_about_static_credentials()
     access = AccessControl.from_settings(settings)
     stats = Stats()
-    roster = Roster(sio, settings.max_peers_per_room)
+    limits = RoomLimits(
+        settings.max_rooms,
+        settings.max_participants,
+        chat_rate=settings.room_chat_rate,
+        chat_burst=max(1, round(2 * settings.room_chat_rate)),
+    )
+    roster = Roster(sio, settings.max_peers_per_room, limits)
     router = EventRouter(sio, roster, stats)
     webhooks = create_webhooks(settings, access, roster)
     ledger = PublicationLedger()

@@ -120,6 +120,11 @@ async def stats(request: web.Request) -> web.Response:
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
             "resumptions": server.membership.resumptions.stats(),
+            "room_limits": {
+                "max_rooms": server.roster.limits.max_rooms,
+                "max_participants": server.roster.limits.max_participants,
+                "chat_refused": server.roster.limits.chat_refused,
+            },
             "forward_latency": latency.summary() if latency else None,
             "admission": {
                 **server.sio.admission.stats(),

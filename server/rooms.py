@@ -21,6 +21,7 @@ import socketio
 
 from .grants import OPEN_GRANT, Grant
 from .ratelimit import TokenBucket
+from .room_limits import RoomLimits
 from .validation import ProtocolError
 
 NAMESPACE = "/"
@@ -76,9 +77,12 @@ class Participant:
 class Roster:
     """Participants by connection and by peer id, and views of the manager's rooms."""
 
-    def __init__(self, sio: socketio.AsyncServer, max_per_room: int) -> None:
+    def __init__(
+        self, sio: socketio.AsyncServer, max_per_room: int, limits: RoomLimits | None = None
+    ) -> None:
         self._sio = sio
         self._max_per_room = max_per_room
+        self.limits = limits or RoomLimits(0, 0, chat_rate=50.0, chat_burst=100)
         self._by_sid: dict[str, Participant] = {}
         self._by_peer_id: dict[str, Participant] = {}
         # Members that are not Socket.IO connections, by room: the manager cannot hold them.
@@ -171,6 +175,9 @@ class Roster:
             raise ProtocolError(
                 "room_full", f"room {room!r} is full ({self._max_per_room} participants)"
             )
+        self.limits.check_entry(
+            lambda: {name: self.count(name) for name in self.public_rooms()}, room
+        )
 
     async def enter(self, participant: Participant, room: str) -> None:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
@@ -191,6 +198,8 @@ class Roster:
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
+        if not self.count(room):
+            self.limits.forget(room)
 
     async def send(self, participant: Participant, event: str, data: Any = None) -> None:
         """One event to one participant, over Socket.IO or its outbox (/ws, HTTP sessions)."""

@@ -309,6 +309,27 @@ class Settings:
         "disconnected) before the server closes it.",
         parse=_positive_float,
     )
+    max_rooms: int = _setting(
+        1000,
+        "MAX_ROOMS",
+        "Rooms that may exist at once; joining a new room beyond it gets 'too_many_rooms'. "
+        "0: no cap.",
+        parse=_non_negative_int,
+    )
+    max_participants: int = _setting(
+        0,
+        "MAX_PARTICIPANTS",
+        "Participants in all rooms together; a join beyond it gets 'server_full'. "
+        "0: no cap (MAX_CONNECTIONS still bounds it).",
+        parse=_non_negative_int,
+    )
+    room_chat_rate: float = _setting(
+        20.0,
+        "ROOM_CHAT_RATE",
+        "Chat messages per second one room accepts from all its members together (bursts "
+        "of twice that); more get 'rate_limited'.",
+        parse=_positive_float,
+    )
     max_publish_kbps: int = _setting(
         8000,
         "MAX_PUBLISH_KBPS",

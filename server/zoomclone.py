@@ -67,6 +67,7 @@ async def deliver_chat(roster: Roster, participant: Participant, room: str, text
     """Send a chat message to the rest of the room, each dialect in its own form."""
     if not participant.grant.can_publish_data:
         raise ProtocolError("forbidden", "your access token does not allow chat")
+    roster.limits.take_chat(room)
     await roster.emit_to_dialect(
         room, Dialect.CHAT, "new_message", f"{participant.nickname}: {text}", skip=participant.sid
     )

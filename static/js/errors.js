@@ -9,6 +9,8 @@ const SERVER_MESSAGES = {
   offline: "Can't reach the server. Check your connection; we keep trying.",
   timeout: "The server didn't answer in time. Please try again.",
   room_locked: "This room is locked by its host. Ask them to unlock it.",
+  too_many_rooms: "The server can't open more rooms right now. Join an existing room or try later.",
+  server_full: "The server is full right now. Please try again in a few minutes.",
   forbidden: "You are not allowed to do that here.",
 };
 
