@@ -186,6 +186,8 @@ async def test_a_client_that_stops_reading_is_disconnected_with_a_bounded_backlo
         "100000",
         "--rate-burst",
         "100000",
+        "--room-chat-rate",  # the room's chat budget must not stop the flood either
+        "100000",
         "--ping-interval",  # the stuck reader must fall to its backlog, not to a ping
         "25",
         "--ping-timeout",
