@@ -573,20 +573,6 @@ def check_aiortc_internals() -> None:
         _require(_assigns(RTCRtpSender, "__" + name), f"RTCRtpSender.__{name}")
     _require(_assigns(RTCRtpSender, "_ssrc"), "RTCRtpSender._ssrc")
     _require(_assigns(RTCRtpSender, "_rtx_ssrc"), "RTCRtpSender._rtx_ssrc")
-    _require(_assigns(RTCRtpReceiver, "__rtcp_ssrc"), "RTCRtpReceiver.__rtcp_ssrc")
-    _require(_assigns(RTCDtlsTransport, "_rtp_router"), "RTCDtlsTransport._rtp_router")
-    _require(_assigns(RTCRtpReceiver, "__started"), "RTCRtpReceiver.__started")
-    _require(
-        "SessionDescription.parse(sessionDescription.sdp)"
-        in _source(aiortc.RTCPeerConnection.setRemoteDescription),
-        "RTCPeerConnection.setRemoteDescription parsing with sdp.SessionDescription.parse",
-    )
-    _require(_assigns(RemoteStreamTrack, "_queue"), "RemoteStreamTrack._queue")
-    _require(
-        "route_rtp(" in _source(RTCDtlsTransport._handle_rtp_data)
-        and _assigns(RtpRouter, "ssrc_table"),
-        "RTCDtlsTransport routing RTP through RtpRouter.route_rtp / ssrc_table",
-    )
     _require(
         hasattr(HeaderExtensionsMap(), _EXTENSION_IDS)
         and all(
