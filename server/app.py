@@ -311,7 +311,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     hands = HandQueue(roster)
     moderation = Moderation(
-        sio, roster, membership, media, access, first_is_host=settings.first_is_host
+        sio, roster, membership, media, access, stats, first_is_host=settings.first_is_host
     )
     register_connection_events(sio, settings, roster, router, membership, stats, access)
     register_zoomclone_events(
@@ -347,6 +347,7 @@ def create_app(settings: Settings) -> web.Application:
         loop_lag=loop_lag,
         client_version=client_version,
         access=access,
+        webhooks=webhooks,
     )
     dialects = add_http_dialects(app, settings, server, router, ice_servers)
     add_metrics_routes(

@@ -14,6 +14,7 @@ from .membership import Membership
 from .rooms import Roster
 from .socket_server import SocketServer
 from .stats import Stats
+from .webhooks import Webhooks
 
 
 @dataclass
@@ -29,6 +30,7 @@ class RoomServer:
     loop_lag: LoopLag
     client_version: str
     access: AccessControl
+    webhooks: Webhooks | None = None
 
 
 SERVER_KEY = web.AppKey("roomrelay", RoomServer)

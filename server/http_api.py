@@ -125,6 +125,8 @@ async def stats(request: web.Request) -> web.Response:
                 "max_participants": server.roster.limits.max_participants,
                 "chat_refused": server.roster.limits.chat_refused,
             },
+            "moderation_actions": dict(counters.moderation_actions),
+            "webhooks": server.webhooks.report() if server.webhooks else None,
             "forward_latency": latency.summary() if latency else None,
             "admission": {
                 **server.sio.admission.stats(),

@@ -151,6 +151,14 @@ class RoomRelayCollector(Collector):
             "code",
             server.stats.errors_by_code.items(),
         )
+        yield labelled_counter(
+            "roomrelay_moderation_actions",
+            "Moderation actions by hosts and the admin API, by action.",
+            "action",
+            server.stats.moderation_actions.items(),
+        )
+        if server.webhooks is not None:
+            yield from webhook_metrics(server.webhooks.report())
         yield from self._media_metrics(media)
 
     def _media_metrics(self, media: Mapping[str, Any]) -> Iterator[Metric]:
@@ -210,6 +218,26 @@ class RoomRelayCollector(Collector):
         latency = self._server.media.forward_latency()
         if latency is not None:
             yield latency_histogram(latency.snapshot())
+
+
+def webhook_metrics(report: Mapping[str, Any]) -> Iterator[Metric]:
+    """Webhook deliveries by outcome, events queued by name, and the current backlog."""
+    yield labelled_counter(
+        "roomrelay_webhook_deliveries",
+        "Webhook delivery attempts' outcomes: delivered, retried, failed (gave up), dropped"
+        " (queue full).",
+        "outcome",
+        ((outcome, report[outcome]) for outcome in ("delivered", "retried", "failed", "dropped")),
+    )
+    yield labelled_counter(
+        "roomrelay_webhook_events",
+        "Webhook events queued for delivery, by event.",
+        "event",
+        report["by_event"].items(),
+    )
+    yield GaugeMetricFamily(
+        "roomrelay_webhook_queue", "Webhook events waiting to be delivered.", value=report["queued"]
+    )
 
 
 Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)

@@ -20,6 +20,7 @@ from .events import EventRouter
 from .media.types import KINDS, Kind
 from .membership import Membership
 from .rooms import Dialect, Participant, Roster
+from .stats import Stats
 from .validation import ProtocolError, expect_args
 from .zoomclone import current_room
 
@@ -44,10 +45,12 @@ class Moderation:
         membership: Membership,
         media: MediaBackend,
         access: AccessControl,
+        stats: Stats,
         *,
         first_is_host: bool,
     ) -> None:
         self._sio = sio
+        self._stats = stats
         self._roster = roster
         self._membership = membership
         self._media = media
@@ -85,6 +88,7 @@ class Moderation:
         logger.info(
             "%s %s %s of %s in %r", by, "muted" if muted else "unmuted", kind, target.peer_id, room
         )
+        self._stats.count_moderation(f"{'mute' if muted else 'unmute'}_{kind}")
         await self._roster.send(target, "muted", {"kind": kind, "muted": muted, "by": by})
         await self._roster.emit_to_dialect(
             room,
@@ -103,6 +107,7 @@ class Moderation:
     ) -> None:
         """Take ``target`` out of the room; it stays connected and may rejoin unless locked."""
         logger.info("%s removed %s from %r (%s)", by, target.peer_id, room, reason)
+        self._stats.count_moderation("remove")
         await self._roster.send(target, "removed", {"room": room, "by": by, "reason": reason})
         await self._membership.leave(target, reason=reason)
 
@@ -110,6 +115,7 @@ class Moderation:
         """A locked room admits no one but its admins until unlocked (or emptied)."""
         self._access.set_locked(room, locked)
         logger.info("%s %s %r", by, "locked" if locked else "unlocked", room)
+        self._stats.count_moderation("lock" if locked else "unlock")
         await self._sio.emit("room_locked", {"room": room, "locked": locked, "by": by}, to=room)
 
     async def end(self, room: str, by: str) -> int:
@@ -120,6 +126,7 @@ class Moderation:
             await self._membership.leave(member, reason="room_ended")
         self._access.set_locked(room, False)
         logger.info("%s ended %r (%d participants)", by, room, len(members))
+        self._stats.count_moderation("end")
         return len(members)
 
 

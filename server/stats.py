@@ -17,6 +17,7 @@ class Stats:
     errors_total: int = 0
     events_by_name: Counter[str] = field(default_factory=Counter)
     errors_by_code: Counter[str] = field(default_factory=Counter)
+    moderation_actions: Counter[str] = field(default_factory=Counter)
 
     def count_event(self, name: str) -> None:
         self.events_total += 1
@@ -25,6 +26,10 @@ class Stats:
     def count_error(self, code: str) -> None:
         self.errors_total += 1
         self.errors_by_code[code] += 1
+
+    def count_moderation(self, action: str) -> None:
+        """A host's or the admin API's action (``mute_audio``, ``remove``, ``lock``...)."""
+        self.moderation_actions[action] += 1
 
     @property
     def uptime(self) -> float:

@@ -154,6 +154,17 @@ class Webhooks:
             recording={"peer_id": peer_id, "file": path, "duration_s": round(seconds, 3)},
         )
 
+    def report(self) -> dict[str, Any]:
+        """Delivery counters and the backlog, for ``/stats`` and ``/metrics``."""
+        return {
+            "delivered": self.stats.delivered,
+            "retried": self.stats.retried,
+            "failed": self.stats.failed,
+            "dropped": self.stats.dropped,
+            "queued": self._queue.qsize(),
+            "by_event": dict(self.stats.by_event),
+        }
+
     # -- delivery ------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
 from server.client import RoomClient
 from tests.support.access import http_json, token
 from tests.support.media import COLOURS, ColourTrack, identify_video
+from tests.support.metrics import scrape, value
 from tests.support.polling import eventually
 
 
 def admin_call(server, method: str, path: str, bearer: str | None, body: dict | None = None):
     return http_json(server.url + path, bearer, method=method, body=body)
+
+
+def moderation_counts(server) -> Counter[str]:
+    """``/stats``' moderation actions so far (the server is shared: compare deltas)."""
+    return Counter(http_json(server.url + "/stats")[1]["moderation_actions"])
 
 
 async def no_new_frame(track, seconds: float = 2.0) -> bool:
@@ -151,6 +158,7 @@ async def test_admin_http_api(token_server, client, room):
     bob = await client(token_server.url, auth={"token": token("bob", name)})
     await alice.call("join_room", {"room": name})
     bob_id = (await bob.call("join_room", {"room": name}))["peer_id"]
+    counts_before = moderation_counts(token_server)
 
     status, listed = admin_call(token_server, "GET", "/admin/rooms", admin)
     assert status == 200
@@ -194,6 +202,10 @@ async def test_admin_http_api(token_server, client, room):
     assert (status, closed) == (200, {"ok": True, "removed": 1})
     await eventually(lambda: alice.received("room_ended"))
     assert admin_call(token_server, "GET", f"/admin/rooms/{name}", admin)[0] == 404
+    actions = Counter(mute_audio=1, lock=1, remove=1, end=1)  # the refused mute is not one
+    assert moderation_counts(token_server) - counts_before == actions
+    metrics = scrape(token_server.url + "/metrics")
+    assert value(metrics, "roomrelay_moderation_actions_total", action="end") >= 1
     # Emptied, the room forgets its lock.
     assert (await bob.call("join_room", {"room": name}))["ok"]
 

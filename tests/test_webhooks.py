@@ -15,6 +15,7 @@ from aiohttp import web
 from server.client import RoomClient
 from tests.support.access import KEY, SECRET, http_json, token
 from tests.support.media import COLOURS, TONES, ColourTrack, ToneTrack
+from tests.support.metrics import scrape, value
 from tests.support.polling import eventually
 from tests.support.server import PROJECT_ROOT, free_port
 
@@ -124,6 +125,19 @@ async def test_a_call_reaches_the_webhook_signed_in_order_with_a_retry(
     recording = by_name["recording_finished"]["recording"]
     assert recording["file"].startswith(str(tmp_path)) and recording["duration_s"] > 0
     assert len({event["id"] for event in receiver.events}) == len(receiver.events)
+
+    def webhook_report() -> dict:
+        return http_json(server.url + "/stats", ops)[1]["webhooks"]
+
+    await eventually(lambda: webhook_report()["delivered"] == len(receiver.events), 10)
+    report = webhook_report()
+    assert report["retried"] == 1
+    assert (report["failed"], report["dropped"], report["queued"]) == (0, 0, 0)
+    assert report["by_event"]["track_published"] == 2
+    metrics = scrape(server.url + "/metrics")
+    assert value(metrics, "roomrelay_webhook_deliveries_total", outcome="retried") == 1
+    assert value(metrics, "roomrelay_webhook_events_total", event="participant_left") == 1
+    assert value(metrics, "roomrelay_webhook_queue") == 0
 
 
 def test_webhooks_need_a_key_to_sign_with():
