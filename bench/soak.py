@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ class Phase:
     name: str
     seconds: float
     freezes: list[float] = field(default_factory=list)  # the longest gap of each stream, s
+    freeze_starts: list[float] = field(default_factory=list)  # s into the phase, same order
+    events: Counter[str] = field(default_factory=Counter)  # what the clients were told
     fps: list[float] = field(default_factory=list)
     media_closed: int = 0
     failed_connections: int = 0
@@ -58,6 +61,8 @@ class Phase:
             "failed_connections": self.failed_connections,
             "longest_freeze_s": round(max(self.freezes, default=0.0), 3),
             "median_longest_freeze_s": round(statistics.median(self.freezes or [0.0]), 3),
+            "longest_freeze_starts_s": sorted(round(start, 1) for start in self.freeze_starts),
+            "client_events": dict(self.events),
             "fps_median": round(statistics.median(self.fps or [0.0]), 1),
             "fps_min": round(min(self.fps, default=0.0), 1),
             "loop_lag_ms": self.loop_lag,
@@ -92,8 +97,14 @@ def media_closed_events(clients: list[BenchClient]) -> int:
     return sum(1 for client in clients for event, _ in client.events if event == "media_closed")
 
 
+def longest_gap(marks: list[float]) -> tuple[float, float]:
+    """(length, start) of the longest interval between consecutive ``marks``."""
+    return max((b - a, a) for a, b in itertools.pairwise(marks))
+
+
 async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> Phase:
     closed_before = media_closed_events(clients)
+    events_before = [len(client.events) for client in clients]
     for client in clients:
         client.frames.clear()
         client.measuring = True
@@ -108,12 +119,15 @@ async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> P
         for mid, arrivals in client.frames.items():
             if client.slot_identity(mid) is None:
                 continue
-            marks = [started, *arrivals, ended]
-            phase.freezes.append(max(b - a for a, b in itertools.pairwise(marks)))
+            gap, start = longest_gap([started, *arrivals, ended])
+            phase.freezes.append(gap)
+            phase.freeze_starts.append(start - started)
             phase.fps.append(len(arrivals) / phase.seconds)
         if client.connection_state in ("failed", "closed"):
             phase.failed_connections += 1
     phase.media_closed = media_closed_events(clients) - closed_before
+    for client, before in zip(clients, events_before, strict=True):
+        phase.events.update(event for event, _ in client.events[before:])
     phase.loop_lag = server_stats(server.url)["loop_lag"]
     return phase
 
