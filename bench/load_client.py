@@ -37,7 +37,11 @@ from bench.synthetic import (
     read_picture,
 )
 from server.client import RoomClient
-from server.media.aiortc_hooks import route_keyframe_requests, tap_encoded_frames
+from server.media.aiortc_hooks import (
+    install_aiortc_hooks,
+    route_keyframe_requests,
+    tap_encoded_frames,
+)
 
 logger = logging.getLogger("load_client")
 
@@ -321,6 +325,7 @@ def main() -> None:
     args = parser.parse_args()
     args.publishers_here = args.publishers_here or f"0:{args.publishers}"
     logging.basicConfig(level=logging.WARNING)
+    install_aiortc_hooks()  # clients keep ICE consent as browsers do (RFC 7675): see bench.soak
     result = asyncio.run(run(args))
     print("RESULT " + json.dumps(result), flush=True)
 

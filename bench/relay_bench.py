@@ -80,6 +80,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = RESULTS / f"server-{forwarding}-w{workers}.log"
+        RESULTS.mkdir(exist_ok=True)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),

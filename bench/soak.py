@@ -30,6 +30,7 @@ from bench.load_client import BenchClient, Catalogue, join, publisher_name
 from bench.relay_bench import REPORT, ROOT, Server, cpu_seconds
 from bench.report import replace_section
 from bench.synthetic import load_clip
+from server.media.aiortc_hooks import install_aiortc_hooks
 
 logger = logging.getLogger("soak")
 
@@ -97,6 +98,12 @@ def media_closed_events(clients: list[BenchClient]) -> int:
     return sum(1 for client in clients for event, _ in client.events if event == "media_closed")
 
 
+def event_name(event: str, payload: Any) -> str:
+    """The event, with its reason when it gives one (``media_closed:ice_failed``)."""
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    return f"{event}:{reason}" if reason else event
+
+
 def longest_gap(marks: list[float]) -> tuple[float, float]:
     """(length, start) of the longest interval between consecutive ``marks``."""
     return max((b - a, a) for a, b in itertools.pairwise(marks))
@@ -127,7 +134,7 @@ async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> P
             phase.failed_connections += 1
     phase.media_closed = media_closed_events(clients) - closed_before
     for client, before in zip(clients, events_before, strict=True):
-        phase.events.update(event for event, _ in client.events[before:])
+        phase.events.update(event_name(event, payload) for event, payload in client.events[before:])
     phase.loop_lag = server_stats(server.url)["loop_lag"]
     return phase
 
@@ -187,6 +194,11 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="do not touch docs/")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # The load clients stand in for browsers, which keep ICE consent as RFC 7675 says (30 s,
+    # with retransmissions). Stock aioice gives each check 0.5 s and no retry, so on this
+    # starved machine the clients themselves would drop their calls: patch them as the
+    # server is patched, so that what is measured is the server.
+    install_aiortc_hooks()
     phases = asyncio.run(run(args))
     if not args.no_report:
         write_report(phases, args)
