@@ -118,6 +118,7 @@ class RoomClient:
             "user_updated",
             "media_state",
             "active_speaker",
+            "quality",
             "chat_message",
             "error",
             "muted",

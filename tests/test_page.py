@@ -931,7 +931,8 @@ async def test_each_tile_shows_its_connection_quality(relay, room, browsers):
 
     async def measured():
         label = await ada.get_attribute(indicator, "aria-label") or ""
-        return "Packet loss" in label and "fps" in label and label
+        uplink = "Their uplink to the server: packet loss" in label  # the `quality` event
+        return "Packet loss" in label and "fps" in label and uplink and label
 
     label = await wait_until(measured, 20)
     assert label.startswith("Connection to Grace: ")

@@ -16,9 +16,10 @@ import pytest
 from server.client import RoomClient
 from tests.support.clients import PythonClient
 from tests.support.media import COLOURS, ColourTrack, PcmTrack, identify_video
+from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess
 from tests.test_audio_relay import wav_facts
-from tests.test_metrics import scrape, value
+from tests.test_quality import uplink_reports
 from tests.test_relay_media import assert_receives_exactly
 
 pytestmark = pytest.mark.media
@@ -81,6 +82,11 @@ async def test_rooms_go_to_the_least_loaded_worker_and_media_flows_in_each(
     await asyncio.wait_for(_until(reported, 0.3), 10)
     rooms = {r["name"]: r for r in workers_server.get_json("/rooms")["rooms"]}
     assert {rooms[first]["media"]["worker"], rooms[second]["media"]["worker"]} == slots
+    # The workers' uplink figures reach the front's clients, room by room.
+    assert (await uplink_reports(b[0], {b[0].peer_id, b[1].peer_id})).keys() == {
+        b[0].peer_id,
+        b[1].peer_id,
+    }
 
 
 async def test_a_bad_offer_is_refused_by_the_front_and_changes_nothing(

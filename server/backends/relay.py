@@ -33,6 +33,7 @@ from ..media.types import (
     RateGate,
     SlotInfo,
     SlotPolicy,
+    UplinkQuality,
 )
 from ..rooms import Dialect, Participant, Roster
 from ..validation import IceCandidate, ProtocolError
@@ -231,6 +232,11 @@ class RelayBackend:
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
         await self._roster.emit_to_dialect(
             room, Dialect.NATIVE, "active_speaker", {"peer_id": peer_id}
+        )
+
+    async def uplink_quality(self, room: str, reports: list[UplinkQuality]) -> None:
+        await self._roster.emit_to_dialect(
+            room, Dialect.NATIVE, "quality", {"peers": [report.to_dict() for report in reports]}
         )
 
     async def error(self, peer_id: str, event: str, error: ProtocolError) -> None:

@@ -190,6 +190,7 @@ class Publication:
         )
         self.history = PacketHistory(HISTORY_PACKETS[self.kind])
         self.packets_received = 0
+        self.octets_received = 0  # RTP payload bytes
         self.frames_received = 0
         self.keyframes_received = 0
         self._own_estimate: int | None = None
@@ -258,6 +259,7 @@ class Publication:
         )
         self.history.add(packet)
         self.packets_received += 1
+        self.octets_received += len(payload)
         if packet.frame_start:
             self.frames_received += 1
             if packet.keyframe and self.kind == "video":

@@ -17,6 +17,7 @@ from .datachannels import DataChannelBridge
 from .latency import LatencyHistogram
 from .peer import MediaPeer, PeerHooks
 from .publication import Publication, PublicationObserver
+from .quality import QUALITY_INTERVAL, UplinkMeter
 from .speaker import SpeakerDetector
 from .types import (
     KINDS,
@@ -65,6 +66,8 @@ class MediaRoom:
         self.speaker = SpeakerDetector()
         self.datachannels = DataChannelBridge(self._refuse_message)
         self._speaker_task: asyncio.Task[None] | None = None  # from the first audio on
+        self._uplinks = UplinkMeter()
+        self._quality_task: asyncio.Task[None] | None = None  # from the first publication on
 
     # -- membership ---------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class MediaRoom:
         if peer is None:
             return
         self.speaker.remove(peer_id)
+        self._uplinks.forget(peer_id)
         self.muted -= {(peer_id, kind) for kind in KINDS}
         await peer.close(reason)
         await self.reconcile()
@@ -121,6 +125,8 @@ class MediaRoom:
         return {kind: kinds[kind] for kind in KINDS}
 
     def _publication_added(self, publication: Publication) -> None:
+        if self._quality_task is None:
+            self._quality_task = asyncio.create_task(self._report_quality())
         if publication.kind == "audio":
             peer_id = publication.peer_id
             observe_audio_levels(
@@ -158,6 +164,22 @@ class MediaRoom:
                 await self._listener.speaker_changed(self.name, self.speaker.dominant)
                 await self.reconcile()
 
+    async def _report_quality(self) -> None:
+        """Every few seconds, each publisher's uplink as the server receives it."""
+        while True:
+            await asyncio.sleep(QUALITY_INTERVAL)
+            reports = []
+            for peer in list(self.peers.values()):
+                try:
+                    report = await self._uplinks.sample(peer)
+                except Exception:  # a connection closing meanwhile: no figure this time
+                    logger.debug("no uplink figures for %s", peer.peer_id, exc_info=True)
+                    continue
+                if report is not None:
+                    reports.append(report)
+            if reports:
+                await self._listener.uplink_quality(self.name, reports)
+
     # -- data channels -------------------------------------------------------------------
 
     def _datachannel_opened(self, peer_id: str, channel: RTCDataChannel) -> None:
@@ -171,14 +193,15 @@ class MediaRoom:
     # -- the end --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close every peer (server shutdown) and stop following the speaker."""
+        """Close every peer (server shutdown); stop following the speaker and the uplinks."""
         for peer_id in list(self.peers):
             peer = self.peers.pop(peer_id)
             await peer.close(CloseReason.SHUTDOWN)
-        if self._speaker_task is not None:
-            self._speaker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._speaker_task
+        for task in (self._speaker_task, self._quality_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def stats(self) -> dict[str, Any]:
         return {

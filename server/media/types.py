@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -62,6 +62,21 @@ class SlotInfo:
 
 
 @dataclass(frozen=True)
+class UplinkQuality:
+    """One participant's uplink over the last interval."""
+
+    peer_id: str
+    level: str
+    loss: float  # fraction of its packets lost on the way to the server
+    rtt_ms: float | None  # from its receiver reports on what the server sends it
+    kbps: float  # RTP payload received from it
+    fps: float | None  # frames of its video, when it publishes video
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class MediaConfig:
     """The few settings the media core needs."""
 
@@ -89,6 +104,9 @@ class MediaListener(Protocol):
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
         """The room's dominant speaker changed."""
+
+    async def uplink_quality(self, room: str, reports: list[UplinkQuality]) -> None:
+        """Every few seconds: each publisher's uplink (loss, round trip, bitrate, frame rate)."""
 
     async def error(self, peer_id: str, event: str, error: ProtocolError) -> None:
         """A request of the participant's (``offer``, ``ice``, ``datachannel``) failed."""

@@ -27,7 +27,7 @@ from ..audio.transcripts import TranscriptStore
 from ..logs import configure_logging
 from ..media.sdp_budget import configure_candidates
 from ..media.sfu import Sfu
-from ..media.types import CloseReason, Kind, MediaConfig, SlotInfo, SlotPolicy
+from ..media.types import CloseReason, Kind, MediaConfig, SlotInfo, SlotPolicy, UplinkQuality
 from ..ratelimit import TokenBucket
 from ..validation import ProtocolError, ice_candidate
 from . import wire
@@ -87,6 +87,9 @@ class WorkerListener:
 
     async def speaker_changed(self, room: str, peer_id: str | None) -> None:
         self.event("speaker_changed", room=room, peer_id=peer_id)
+
+    async def uplink_quality(self, room: str, reports: list[UplinkQuality]) -> None:
+        self.event("uplink_quality", room=room, reports=wire.uplinks_to_wire(reports))
 
     async def error(self, peer_id: str, event: str, error: ProtocolError) -> None:
         self.event("error", peer_id=peer_id, on=event, error=wire.error_to_wire(error))

@@ -268,6 +268,10 @@ class RemoteSfu:
             if self._placement.get(message["room"]) is worker:
                 self._speakers[message["room"]] = message["peer_id"]
                 await listener.speaker_changed(message["room"], message["peer_id"])
+        elif event == "uplink_quality":
+            if self._placement.get(message["room"]) is worker:
+                reports = wire.uplinks_from_wire(message["reports"])
+                await listener.uplink_quality(message["room"], reports)
         elif event == "error":
             await listener.error(
                 message["peer_id"], message["on"], wire.error_from_wire(message["error"])

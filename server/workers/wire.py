@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ..media.types import CloseReason, SlotInfo
+from ..media.types import CloseReason, SlotInfo, UplinkQuality
 from ..validation import ProtocolError
 
 HEADER = struct.Struct(">I")
@@ -72,6 +72,14 @@ def slots_from_wire(data: list[Message]) -> list[SlotInfo]:
         SlotInfo(mid=s["mid"], kind=s["kind"], peer_id=s["peer_id"], source=s["source"])
         for s in data
     ]
+
+
+def uplinks_to_wire(reports: list[UplinkQuality]) -> list[Message]:
+    return [report.to_dict() for report in reports]
+
+
+def uplinks_from_wire(data: list[Message]) -> list[UplinkQuality]:
+    return [UplinkQuality(**report) for report in data]
 
 
 def reason_from_wire(value: str) -> CloseReason:

@@ -250,6 +250,9 @@ export class Call {
     });
     on("media_state", ({ peer_id: id, audio, video }) => this.#update(id, { audio, video }));
     on("active_speaker", ({ peer_id: id }) => this.#setSpeaker(id));
+    on("quality", ({ peers }) => {
+      if (Array.isArray(peers)) this.#tileQuality.setUplinks(peers, (id) => (id === this.#peerId ? SELF : id));
+    });
     on("chat_message", (message) => this.#chat.receive(message));
     on("hands", ({ hands }) => {
       const before = this.#hands.raised;

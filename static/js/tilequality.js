@@ -11,6 +11,7 @@ export class TileQuality {
   #show;
   #timer = null;
   #previous = new Map(); // tile id → {lost, received} at the last sample
+  #uplinks = new Map(); // tile id → the server's view of that participant's uplink
 
   /**
    * ``getTiles()`` → [{id, tracks: [MediaStreamTrack], self}]; ``show(id, quality)`` with
@@ -31,6 +32,16 @@ export class TileQuality {
   stop() {
     clearInterval(this.#timer);
     this.#previous.clear();
+    this.#uplinks.clear();
+  }
+
+  /**
+   * The server's ``quality`` event: each publisher's uplink as it reaches the server, so a
+   * poor tile says whether the sender's connection or yours is the cause. ``tileOf(peer_id)``
+   * gives the tile id.
+   */
+  setUplinks(reports, tileOf) {
+    this.#uplinks = new Map(reports.map((report) => [tileOf(report.peer_id), report]));
   }
 
   async #sample() {
@@ -53,7 +64,7 @@ export class TileQuality {
       const quality = tile.self
         ? sendingQuality(outbound, remoteInbound, rtt)
         : this.#receivingQuality(tile, byTrack, rtt);
-      this.#show(tile.id, quality);
+      this.#show(tile.id, withUplink(quality, this.#uplinks.get(tile.id), tile.self));
     }
   }
 
@@ -77,6 +88,19 @@ export class TileQuality {
     if (video?.frameWidth) parts.push(`${video.frameWidth}×${video.frameHeight}`);
     return { level: qualityLevel(rtt ?? 0, loss), details: parts.join(", ") };
   }
+}
+
+const LEVELS = ["good", "fair", "poor"];
+
+/** The page's own view of a tile, completed with the server's view of the sender's uplink. */
+function withUplink(quality, uplink, self) {
+  if (!uplink) return quality;
+  const parts = [`packet loss ${(uplink.loss * 100).toFixed(1)}%`, `${Math.round(uplink.kbps)} kbps`];
+  if (uplink.fps !== null && uplink.fps !== undefined) parts.push(`${Math.round(uplink.fps)} fps`);
+  const said = `${self ? "The server receives you" : "Their uplink to the server"}: ${parts.join(", ")}`;
+  if (!quality) return { level: uplink.level, details: said };
+  const level = LEVELS[Math.max(LEVELS.indexOf(quality.level), LEVELS.indexOf(uplink.level))];
+  return { level, details: `${quality.details}. ${said}` };
 }
 
 /** Your own tile: how your camera and microphone reach the server. */
