@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ logger = logging.getLogger("soak")
 
 ROOM_SIZE = 4
 HOG = "while True: pass"
+SERVER_CPU, CLIENTS_CPU = 0, 1  # a CPU the machine lacks is not pinned to
 
 
 @dataclass
@@ -145,7 +147,8 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
         "",
         f"{args.rooms} rooms of {ROOM_SIZE} (every participant publishes a 15 fps clip and "
         f"receives the other three), {args.baseline_minutes} min without and {args.minutes} "
-        "min with a CPU hog spinning on one core, on this machine.",
+        "min with a CPU hog spinning on the server's core (server and hog pinned to CPU 0, the "
+        "load clients to CPU 1), on this machine.",
         "",
         "| phase | streams | media closed by server | longest freeze | median longest "
         "freeze | fps median / min | loop lag p99 / max (ms) | server CPU |",
@@ -162,10 +165,21 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
     replace_section(REPORT, "soak", "\n".join(lines) + "\n")
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Keep a process (0: this one) on one CPU, where the platform allows it."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
+        os.sched_setaffinity(pid, {cpu})
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    server = Server("forward")
+    # Info logs tell why a media connection closed (consent, DTLS, the client).
+    server = Server("forward", extra=("--log-level", "info"))
     hog: subprocess.Popen[bytes] | None = None
     clients: list[BenchClient] = []
+    # The hog competes with the server for its core, as a busy neighbour on a server host
+    # would; the load clients, which stand for browsers on other machines, keep the other.
+    pin(server.process.pid, SERVER_CPU)
+    pin(0, CLIENTS_CPU)
     try:
         clients = await open_rooms(server.url, args.rooms)
         phases = []
@@ -174,7 +188,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             phases.append((await measure(server, clients, baseline)).summary())
             print(json.dumps(phases[-1]), flush=True)
         hog = subprocess.Popen([sys.executable, "-c", HOG], cwd=ROOT)
-        loaded = Phase("CPU hog on one core", args.minutes * 60)
+        pin(hog.pid, SERVER_CPU)
+        loaded = Phase("CPU hog on the server's core", args.minutes * 60)
         phases.append((await measure(server, clients, loaded)).summary())
         print(json.dumps(phases[-1]), flush=True)
         return phases
