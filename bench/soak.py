@@ -54,6 +54,7 @@ class Phase:
     failed_connections: int = 0
     loop_lag: dict[str, Any] = field(default_factory=dict)
     server_cpu_percent: float = 0.0
+    clients_cpu_percent: float = 0.0  # this process: the load generator
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class Phase:
             "fps_min": round(min(self.fps, default=0.0), 1),
             "loop_lag_ms": self.loop_lag,
             "server_cpu_percent": round(self.server_cpu_percent, 1),
+            "clients_cpu_percent": round(self.clients_cpu_percent, 1),
         }
 
 
@@ -118,12 +120,14 @@ async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> P
         client.frames.clear()
         client.measuring = True
     cpu_before = cpu_seconds(server.process.pid)
+    clients_cpu_before = time.process_time()
     started = time.time()
     await asyncio.sleep(phase.seconds)
     ended = time.time()
     for client in clients:
         client.measuring = False
     phase.server_cpu_percent = 100 * (cpu_seconds(server.process.pid) - cpu_before) / phase.seconds
+    phase.clients_cpu_percent = 100 * (time.process_time() - clients_cpu_before) / phase.seconds
     for client in clients:
         for mid, arrivals in client.frames.items():
             if client.slot_identity(mid) is None:
@@ -151,8 +155,8 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
         "load clients to CPU 1), on this machine.",
         "",
         "| phase | streams | media closed by server | longest freeze | median longest "
-        "freeze | fps median / min | loop lag p99 / max (ms) | server CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "freeze | fps median / min | loop lag p99 / max (ms) | server CPU | load clients' CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for phase in phases:
         lag = phase["loop_lag_ms"]
@@ -160,7 +164,8 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
             f"| {phase['phase']} | {phase['streams']} | {phase['media_closed_by_server']} | "
             f"{phase['longest_freeze_s']} s | {phase['median_longest_freeze_s']} s | "
             f"{phase['fps_median']} / {phase['fps_min']} | "
-            f"{lag.get('p99_ms')} / {lag.get('max_ms')} | {phase['server_cpu_percent']} % |"
+            f"{lag.get('p99_ms')} / {lag.get('max_ms')} | {phase['server_cpu_percent']} % | "
+            f"{phase['clients_cpu_percent']} % |"
         )
     replace_section(REPORT, "soak", "\n".join(lines) + "\n")
 
