@@ -31,6 +31,7 @@ from bench.load_client import BenchClient, Catalogue, join, publisher_name
 from bench.relay_bench import REPORT, ROOT, Server, cpu_seconds
 from bench.report import replace_section
 from bench.synthetic import load_clip
+from server.loop_health import LoopLag
 from server.media.aiortc_hooks import install_aiortc_hooks
 
 logger = logging.getLogger("soak")
@@ -53,6 +54,7 @@ class Phase:
     media_closed: int = 0
     failed_connections: int = 0
     loop_lag: dict[str, Any] = field(default_factory=dict)
+    clients_loop_lag: dict[str, Any] = field(default_factory=dict)  # behind: figures invalid
     server_cpu_percent: float = 0.0
     clients_cpu_percent: float = 0.0  # this process: the load generator
 
@@ -70,6 +72,7 @@ class Phase:
             "fps_median": round(statistics.median(self.fps or [0.0]), 1),
             "fps_min": round(min(self.fps, default=0.0), 1),
             "loop_lag_ms": self.loop_lag,
+            "clients_loop_lag_ms": self.clients_loop_lag,
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "clients_cpu_percent": round(self.clients_cpu_percent, 1),
         }
@@ -121,8 +124,14 @@ async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> P
         client.measuring = True
     cpu_before = cpu_seconds(server.process.pid)
     clients_cpu_before = time.process_time()
+    # The load clients' own loop: when it falls seconds behind, they answer the server's
+    # ICE consent checks late, like a frozen browser would, and the phase measures them.
+    clients_lag = LoopLag(window=int(phase.seconds / 0.1) + 1)
+    clients_lag.start()
     started = time.time()
     await asyncio.sleep(phase.seconds)
+    await clients_lag.stop()
+    phase.clients_loop_lag = clients_lag.stats()
     ended = time.time()
     for client in clients:
         client.measuring = False
@@ -155,8 +164,9 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
         "load clients to CPU 1), on this machine.",
         "",
         "| phase | streams | media closed by server | longest freeze | median longest "
-        "freeze | fps median / min | loop lag p99 / max (ms) | server CPU | load clients' CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "freeze | fps median / min | loop lag p99 / max (ms) | server CPU | load clients' CPU "
+        "| load clients' loop lag p99 / max (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase in phases:
         lag = phase["loop_lag_ms"]
@@ -165,7 +175,9 @@ def write_report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None
             f"{phase['longest_freeze_s']} s | {phase['median_longest_freeze_s']} s | "
             f"{phase['fps_median']} / {phase['fps_min']} | "
             f"{lag.get('p99_ms')} / {lag.get('max_ms')} | {phase['server_cpu_percent']} % | "
-            f"{phase['clients_cpu_percent']} % |"
+            f"{phase['clients_cpu_percent']} % | "
+            f"{phase['clients_loop_lag_ms'].get('p99_ms')} / "
+            f"{phase['clients_loop_lag_ms'].get('max_ms')} |"
         )
     replace_section(REPORT, "soak", "\n".join(lines) + "\n")
 
