@@ -55,6 +55,7 @@ class Phase:
     failed_connections: int = 0
     loop_lag: dict[str, Any] = field(default_factory=dict)
     clients_loop_lag: dict[str, Any] = field(default_factory=dict)  # behind: figures invalid
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # server and client counters
     server_cpu_percent: float = 0.0
     clients_cpu_percent: float = 0.0  # this process: the load generator
 
@@ -73,6 +74,7 @@ class Phase:
             "fps_min": round(min(self.fps, default=0.0), 1),
             "loop_lag_ms": self.loop_lag,
             "clients_loop_lag_ms": self.clients_loop_lag,
+            "timeline": self.timeline,
             "server_cpu_percent": round(self.server_cpu_percent, 1),
             "clients_cpu_percent": round(self.clients_cpu_percent, 1),
         }
@@ -105,6 +107,33 @@ def media_closed_events(clients: list[BenchClient]) -> int:
     return sum(1 for client in clients for event, _ in client.events if event == "media_closed")
 
 
+def media_counters(url: str) -> dict[str, int]:
+    """Video packets the server received and sent (or dropped) so far, over all rooms."""
+    with urllib.request.urlopen(url + "/rooms", timeout=10) as response:
+        rooms = json.loads(response.read())["rooms"]
+    counters: Counter[str] = Counter()
+    for room in rooms:
+        for peer in room["media"]["peers"]:
+            for publication in peer["publications"].values():
+                if publication["kind"] == "video":
+                    counters["received"] += publication["packets"]
+            for slot in peer["slot_details"].values():
+                counters["sent"] += slot.get("sent", 0)
+                counters["dropped"] += slot.get("dropped", 0)
+    return dict(counters)
+
+
+async def follow(server: Server, clients: list[BenchClient], phase: Phase, every: float) -> None:
+    """Every ``every`` seconds: the server's video counters beside the frames the clients got."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        counters = await asyncio.to_thread(media_counters, server.url)
+        frames = sum(len(arrivals) for client in clients for arrivals in client.frames.values())
+        seconds = round(time.monotonic() - started)
+        phase.timeline.append({"t": seconds, **counters, "frames": frames})
+
+
 def event_name(event: str, payload: Any) -> str:
     """The event, with its reason when it gives one (``media_closed:ice_failed``)."""
     reason = payload.get("reason") if isinstance(payload, dict) else None
@@ -129,7 +158,9 @@ async def measure(server: Server, clients: list[BenchClient], phase: Phase) -> P
     clients_lag = LoopLag(window=int(phase.seconds / 0.1) + 1)
     clients_lag.start()
     started = time.time()
+    following = asyncio.create_task(follow(server, clients, phase, every=20.0))
     await asyncio.sleep(phase.seconds)
+    following.cancel()
     await clients_lag.stop()
     phase.clients_loop_lag = clients_lag.stats()
     ended = time.time()
