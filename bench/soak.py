@@ -118,7 +118,7 @@ def media_counters(url: str) -> dict[str, int]:
                 if publication["kind"] == "video":
                     counters["received"] += publication["packets"]
             for slot in peer["slot_details"].values():
-                counters["sent"] += slot.get("sent", 0)
+                counters["sent"] += slot.get("packets", 0)
                 counters["dropped"] += slot.get("dropped", 0)
     return dict(counters)
 
