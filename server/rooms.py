@@ -38,6 +38,18 @@ class Dialect(enum.Enum):
     HTTP = "http"  # WHIP publishers and WHEP viewers (whip.py)
 
 
+class OtherNodes(Protocol):
+    """A cluster's participants on other nodes (cluster/members.py)."""
+
+    def members(self, room: str) -> list[Participant]: ...
+
+    def rooms(self) -> set[str]: ...
+
+    async def local_changed(self, room: str) -> None:
+        """This node's members of ``room`` changed: tell the other nodes (before the
+        room hears of it, so that they know whom it concerns)."""
+
+
 class Outbox(Protocol):
     """How events reach a participant that is not a Socket.IO connection (/ws, WHIP...)."""
 
@@ -90,6 +102,8 @@ class Roster:
         # Participants whose connection dropped, still in their room for a while: the
         # manager forgot their old sid, so they are counted from here (resumption.py).
         self._away: dict[str, Participant] = {}
+        # With REDIS_URL: the other nodes' participants, added to this node's own.
+        self.others: OtherNodes | None = None
 
     # -- connections -------------------------------------------------------
 
@@ -122,6 +136,7 @@ class Roster:
         self.add(participant)
         if participant.room is not None:
             await self._sio.enter_room(participant.sid, participant.room)
+            await self._changed(participant.room)
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)
@@ -146,7 +161,13 @@ class Roster:
         return participant.room if participant else None
 
     def public_rooms(self) -> list[str]:
-        """Names of the rooms people are in."""
+        """Names of the rooms people are in (on any node of a cluster)."""
+        if self.others is None:
+            return self.local_rooms()
+        return sorted({*self.local_rooms(), *self.others.rooms()})
+
+    def local_rooms(self) -> list[str]:
+        """Names of the rooms this node's participants are in."""
         people = [*self._by_sid.values(), *self._away.values()]
         return sorted({p.room for p in people if p.room is not None})
 
@@ -156,6 +177,12 @@ class Roster:
         return sids + sorted(self._outside.get(room, ()))
 
     def members(self, room: str) -> list[Participant]:
+        """Everyone in ``room``: this node's participants, then other nodes'."""
+        if self.others is None:
+            return self.local_members(room)
+        return self.local_members(room) + self.others.members(room)
+
+    def local_members(self, room: str) -> list[Participant]:
         live = [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
         return live + [p for p in self._away.values() if p.room == room]
 
@@ -165,7 +192,8 @@ class Roster:
 
     def count(self, room: str) -> int:
         away = sum(1 for p in self._away.values() if p.room == room) if self._away else 0
-        return len(self.member_sids(room)) + away
+        remote = len(self.others.members(room)) if self.others is not None else 0
+        return len(self.member_sids(room)) + away + remote
 
     def check_can_enter(self, room: str) -> None:
         """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""
@@ -187,6 +215,7 @@ class Roster:
         else:
             await self._sio.enter_room(participant.sid, room)
         participant.room = room
+        await self._changed(room)
 
     async def leave(self, participant: Participant, room: str) -> None:
         if participant.outbox is not None:
@@ -198,8 +227,13 @@ class Roster:
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
+        await self._changed(room)
         if not self.count(room):
             self.limits.forget(room)
+
+    async def _changed(self, room: str) -> None:
+        if self.others is not None:
+            await self.others.local_changed(room)
 
     async def send(self, participant: Participant, event: str, data: Any = None) -> None:
         """One event to one participant, over Socket.IO or its outbox (/ws, HTTP sessions)."""

@@ -203,6 +203,13 @@ class Settings:
         "client; 0 means one per CPU core; 1 keeps everything in one process.",
         parse=_non_negative_int,
     )
+    redis_url: str = _setting(
+        "",
+        "REDIS_URL",
+        "Redis to form a cluster of roomrelay nodes (e.g. redis://redis:6379/0): Socket.IO "
+        "emits, room membership, node heartbeats and room placement go through it, and each "
+        "room's media runs on one node; empty runs this process alone, without Redis.",
+    )
     max_peers_per_room: int = _setting(
         16,
         "MAX_PEERS_PER_ROOM",

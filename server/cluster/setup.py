@@ -1,0 +1,110 @@
+"""A cluster node's wiring, from the settings: the node, its roster view, its media."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..backends.relay import MediaFactory
+from ..rooms import DEFAULT_NICKNAME, Roster
+from ..settings import Settings
+from .media import ClusterSfu, CoreFactory
+from .members import local_records
+from .node import ClusterNode
+
+logger = logging.getLogger(__name__)
+
+MediaWrapper = Callable[[CoreFactory], MediaFactory]
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def node_url(settings: Settings) -> str:
+    """How other nodes and operators reach this node (shown in /health and /stats)."""
+    host = settings.host if settings.host not in WILDCARD_HOSTS else socket.gethostname()
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.port}"
+
+
+def create_cluster(settings: Settings, roster: Roster) -> ClusterNode:
+    """This node, with the roster seeing every node's participants."""
+    node = ClusterNode(settings.redis_url, node_url(settings), lambda: local_records(roster))
+    node.rate = (settings.rate_limit, settings.rate_burst)  # for other nodes' participants
+    roster.others = node.members
+
+    def signaling() -> dict[str, Any]:
+        rooms = roster.local_rooms()
+        return {
+            "connections": len(roster),
+            "participants": sum(len(roster.local_members(room)) for room in rooms),
+            "member_rooms": rooms,
+        }
+
+    node.reporters.append(signaling)
+    return node
+
+
+def cluster_media(node: ClusterNode | None, roster: Roster) -> MediaWrapper | None:
+    """Wraps a media core factory (in-process SFU or media workers) for the cluster."""
+    if node is None:
+        return None
+    rate = node.rate
+
+    def nickname_of(peer_id: str) -> str:
+        participant = roster.by_peer_id(peer_id)
+        return participant.nickname if participant else DEFAULT_NICKNAME
+
+    def wrap(core: CoreFactory) -> MediaFactory:
+        return lambda listener: ClusterSfu(node, listener, core, nickname_of, rate)
+
+    return wrap
+
+
+def run_cluster(
+    app: web.Application, node: ClusterNode | None, room_list_changed: Callable[[], Any]
+) -> None:
+    """Join the cluster when the server starts; leave it when it stops."""
+    if node is None:
+        return
+
+    def other_nodes_changed() -> None:
+        asyncio.get_running_loop().create_task(room_list_changed())
+
+    async def join(app: web.Application) -> None:
+        node.members.on_change = other_nodes_changed
+        await node.start()
+
+    async def leave(app: web.Application) -> None:
+        await node.close()
+
+    app.on_startup.append(join)
+    app.on_cleanup.append(leave)
+
+
+def cluster_facts(node: ClusterNode) -> dict[str, Any]:
+    """Every live node, as ``/health`` and ``/stats`` show them."""
+    nodes = [
+        {
+            "id": doc.get("id"),
+            "url": doc.get("url"),
+            "pid": doc.get("pid"),
+            "connections": doc.get("connections", 0),
+            "participants": doc.get("participants", 0),
+            "media_load": doc.get("load", 0),
+            "media_rooms": sorted(doc.get("rooms", {})),
+            "draining": bool(doc.get("draining")),
+            "this": doc.get("id") == node.id,
+        }
+        for doc in node.live_nodes()
+    ]
+    return {
+        "node": node.id,
+        "redis": "ok" if node.redis_ok else "unreachable",
+        "nodes": nodes,
+        "connections": sum(n["connections"] for n in nodes),
+    }
