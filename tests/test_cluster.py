@@ -12,8 +12,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.clients import PythonClient
+from tests.support.legacy_clients import VideoStageClient
+from tests.support.media import (
+    COLOURS,
+    TONES,
+    ColourTrack,
+    ToneTrack,
+    identify_audio,
+    identify_video,
+    nearest_tone,
+)
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
+from tests.test_relay_media import assert_receives_exactly
 
 NODE_ARGS = ("--media", "relay", "--media-timeout", "5")
 
@@ -29,6 +40,10 @@ async def until(condition, timeout: float = 10.0, interval: float = 0.1) -> None
             await asyncio.sleep(interval)
 
     await asyncio.wait_for(wait(), timeout)
+
+
+def node_id(node: ServerProcess) -> str:
+    return node.get_json("/health")["cluster"]["node"]
 
 
 def live_nodes(node: ServerProcess) -> list[dict]:
@@ -100,3 +115,55 @@ async def test_presence_and_chat_reach_everyone_once_across_nodes(nodes, room):
     finally:
         for client in (ann, bob, chat):
             await client.close()
+
+
+async def stage_shows_someone_of(call, indexes: list[int], timeout: float = 20.0) -> int:
+    """The zoom-clone client's video and audio slots carry one of ``indexes`` (the same one)."""
+
+    async def check() -> int:
+        while True:
+            colour, tone = await asyncio.gather(
+                identify_video(call.received("video")), identify_audio(call.received("audio"))
+            )
+            for index in indexes:
+                if colour == COLOURS[index] and nearest_tone(tone) == TONES[index]:
+                    return index
+
+    return await asyncio.wait_for(check(), timeout)
+
+
+def room_entry(node: ServerProcess, name: str) -> dict | None:
+    return {r["name"]: r for r in node.get_json("/rooms")["rooms"]}.get(name)
+
+
+@pytest.mark.media
+async def test_media_flows_between_clients_on_three_nodes(nodes, room, room_clients):
+    """Native clients on nodes 0 and 1 and a zoom-clone page on node 2 share one room whose
+    media runs on one node: each receives the others, identified by colour and tone."""
+    name = room("media")
+    ann = await room_clients(nodes[0], name, 0)
+    bob = await room_clients(nodes[1], name, 1)
+    stage = VideoStageClient(nodes[2].url)
+    try:
+        await stage.join(name, ToneTrack(TONES[2]), ColourTrack(COLOURS[2]))
+        stage_id = next(p for p in bob.peers if p != ann.peer_id)
+        await asyncio.gather(
+            assert_receives_exactly(ann, {bob.peer_id: 1, stage_id: 2}),
+            assert_receives_exactly(bob, {ann.peer_id: 0, stage_id: 2}),
+        )
+        assert await stage_shows_someone_of(stage.call, [0, 1]) in (0, 1)
+
+        def published() -> bool:
+            entries = [room_entry(node, name) for node in nodes]
+            return all(e and e["media"].get("publications") == 6 for e in entries)
+
+        await until(published)
+        ids = [node_id(node) for node in nodes]
+        (owner,) = {room_entry(node, name)["media"]["node"] for node in nodes}
+        media_rooms = {n["id"]: n["media_rooms"] for n in live_nodes(nodes[2])}
+        assert [node for node, rooms in media_rooms.items() if name in rooms] == [owner]
+        # Two of the three clients are on other nodes than the one their media runs on.
+        owner_stats = nodes[ids.index(owner)].get_json("/stats")["media"]
+        assert owner_stats["owned_rooms"] == [name] and owner_stats["remote_participants"] == 2
+    finally:
+        await stage.close()
