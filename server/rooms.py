@@ -250,12 +250,14 @@ class Roster:
         data: Any = None,
         *,
         skip: str | None = None,
+        local: bool = False,
     ) -> None:
-        """Emit to the members of ``room`` that speak ``dialect``, except ``skip``.
+        """Emit to the members of ``room`` that speak ``dialect``, except ``skip`` (only to
+        this node's members with ``local``).
 
         ``data`` follows python-socketio: a tuple is several arguments, None none.
         """
-        members = self.members(room)
+        members = self.local_members(room) if local else self.members(room)
         for member in members:
             if member.outbox is not None and member.dialect is dialect and member.sid != skip:
                 await member.outbox.deliver(event, data)
@@ -266,4 +268,4 @@ class Roster:
         ]
         if len(skipped) >= len(members):
             return
-        await self._sio.emit(event, data, to=room, skip_sid=skipped)
+        await self._sio.emit(event, data, to=room, skip_sid=skipped, ignore_queue=local)

@@ -7,6 +7,7 @@ on loopback; clients of every kind connect to different nodes of the same room.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,10 @@ async def until(condition, timeout: float = 10.0, interval: float = 0.1) -> None
             await asyncio.sleep(interval)
 
     await asyncio.wait_for(wait(), timeout)
+
+
+def stage_tracks(index: int) -> tuple[ToneTrack, ColourTrack]:
+    return ToneTrack(TONES[index]), ColourTrack(COLOURS[index])
 
 
 def node_id(node: ServerProcess) -> str:
@@ -167,3 +172,62 @@ async def test_media_flows_between_clients_on_three_nodes(nodes, room, room_clie
         assert owner_stats["owned_rooms"] == [name] and owner_stats["remote_participants"] == 2
     finally:
         await stage.close()
+
+
+@pytest.fixture
+def own_nodes(redis: RedisServer) -> Iterator[list[ServerProcess]]:
+    """Three fresh nodes for a test that kills or stops some of them."""
+    started = start_nodes(redis, 3)
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.mark.media
+async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
+    own_nodes, room, room_clients
+):
+    nodes = own_nodes
+    await until(lambda: len(live_nodes(nodes[2])) == 3)
+    ids = [node_id(node) for node in nodes]
+    name = room("kill")
+    ann = await room_clients(nodes[0], name, 0)  # first in a fresh cluster: node 0 owns it
+    bob = await room_clients(nodes[1], name, 1)
+    stage = VideoStageClient(nodes[2].url, new_tracks=lambda: stage_tracks(2))
+    try:
+        await stage.join(name, *stage_tracks(2))
+        stage_id = next(p for p in bob.peers if p != ann.peer_id)
+        await assert_receives_exactly(bob, {ann.peer_id: 0, stage_id: 2})
+        assert room_entry(nodes[1], name)["media"]["node"] == ids[0]
+        closed: list[dict] = []
+        bob.on("media_closed", closed.append)
+        left: list[dict] = []
+        bob.on("user_left", left.append)
+        offers_before = len(stage.answers)
+
+        nodes[0].kill()
+        killed = asyncio.get_running_loop().time()
+
+        await until(lambda: bool(closed) and len(stage.answers) > offers_before, 15)
+        assert closed[0]["reason"] == "moved to another media worker"
+        await asyncio.gather(
+            assert_receives_exactly(bob, {stage_id: 2}),
+            stage_shows_someone_of(stage.call, [1]),
+        )
+        back = asyncio.get_running_loop().time() - killed
+        logging.getLogger(__name__).info("media back %.2f s after the kill", back)
+        await until(lambda: bool(left))
+        assert [(m["peer_id"], m["reason"]) for m in left] == [(ann.peer_id, "node_lost")]
+        owner = room_entry(nodes[1], name)["media"]["node"]
+        assert owner in ids[1:]
+        for node in nodes[1:]:
+            entry = room_entry(node, name)
+            assert sorted(entry["nicknames"]) == ["Anon", "p1"]
+            assert [n["id"] for n in live_nodes(node)] == sorted(ids[1:])
+        assert nodes[ids.index(owner)].get_json("/stats")["media"]["peer_connections"] == 2
+    finally:
+        await stage.close()
+    await bob.close()
+    for node in nodes[1:]:  # nothing is left of the room on the survivors
+        await until(lambda node=node: room_entry(node, name) is None)
+        await until(lambda node=node: node.get_json("/stats")["media"]["owned_rooms"] == [])

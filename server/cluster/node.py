@@ -30,7 +30,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .bus import PREFIX, Bus, Message
-from .members import MemberMirror, RoomRecords
+from .members import MemberMirror, RemoteParticipant, RoomRecords
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ def _text(value: bytes | str) -> str:
 Reporter = Callable[[], dict[str, Any]]
 
 
+async def _nobody_to_tell(participant: RemoteParticipant) -> None:
+    return None
+
+
 class ClusterNode:
     """One roomrelay process in a cluster sharing ``redis_url``."""
 
@@ -111,6 +115,8 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self._redis_failing = False
         self.rate: tuple[float, int] = (50.0, 100)  # data channel limits of remote participants
+        # Tells this node's members that a participant of a node that is gone left.
+        self.participant_gone: Callable[[RemoteParticipant], Awaitable[None]] = _nobody_to_tell
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -235,6 +241,8 @@ class ClusterNode:
         gone = self.members.keep_only(n for n in {*ids, *self._misses} if self.alive(n))
         if gone:
             logger.warning("cluster: %d participant(s) of a node that is gone dropped", len(gone))
+        for participant in gone:
+            await self.participant_gone(participant)
         if forget:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.srem(NODES_KEY, *forget)

@@ -11,10 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from ..backends.relay import MediaFactory
+from ..membership import Membership
 from ..rooms import DEFAULT_NICKNAME, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import local_records
+from .members import RemoteParticipant, local_records
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 MediaWrapper = Callable[[CoreFactory], MediaFactory]
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+NODE_LOST = "node_lost"  # user_left's reason for the participants of a node that is gone
 
 
 def node_url(settings: Settings) -> str:
@@ -65,18 +67,21 @@ def cluster_media(node: ClusterNode | None, roster: Roster) -> MediaWrapper | No
     return wrap
 
 
-def run_cluster(
-    app: web.Application, node: ClusterNode | None, room_list_changed: Callable[[], Any]
-) -> None:
+def run_cluster(app: web.Application, node: ClusterNode | None, membership: Membership) -> None:
     """Join the cluster when the server starts; leave it when it stops."""
     if node is None:
         return
 
     def other_nodes_changed() -> None:
-        asyncio.get_running_loop().create_task(room_list_changed())
+        asyncio.get_running_loop().create_task(membership.broadcast_room_list())
+
+    async def gone(participant: RemoteParticipant) -> None:
+        if participant.room is not None:
+            await membership.announce_leave(participant, participant.room, NODE_LOST, local=True)
 
     async def join(app: web.Application) -> None:
         node.members.on_change = other_nodes_changed
+        node.participant_gone = gone
         await node.start()
 
     async def leave(app: web.Application) -> None:
