@@ -231,3 +231,56 @@ async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
     for node in nodes[1:]:  # nothing is left of the room on the survivors
         await until(lambda node=node: room_entry(node, name) is None)
         await until(lambda node=node: node.get_json("/stats")["media"]["owned_rooms"] == [])
+
+
+@pytest.mark.media
+async def test_the_cluster_recovers_from_a_redis_restart_without_restarting_nodes(
+    redis, own_nodes, room, room_clients
+):
+    nodes = own_nodes
+    await until(lambda: len(live_nodes(nodes[1])) == 3)
+    name = room("redis")
+    ann = await room_clients(nodes[0], name, 0)
+    bob = await room_clients(nodes[1], name, 1)
+    await assert_receives_exactly(ann, {bob.peer_id: 1})
+    closed: list[dict] = []
+    for client in (ann, bob):
+        client.on("media_closed", closed.append)
+    chat: list[dict] = []
+    ann.on("chat_message", chat.append)
+
+    redis.restart()  # empty: every key and subscription is gone
+
+    def healthy() -> bool:
+        return all(
+            facts["redis"] == "ok" and len(facts["nodes"]) == 3
+            for facts in (node.get_json("/health")["cluster"] for node in nodes)
+        )
+
+    await until(healthy, 15)
+
+    async def chat_arrives() -> None:  # the Socket.IO manager subscribes again after ~1 s
+        for attempt in range(40):
+            await bob.chat(f"ping {attempt}")
+            await asyncio.sleep(0.25)
+            if chat:
+                return
+        raise AssertionError("chat never crossed nodes again")
+
+    await chat_arrives()
+    chat.clear()
+    await bob.chat("after the restart")
+    await until(lambda: bool(chat))
+    await asyncio.sleep(0.3)
+    assert [m["text"] for m in chat] == ["after the restart"]
+    # The room kept its media node (no move, nobody's media closed), and newcomers get in.
+    assert not closed
+    carol = await room_clients(nodes[2], name, 2)
+    await asyncio.gather(
+        assert_receives_exactly(ann, {bob.peer_id: 1, carol.peer_id: 2}),
+        assert_receives_exactly(carol, {ann.peer_id: 0, bob.peer_id: 1}),
+    )
+    assert not closed
+    owners = {room_entry(node, name)["media"]["node"] for node in nodes}
+    assert len(owners) == 1
+    assert all(node.get_json("/stats")["media"]["moved_rooms_cluster"] == 0 for node in nodes)

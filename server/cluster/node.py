@@ -10,8 +10,8 @@ Redis keys (all with expiries, so that nothing outlives the node that wrote it):
   heartbeat; the set ``roomrelay:nodes`` lists the ids to look up.
 
 A node counts as gone when its heartbeat is missing from ``MISSES_BEFORE_GONE``
-views in a row: one miss can be Redis having just restarted (every node writes
-its keys again within a heartbeat).
+views in a row. Right after Redis comes back (restarted, empty) nobody is judged
+for ``OUTAGE_GRACE_SECONDS``: every node writes its keys again meanwhile.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ HEARTBEAT_SECONDS = 0.5
 NODE_TTL_MS = 2000
 PLACEMENT_TTL_MS = 2000
 MISSES_BEFORE_GONE = 2
+OUTAGE_GRACE_SECONDS = 2.0
 # Ids of nodes whose heartbeat has been missing this long are dropped from the set.
 FORGET_AFTER_MISSES = 120
 NODES_KEY = f"{PREFIX}:nodes"
@@ -104,7 +105,8 @@ class ClusterNode:
         self._local_records = local_records
         self._version = 0
         self.nodes: dict[str, dict[str, Any]] = {}  # heartbeats of the live nodes, self too
-        self._misses: dict[str, int] = {}
+        self._misses: dict[str, int] = {}  # nodes seen before whose heartbeat is missing
+        self._judge_after = 0.0  # monotonic time from which missing heartbeats count
         self.draining = False
         self.redis_ok = False
         self.reporters: list[Reporter] = []  # parts of this node's heartbeat
@@ -146,7 +148,7 @@ class ClusterNode:
     def alive(self, node_id: str) -> bool:
         if node_id == self.id:
             return True
-        return node_id in self.nodes or 0 < self._misses.get(node_id, MISSES_BEFORE_GONE) < (
+        return node_id in self.nodes or self._misses.get(node_id, MISSES_BEFORE_GONE) < (
             MISSES_BEFORE_GONE
         )
 
@@ -200,7 +202,8 @@ class ClusterNode:
                 pipe.sadd(NODES_KEY, self.id)
                 pipe.smembers(NODES_KEY)
                 results = await pipe.execute()
-            ids = sorted(_text(i) for i in results[3])
+            # Nodes known here too: a restarted Redis has lost the set.
+            ids = sorted({*(_text(i) for i in results[3]), *self.nodes, *self._misses})
             values = await self.redis.mget(
                 [node_key(i) for i in ids] + [members_key(i) for i in ids]
             )
@@ -211,6 +214,7 @@ class ClusterNode:
             return
         if self._redis_failing:
             logger.info("cluster: Redis reachable again")
+            self._judge_after = time.monotonic() + OUTAGE_GRACE_SECONDS
         self._redis_failing, self.redis_ok = False, True
         await self._update_view(ids, values[: len(ids)], values[len(ids) :])
         for check in self.after_beat:
@@ -226,7 +230,8 @@ class ClusterNode:
         forget = []
         for node_id, heartbeat, member_doc in zip(ids, heartbeats, member_docs, strict=True):
             if heartbeat is None:
-                self._misses[node_id] = self._misses.get(node_id, 0) + 1
+                judging = time.monotonic() >= self._judge_after
+                self._misses[node_id] = self._misses.get(node_id, 0) + (1 if judging else 0)
                 if self._misses[node_id] >= FORGET_AFTER_MISSES:
                     forget.append(node_id)
                 continue
@@ -251,6 +256,7 @@ class ClusterNode:
 
     def _after_outage(self) -> None:
         """The bus is back after losing Redis: rewrite this node's keys at once."""
+        self._judge_after = time.monotonic() + OUTAGE_GRACE_SECONDS
         asyncio.get_running_loop().create_task(self.beat())
 
     # -- membership ------------------------------------------------------------------------
