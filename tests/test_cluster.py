@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -175,9 +176,17 @@ async def test_media_flows_between_clients_on_three_nodes(nodes, room, room_clie
 
 
 @pytest.fixture
-def own_nodes(redis: RedisServer) -> Iterator[list[ServerProcess]]:
-    """Three fresh nodes for a test that kills or stops some of them."""
-    started = start_nodes(redis, 3)
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, for a cluster of its own."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_nodes(own_redis: RedisServer) -> Iterator[list[ServerProcess]]:
+    """Three fresh nodes (with their own Redis) for a test that kills or stops some."""
+    started = start_nodes(own_redis, 3)
     yield started
     for node in started:
         node.stop()
@@ -235,7 +244,7 @@ async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
 
 @pytest.mark.media
 async def test_the_cluster_recovers_from_a_redis_restart_without_restarting_nodes(
-    redis, own_nodes, room, room_clients
+    own_redis, own_nodes, room, room_clients
 ):
     nodes = own_nodes
     await until(lambda: len(live_nodes(nodes[1])) == 3)
@@ -249,7 +258,7 @@ async def test_the_cluster_recovers_from_a_redis_restart_without_restarting_node
     chat: list[dict] = []
     ann.on("chat_message", chat.append)
 
-    redis.restart()  # empty: every key and subscription is gone
+    own_redis.restart()  # empty: every key and subscription is gone
 
     def healthy() -> bool:
         return all(
