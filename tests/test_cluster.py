@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,3 +294,39 @@ async def test_the_cluster_recovers_from_a_redis_restart_without_restarting_node
     owners = {room_entry(node, name)["media"]["node"] for node in nodes}
     assert len(owners) == 1
     assert all(node.get_json("/stats")["media"]["moved_rooms_cluster"] == 0 for node in nodes)
+
+
+@pytest.mark.media
+async def test_a_node_stopped_with_sigterm_hands_its_rooms_over_first(
+    own_nodes, room, room_clients
+):
+    nodes = own_nodes
+    await until(lambda: len(live_nodes(nodes[2])) == 3)
+    ids = [node_id(node) for node in nodes]
+    name = room("drain")
+    ann = await room_clients(nodes[0], name, 0)  # first in a fresh cluster: node 0 owns it
+    bob = await room_clients(nodes[1], name, 1)
+    carol = await room_clients(nodes[2], name, 2)
+    await assert_receives_exactly(bob, {ann.peer_id: 0, carol.peer_id: 2})
+    assert room_entry(nodes[1], name)["media"]["node"] == ids[0]
+    closed: list[dict] = []
+    bob.on("media_closed", closed.append)
+    left: list[dict] = []
+    bob.on("user_left", left.append)
+
+    nodes[0].process.send_signal(signal.SIGTERM)
+    stopping = asyncio.get_running_loop().time()
+
+    await until(lambda: bool(closed))
+    assert closed[0]["reason"] == "moved to another media worker"
+    await asyncio.gather(
+        assert_receives_exactly(bob, {carol.peer_id: 2}),
+        assert_receives_exactly(carol, {bob.peer_id: 1}),
+    )
+    back = asyncio.get_running_loop().time() - stopping
+    logging.getLogger(__name__).info("media back %.2f s after SIGTERM", back)
+    assert nodes[0].process.wait(30) == 0
+    await until(lambda: bool(left))
+    assert [(m["peer_id"], m["reason"]) for m in left] == [(ann.peer_id, "disconnect")]
+    assert room_entry(nodes[2], name)["media"]["node"] in ids[1:]
+    assert [n["id"] for n in live_nodes(nodes[1])] == sorted(ids[1:])

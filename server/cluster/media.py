@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from ..backends.relay import MediaCore
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer
@@ -69,6 +71,7 @@ class ClusterSfu:
         node.handlers["fact"] = self._on_fact
         node.reporters.append(self.report)
         node.after_beat.append(self.check_rooms)
+        node.on_drain.append(self.drain)
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -371,6 +374,22 @@ class ClusterSfu:
         for room, owner in list(self._owners.items()):
             if owner != me and not self._node.alive(owner):
                 await self._move(room, owner)
+
+    async def drain(self) -> None:
+        """The node is stopping (SIGTERM): hand each room it runs to another node first;
+        the participants' nodes register them there and their clients reconnect."""
+        for room in sorted(self._homes):
+            target = self._node.least_loaded_other(exclude=self._node.id)
+            if target is None:
+                return  # the last node: nowhere to go
+            try:
+                owner = await self._node.hand_over(room, target)
+            except (RedisError, OSError) as exc:
+                logger.warning("could not hand room %r over (Redis: %s)", room, exc)
+                return
+            logger.info("room %r handed over to node %s", room, owner)
+            await self._drop_room(room)
+        await self._node.bus.flush()
 
     async def _drop_room(self, room: str) -> None:
         """Another node owns ``room`` now: leave nothing of it here, and have every

@@ -111,6 +111,7 @@ class ClusterNode:
         self.redis_ok = False
         self.reporters: list[Reporter] = []  # parts of this node's heartbeat
         self.after_beat: list[Callable[[], Awaitable[None]]] = []  # checks on the new view
+        self.on_drain: list[Callable[[], Awaitable[None]]] = []  # before the node stops
         self.handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
             "members": self._on_members
         }
@@ -161,11 +162,16 @@ class ClusterNode:
     def least_loaded(self) -> str:
         """The live node (not draining) with the fewest participants on its media; this
         node on a tie."""
+        return self.least_loaded_other(exclude=None) or self.id
+
+    def least_loaded_other(self, exclude: str | None) -> str | None:
         candidates = [
-            doc for doc in self.nodes.values() if not doc.get("draining") and doc.get("id")
+            doc
+            for doc in self.nodes.values()
+            if not doc.get("draining") and doc.get("id") and doc["id"] != exclude
         ]
         if not candidates:
-            return self.id
+            return None
         best = min(candidates, key=lambda d: (int(d.get("load", 0)), d["id"] != self.id, d["id"]))
         return str(best["id"])
 
@@ -316,6 +322,20 @@ class ClusterNode:
                 pipe.eval(REFRESH, 1, owner_key(room), self.id, PLACEMENT_TTL_MS)
             owners = await pipe.execute()
         return {room: _text(owner) for room, owner in zip(rooms, owners, strict=True)}
+
+    async def drain(self) -> None:
+        """Stop taking rooms (the next views of every node leave this one out), and hand
+        the rooms it runs to other nodes."""
+        self.draining = True
+        await self.beat()
+        for hand_over_rooms in self.on_drain:
+            await hand_over_rooms()
+
+    async def hand_over(self, room: str, target: str) -> str:
+        """Give one of this node's rooms to ``target``; returns the room's owner now."""
+        return _text(
+            await self.redis.eval(CLAIM, 1, owner_key(room), self.id, target, PLACEMENT_TTL_MS)
+        )
 
     async def release(self, room: str) -> None:
         """This node's room emptied: let the next first join place it anew."""

@@ -84,10 +84,14 @@ def run_cluster(app: web.Application, node: ClusterNode | None, membership: Memb
         node.participant_gone = gone
         await node.start()
 
+    async def drain(app: web.Application) -> None:
+        await node.drain()
+
     async def leave(app: web.Application) -> None:
         await node.close()
 
     app.on_startup.append(join)
+    app.on_shutdown.append(drain)  # before the server's own goodbyes (added later)
     app.on_cleanup.append(leave)
 
 
