@@ -330,3 +330,34 @@ async def test_a_node_stopped_with_sigterm_hands_its_rooms_over_first(
     assert [(m["peer_id"], m["reason"]) for m in left] == [(ann.peer_id, "disconnect")]
     assert room_entry(nodes[2], name)["media"]["node"] in ids[1:]
     assert [n["id"] for n in live_nodes(nodes[1])] == sorted(ids[1:])
+
+
+async def test_p2p_signalling_crosses_nodes(own_redis, room):
+    """zoom-clone pages on two p2p nodes: welcome, offer, answer and ice reach the other one."""
+    p2p = start_nodes(own_redis, 2, "--media", "p2p")
+    first, second = PythonClient(), PythonClient()
+    try:
+        await until(lambda: len(live_nodes(p2p[1])) == 2)
+        name = room("p2p")
+        await first.connect(p2p[0].url)
+        await second.connect(p2p[1].url)
+        await first.call("join_room", name)
+        await asyncio.sleep(0.3)
+        await second.call("join_room", name)
+        await first.wait_for("welcome")
+        offer = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"}
+        assert await first.call("offer", offer, name) == [{"ok": True}]
+        assert (await second.wait_for("offer"))[0] == offer
+        answer = {**offer, "type": "answer"}
+        await second.call("answer", answer, name)
+        assert (await first.wait_for("answer"))[0] == answer
+        candidate = {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host", "sdpMid": "0"}
+        await second.call("ice", candidate, name)
+        assert (await first.wait_for("ice"))[0]["candidate"] == candidate["candidate"]
+        await asyncio.sleep(0.3)
+        assert len(second.received("offer")) == 1 and len(first.received("answer")) == 1
+    finally:
+        await first.close()
+        await second.close()
+        for node in p2p:
+            node.stop()
