@@ -49,6 +49,11 @@ class OtherNodes(Protocol):
         """This node's members of ``room`` changed: tell the other nodes (before the
         room hears of it, so that they know whom it concerns)."""
 
+    async def deliver_outside(
+        self, room: str, dialect: Dialect, event: str, data: Any, skip: str | None
+    ) -> None:
+        """Have the other nodes deliver an event to their members outside Socket.IO."""
+
 
 class Outbox(Protocol):
     """How events reach a participant that is not a Socket.IO connection (/ws, WHIP...)."""
@@ -261,6 +266,8 @@ class Roster:
         for member in members:
             if member.outbox is not None and member.dialect is dialect and member.sid != skip:
                 await member.outbox.deliver(event, data)
+        if self.others is not None and not local:
+            await self.others.deliver_outside(room, dialect, event, data, skip)
         skipped = [
             p.sid
             for p in members

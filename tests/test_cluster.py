@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import PythonClient
-from tests.support.legacy_clients import VideoStageClient
+from tests.support.legacy_clients import VideoStageClient, WsRelayClient
 from tests.support.media import (
     COLOURS,
     TONES,
@@ -361,3 +361,26 @@ async def test_p2p_signalling_crosses_nodes(own_redis, room):
         await second.close()
         for node in p2p:
             node.stop()
+
+
+async def test_a_ws_client_hears_presence_from_other_nodes(nodes, room):
+    """A client of the FastAPI relay's /ws (not Socket.IO) on one node, a native one on
+    another: each hears the other arrive and leave."""
+    name = room("ws")
+    ws = await WsRelayClient(nodes[1].url).connect()
+    await ws.join(name, "legacy")
+    await asyncio.sleep(0.3)
+    native = await PythonClient().connect(nodes[0].url)
+    try:
+        (joined,) = await native.call("join_room", {"room": name, "nickname": "Nat"})
+        assert [p["nickname"] for p in joined["participants"]] == ["legacy"]
+        arrived = await ws.wait_for("user_joined")
+        assert arrived["nickname"] == "Nat" and arrived["peer_count"] == 2
+        await native.close()
+        gone = await ws.wait_for("user_left")
+        assert gone["nickname"] == "Nat" and gone["peer_count"] == 1
+        await asyncio.sleep(0.3)
+        assert len(ws.of_type("user_joined")) == len(ws.of_type("user_left")) == 1
+    finally:
+        await native.close()
+        await ws.close()

@@ -18,6 +18,8 @@ from ..grants import OPEN_GRANT
 from ..ratelimit import TokenBucket
 from ..rooms import Dialect, Participant, Roster
 
+OUTSIDE = "outside"  # the bus message: deliver an event to members outside Socket.IO
+
 MemberRecord = dict[str, Any]
 RoomRecords = dict[str, list[MemberRecord]]
 
@@ -27,6 +29,7 @@ class RemoteParticipant(Participant):
     """A participant connected to another node (read-only here)."""
 
     node: str = ""
+    outside: bool = False  # not a Socket.IO connection (/ws, WHIP): its node delivers
 
 
 def record(participant: Participant) -> MemberRecord:
@@ -40,6 +43,7 @@ def record(participant: Participant) -> MemberRecord:
         "video": participant.video_enabled,
         "hidden": participant.grant.hidden,
         "identity": participant.grant.identity,
+        "outside": participant.outbox is not None,
     }
 
 
@@ -63,6 +67,7 @@ def _participant(node: str, room: str, data: MemberRecord) -> RemoteParticipant:
             OPEN_GRANT, hidden=bool(data.get("hidden")), identity=data.get("identity")
         ),
         node=node,
+        outside=bool(data.get("outside")),
     )
 
 
@@ -75,8 +80,14 @@ class _NodeMembers:
 class MemberMirror:
     """Other nodes' participants by node and room (the roster's ``OtherNodes``)."""
 
-    def __init__(self, node_id: str, local_changed: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        local_changed: Callable[[str], Awaitable[None]],
+        send: Callable[[str, dict[str, Any]], None],
+    ) -> None:
         self.node_id = node_id
+        self._send = send
         self._nodes: dict[str, _NodeMembers] = {}
         self._local_changed = local_changed
         self.on_change: Callable[[], None] = lambda: None  # the room list may have changed
@@ -91,6 +102,31 @@ class MemberMirror:
 
     async def local_changed(self, room: str) -> None:
         await self._local_changed(room)
+
+    async def deliver_outside(
+        self, room: str, dialect: Dialect, event: str, data: Any, skip: str | None
+    ) -> None:
+        """Ask the nodes of ``room``'s members outside Socket.IO to deliver the event."""
+        nodes = {
+            node
+            for node, known in self._nodes.items()
+            for p in known.rooms.get(room, ())
+            if p.outside and p.dialect is dialect and p.sid != skip
+        }
+        payload = list(data) if isinstance(data, tuple) else data
+        for node in sorted(nodes):
+            self._send(
+                node,
+                {
+                    "kind": OUTSIDE,
+                    "room": room,
+                    "dialect": dialect.value,
+                    "event": event,
+                    "data": payload,
+                    "several": isinstance(data, tuple),
+                    "skip": skip,
+                },
+            )
 
     def by_peer_id(self, peer_id: str) -> RemoteParticipant | None:
         for node in self._nodes.values():

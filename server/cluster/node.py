@@ -101,7 +101,7 @@ class ClusterNode:
         )
         self.bus = Bus(redis_url, self.id, self._on_message)
         self.bus.resubscribed = self._after_outage
-        self.members = MemberMirror(self.id, self._publish_room)
+        self.members = MemberMirror(self.id, self._publish_room, self.bus.send)
         self._local_records = local_records
         self._version = 0
         self.nodes: dict[str, dict[str, Any]] = {}  # heartbeats of the live nodes, self too

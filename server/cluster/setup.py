@@ -12,10 +12,10 @@ from aiohttp import web
 
 from ..backends.relay import MediaFactory
 from ..membership import Membership
-from ..rooms import DEFAULT_NICKNAME, Roster
+from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import RemoteParticipant, local_records
+from .members import OUTSIDE, RemoteParticipant, local_records
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,17 @@ def create_cluster(settings: Settings, roster: Roster) -> ClusterNode:
             "member_rooms": rooms,
         }
 
+    async def deliver_outside(message: dict[str, Any]) -> None:
+        """Another node's event for this node's members outside Socket.IO (/ws, WHIP)."""
+        dialect = Dialect(message["dialect"])
+        data = tuple(message["data"]) if message.get("several") else message["data"]
+        skip = message.get("skip")
+        for member in roster.local_members(str(message["room"])):
+            if member.outbox is not None and member.dialect is dialect and member.sid != skip:
+                await member.outbox.deliver(str(message["event"]), data)
+
     node.reporters.append(signaling)
+    node.handlers[OUTSIDE] = deliver_outside
     return node
 
 
