@@ -37,6 +37,18 @@ def start_nodes(redis: RedisServer, count: int, *args: str) -> list[ServerProces
     return [ServerProcess(args=(*NODE_ARGS, *args), env=env).start() for _ in range(count)]
 
 
+def stop_all(nodes: list[ServerProcess]) -> None:
+    """Stop every node, then report the first that did not stop in time."""
+    failures = []
+    for node in nodes:
+        try:
+            node.stop()
+        except AssertionError as failure:
+            failures.append(failure)
+    if failures:
+        raise failures[0]
+
+
 async def until(condition, timeout: float = 10.0, interval: float = 0.1) -> None:
     async def wait() -> None:
         while not condition():
@@ -69,8 +81,7 @@ def nodes(redis: RedisServer) -> Iterator[list[ServerProcess]]:
     """Three nodes sharing one Redis, for the tests that do not stop any of them."""
     started = start_nodes(redis, 3)
     yield started
-    for node in started:
-        node.stop()
+    stop_all(started)
 
 
 async def test_presence_and_chat_reach_everyone_once_across_nodes(nodes, room):
@@ -189,8 +200,7 @@ def own_nodes(own_redis: RedisServer) -> Iterator[list[ServerProcess]]:
     """Three fresh nodes (with their own Redis) for a test that kills or stops some."""
     started = start_nodes(own_redis, 3)
     yield started
-    for node in started:
-        node.stop()
+    stop_all(started)
 
 
 @pytest.mark.media
@@ -359,8 +369,7 @@ async def test_p2p_signalling_crosses_nodes(own_redis, room):
     finally:
         await first.close()
         await second.close()
-        for node in p2p:
-            node.stop()
+        stop_all(p2p)
 
 
 async def test_a_ws_client_hears_presence_from_other_nodes(nodes, room):

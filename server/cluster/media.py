@@ -252,7 +252,12 @@ class ClusterSfu:
         if not homes:
             self._homes.pop(room, None)
             self._speakers.pop(room, None)
-            asyncio.get_running_loop().create_task(self._node.release(room))
+            asyncio.get_running_loop().create_task(self._release(room))
+
+    async def _release(self, room: str) -> None:
+        """Let the room's next first join place it anew, unless someone joined meanwhile."""
+        if room not in self._homes:
+            await self._node.release(room)
 
     def home_of(self, peer_id: str) -> str | None:
         for homes in self._homes.values():

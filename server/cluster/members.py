@@ -136,6 +136,16 @@ class MemberMirror:
                         return participant
         return None
 
+    def forget_versions(self) -> None:
+        """Updates may have been lost (Redis went away): fetch every node's whole list."""
+        for known in self._nodes.values():
+            known.version = -1
+
+    def version_of(self, node: str) -> int:
+        """The version of ``node``'s members known here (-1: none yet)."""
+        known = self._nodes.get(node)
+        return known.version if known is not None else -1
+
     def count(self) -> int:
         return sum(len(ps) for node in self._nodes.values() for ps in node.rooms.values())
 
@@ -148,7 +158,10 @@ class MemberMirror:
         known = self._nodes.setdefault(node, _NodeMembers(-1, {}))
         if version <= known.version:
             return
-        known.version = version
+        if version == known.version + 1:
+            known.version = version
+        # else an update was missed: the version stays behind, so that the next heartbeat
+        # fetches the node's whole list
         if records:
             known.rooms[room] = [_participant(node, room, r) for r in records]
         else:

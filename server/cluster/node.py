@@ -30,7 +30,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .bus import PREFIX, Bus, Message
-from .members import MemberMirror, RemoteParticipant, RoomRecords
+from .members import MemberMirror, MemberRecord, RemoteParticipant, RoomRecords
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,13 @@ async def _nobody_to_tell(participant: RemoteParticipant) -> None:
 class ClusterNode:
     """One roomrelay process in a cluster sharing ``redis_url``."""
 
-    def __init__(self, redis_url: str, url: str, local_records: Callable[[], RoomRecords]) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        url: str,
+        local_records: Callable[[], RoomRecords],
+        room_records: Callable[[str], list[MemberRecord]],
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.url = url
         self.started = time.time()
@@ -103,6 +109,8 @@ class ClusterNode:
         self.bus.resubscribed = self._after_outage
         self.members = MemberMirror(self.id, self._publish_room, self.bus.send)
         self._local_records = local_records
+        self._room_records = room_records
+        self._written_version = -1  # the member list in Redis is this version's
         self._version = 0
         self.nodes: dict[str, dict[str, Any]] = {}  # heartbeats of the live nodes, self too
         self._misses: dict[str, int] = {}  # nodes seen before whose heartbeat is missing
@@ -184,6 +192,7 @@ class ClusterNode:
             "pid": os.getpid(),
             "started": self.started,
             "draining": self.draining,
+            "members_version": self._version,
         }
         for reporter in self.reporters:
             doc.update(reporter())
@@ -200,18 +209,35 @@ class ClusterNode:
     async def beat(self) -> None:
         """Write this node's keys, read everyone's, and run the checks on the new view."""
         doc = self._heartbeat()
-        members = {"version": self._version, "rooms": self._local_records()}
+        version = self._version
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(node_key(self.id), orjson.dumps(doc), px=NODE_TTL_MS)
-                pipe.set(members_key(self.id), orjson.dumps(members), px=NODE_TTL_MS)
                 pipe.sadd(NODES_KEY, self.id)
                 pipe.smembers(NODES_KEY)
+                if version != self._written_version:  # the whole list only when it changed
+                    members = {"version": version, "rooms": self._local_records()}
+                    pipe.set(members_key(self.id), orjson.dumps(members), px=NODE_TTL_MS)
+                else:
+                    pipe.pexpire(members_key(self.id), NODE_TTL_MS)
                 results = await pipe.execute()
+            # Written, or still there (a restarted Redis has lost it: write it next time).
+            self._written_version = version if results[3] else -1
             # Nodes known here too: a restarted Redis has lost the set.
-            ids = sorted({*(_text(i) for i in results[3]), *self.nodes, *self._misses})
-            values = await self.redis.mget(
-                [node_key(i) for i in ids] + [members_key(i) for i in ids]
+            ids = sorted({*(_text(i) for i in results[2]), *self.nodes, *self._misses})
+            heartbeats = await self.redis.mget([node_key(i) for i in ids])
+            changed = [
+                node_id
+                for node_id, heartbeat in zip(ids, heartbeats, strict=True)
+                if heartbeat is not None
+                and node_id != self.id
+                and orjson.loads(heartbeat).get("members_version", 0)
+                > self.members.version_of(node_id)
+            ]
+            member_docs = dict(
+                zip(changed, await self.redis.mget([members_key(i) for i in changed]), strict=True)
+                if changed
+                else []
             )
         except (RedisError, OSError) as exc:
             if not self._redis_failing:
@@ -221,8 +247,9 @@ class ClusterNode:
         if self._redis_failing:
             logger.info("cluster: Redis reachable again")
             self._judge_after = time.monotonic() + OUTAGE_GRACE_SECONDS
+            self.members.forget_versions()
         self._redis_failing, self.redis_ok = False, True
-        await self._update_view(ids, values[: len(ids)], values[len(ids) :])
+        await self._update_view(ids, heartbeats, [member_docs.get(i) for i in ids])
         for check in self.after_beat:
             try:
                 await check()
@@ -263,6 +290,7 @@ class ClusterNode:
     def _after_outage(self) -> None:
         """The bus is back after losing Redis: rewrite this node's keys at once."""
         self._judge_after = time.monotonic() + OUTAGE_GRACE_SECONDS
+        self.members.forget_versions()
         asyncio.get_running_loop().create_task(self.beat())
 
     # -- membership ------------------------------------------------------------------------
@@ -270,7 +298,7 @@ class ClusterNode:
     async def _publish_room(self, room: str) -> None:
         """This node's members of ``room`` changed: tell everyone now."""
         self._version += 1
-        records = self._local_records().get(room, [])
+        records = self._room_records(room)
         await self.bus.send_all(
             {
                 "kind": "members",

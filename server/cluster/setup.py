@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from ..backends.relay import MediaFactory
 from ..membership import Membership
 from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import OUTSIDE, RemoteParticipant, local_records
+from .members import OUTSIDE, RemoteParticipant, local_records, record
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 MediaWrapper = Callable[[CoreFactory], MediaFactory]
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# Seconds a stopping node gives its hand-over, and leaving the cluster (Redis may be away).
+DRAIN_SECONDS = 5.0
+LEAVE_SECONDS = 3.0
 NODE_LOST = "node_lost"  # user_left's reason for the participants of a node that is gone
 
 
@@ -35,7 +39,12 @@ def node_url(settings: Settings) -> str:
 
 def create_cluster(settings: Settings, roster: Roster) -> ClusterNode:
     """This node, with the roster seeing every node's participants."""
-    node = ClusterNode(settings.redis_url, node_url(settings), lambda: local_records(roster))
+    node = ClusterNode(
+        settings.redis_url,
+        node_url(settings),
+        lambda: local_records(roster),
+        lambda room: [record(p) for p in roster.local_members(room)],
+    )
     node.rate = (settings.rate_limit, settings.rate_burst)  # for other nodes' participants
     roster.others = node.members
 
@@ -95,10 +104,16 @@ def run_cluster(app: web.Application, node: ClusterNode | None, membership: Memb
         await node.start()
 
     async def drain(app: web.Application) -> None:
-        await node.drain()
+        try:
+            await asyncio.wait_for(node.drain(), DRAIN_SECONDS)
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.warning("could not hand every room over before stopping (%r)", exc)
 
     async def leave(app: web.Application) -> None:
-        await node.close()
+        try:
+            await asyncio.wait_for(node.close(), LEAVE_SECONDS)
+        except TimeoutError:
+            logger.warning("leaving the cluster took over %.0f s; stopping anyway", LEAVE_SECONDS)
 
     app.on_startup.append(join)
     app.on_shutdown.append(drain)  # before the server's own goodbyes (added later)
