@@ -393,3 +393,23 @@ async def test_a_ws_client_hears_presence_from_other_nodes(nodes, room):
     finally:
         await native.close()
         await ws.close()
+
+
+async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
+    name = room("rename")
+    ann, bob = PythonClient(), PythonClient()
+    await ann.connect(nodes[0].url)
+    await bob.connect(nodes[1].url)
+    try:
+        await ann.call("join_room", {"room": name, "nickname": "Ann"})
+        await bob.call("join_room", {"room": name, "nickname": "Bob"})
+        assert await bob.call("nickname", "Robert") == [{"ok": True}]
+        assert (await ann.wait_for("user_updated"))[0]["nickname"] == "Robert"
+        await until(lambda: sorted(room_entry(nodes[0], name)["nicknames"]) == ["Ann", "Robert"])
+        late = await PythonClient().connect(nodes[2].url)
+        (joined,) = await late.call("join_room", {"room": name, "nickname": "Late"})
+        assert sorted(p["nickname"] for p in joined["participants"]) == ["Ann", "Robert"]
+        await late.close()
+    finally:
+        await ann.close()
+        await bob.close()

@@ -111,6 +111,7 @@ class ClusterNode:
         self._local_records = local_records
         self._room_records = room_records
         self._written_version = -1  # the member list in Redis is this version's
+        self._written_rooms = b""
         self._version = 0
         self.nodes: dict[str, dict[str, Any]] = {}  # heartbeats of the live nodes, self too
         self._misses: dict[str, int] = {}  # nodes seen before whose heartbeat is missing
@@ -208,6 +209,9 @@ class ClusterNode:
 
     async def beat(self) -> None:
         """Write this node's keys, read everyone's, and run the checks on the new view."""
+        rooms = orjson.dumps(self._local_records())
+        if rooms != self._written_rooms and self._version == self._written_version:
+            self._version += 1  # a nickname or media state changed (no room message for it)
         doc = self._heartbeat()
         version = self._version
         try:
@@ -216,13 +220,14 @@ class ClusterNode:
                 pipe.sadd(NODES_KEY, self.id)
                 pipe.smembers(NODES_KEY)
                 if version != self._written_version:  # the whole list only when it changed
-                    members = {"version": version, "rooms": self._local_records()}
-                    pipe.set(members_key(self.id), orjson.dumps(members), px=NODE_TTL_MS)
+                    members = b'{"version":%d,"rooms":%s}' % (version, rooms)
+                    pipe.set(members_key(self.id), members, px=NODE_TTL_MS)
                 else:
                     pipe.pexpire(members_key(self.id), NODE_TTL_MS)
                 results = await pipe.execute()
             # Written, or still there (a restarted Redis has lost it: write it next time).
             self._written_version = version if results[3] else -1
+            self._written_rooms = rooms
             # Nodes known here too: a restarted Redis has lost the set.
             ids = sorted({*(_text(i) for i in results[2]), *self.nodes, *self._misses})
             heartbeats = await self.redis.mget([node_key(i) for i in ids])
