@@ -396,6 +396,7 @@ async def test_a_ws_client_hears_presence_from_other_nodes(nodes, room):
 
 
 async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
+    await until(lambda: len(live_nodes(nodes[0])) == 3)
     name = room("rename")
     ann, bob = PythonClient(), PythonClient()
     await ann.connect(nodes[0].url)
@@ -405,7 +406,10 @@ async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
         await bob.call("join_room", {"room": name, "nickname": "Bob"})
         assert await bob.call("nickname", "Robert") == [{"ok": True}]
         assert (await ann.wait_for("user_updated"))[0]["nickname"] == "Robert"
-        await until(lambda: sorted(room_entry(nodes[0], name)["nicknames"]) == ["Ann", "Robert"])
+        for node in nodes:  # with its next heartbeat
+            await until(
+                lambda node=node: sorted(room_entry(node, name)["nicknames"]) == ["Ann", "Robert"]
+            )
         late = await PythonClient().connect(nodes[2].url)
         (joined,) = await late.call("join_room", {"room": name, "nickname": "Late"})
         assert sorted(p["nickname"] for p in joined["participants"]) == ["Ann", "Robert"]

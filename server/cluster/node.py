@@ -210,8 +210,10 @@ class ClusterNode:
     async def beat(self) -> None:
         """Write this node's keys, read everyone's, and run the checks on the new view."""
         rooms = orjson.dumps(self._local_records())
-        if rooms != self._written_rooms and self._version == self._written_version:
-            self._version += 1  # a nickname or media state changed (no room message for it)
+        if rooms != self._written_rooms:
+            # A new version for every new list: a nickname or media state may have changed
+            # without a room message, and readers fetch the list only for a new version.
+            self._version += 1
         doc = self._heartbeat()
         version = self._version
         try:

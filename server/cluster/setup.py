@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import socketio
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -86,7 +87,12 @@ def cluster_media(node: ClusterNode | None, roster: Roster) -> MediaWrapper | No
     return wrap
 
 
-def run_cluster(app: web.Application, node: ClusterNode | None, membership: Membership) -> None:
+def run_cluster(
+    app: web.Application,
+    node: ClusterNode | None,
+    sio: socketio.AsyncServer,
+    membership: Membership,
+) -> None:
     """Join the cluster when the server starts; leave it when it stops."""
     if node is None:
         return
@@ -99,6 +105,11 @@ def run_cluster(app: web.Application, node: ClusterNode | None, membership: Memb
             await membership.announce_leave(participant, participant.room, NODE_LOST, local=True)
 
     async def join(app: web.Application) -> None:
+        if not sio.manager_initialized:
+            # python-socketio subscribes to Redis at its first connection; other nodes'
+            # emits (to this node's first clients) must not be missed meanwhile.
+            sio.manager_initialized = True
+            sio.manager.initialize()
         node.members.on_change = other_nodes_changed
         node.participant_gone = gone
         await node.start()
