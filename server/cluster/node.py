@@ -156,11 +156,11 @@ class ClusterNode:
     # -- the view ------------------------------------------------------------------------
 
     def alive(self, node_id: str) -> bool:
-        if node_id == self.id:
+        """False only for a node judged gone: one not seen yet (it may have started after
+        this node's last view) counts as alive."""
+        if node_id == self.id or node_id in self.nodes:
             return True
-        return node_id in self.nodes or self._misses.get(node_id, MISSES_BEFORE_GONE) < (
-            MISSES_BEFORE_GONE
-        )
+        return self._misses.get(node_id, 0) < MISSES_BEFORE_GONE
 
     def live_nodes(self) -> list[dict[str, Any]]:
         return [self.nodes[n] for n in sorted(self.nodes)]
