@@ -417,3 +417,29 @@ async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
     finally:
         await ann.close()
         await bob.close()
+
+
+@pytest.mark.media
+async def test_nodes_with_media_workers(own_redis, room, room_clients):
+    """--workers on every node: a room's media runs on one worker of one node, and clients
+    of both nodes exchange identified media through it."""
+    workers = start_nodes(own_redis, 2, "--workers", "2")
+    try:
+        await until(lambda: len(live_nodes(workers[1])) == 2)
+        name = room("workers")
+        ann = await room_clients(workers[0], name, 0)
+        bob = await room_clients(workers[1], name, 1)
+        await asyncio.gather(
+            assert_receives_exactly(ann, {bob.peer_id: 1}),
+            assert_receives_exactly(bob, {ann.peer_id: 0}),
+        )
+
+        def reported() -> bool:
+            media = room_entry(workers[1], name)["media"]
+            return media.get("publications") == 4 and "worker" in media
+
+        await until(reported)
+        media = room_entry(workers[1], name)["media"]
+        assert media["node"] in {node_id(node) for node in workers}
+    finally:
+        stop_all(workers)
