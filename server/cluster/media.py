@@ -65,7 +65,6 @@ class ClusterSfu:
         self._waiting: dict[str, list[Message]] = {}  # commands held while a room is placed
         # Owner side: the participants on this node's core, with their home node.
         self._homes: dict[str, dict[str, str]] = {}
-        self._speakers: dict[str, str | None] = {}
         self.moved_rooms = 0
         node.handlers["command"] = self._on_command
         node.handlers["fact"] = self._on_fact
@@ -251,7 +250,6 @@ class ClusterSfu:
         homes.pop(peer_id, None)
         if not homes:
             self._homes.pop(room, None)
-            self._speakers.pop(room, None)
             asyncio.get_running_loop().create_task(self._release(room))
 
     async def _release(self, room: str) -> None:
@@ -401,7 +399,6 @@ class ClusterSfu:
         participant's node register it with the new owner."""
         me = self._node.id
         homes = self._homes.pop(room, {})
-        self._speakers.pop(room, None)
         for peer_id in homes:
             with contextlib.suppress(ProtocolError):
                 await self._core.leave(room, peer_id)
