@@ -196,9 +196,12 @@ class Roster:
         return [p for p in self.members(room) if not p.grant.hidden]
 
     def count(self, room: str) -> int:
-        away = sum(1 for p in self._away.values() if p.room == room) if self._away else 0
         remote = len(self.others.members(room)) if self.others is not None else 0
-        return len(self.member_sids(room)) + away + remote
+        return self.local_count(room) + remote
+
+    def local_count(self, room: str) -> int:
+        away = sum(1 for p in self._away.values() if p.room == room) if self._away else 0
+        return len(self.member_sids(room)) + away
 
     def check_can_enter(self, room: str) -> None:
         """Raise unless a new participant may enter ``room`` (capacity, reserved names)."""
