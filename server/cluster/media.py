@@ -101,14 +101,23 @@ class ClusterSfu:
             await asyncio.sleep(0.5)
             asyncio.get_running_loop().create_task(self._place(room))
             return
-        commands = self._waiting.pop(room, [])
         if not self._members.get(room):
+            self._waiting.pop(room, None)
             return  # everyone left meanwhile
         self._owners[room] = owner
         logger.info("room %r: media on node %s", room, owner)
-        for command in commands:
-            if self._route(room, command):
+        # Commands arriving meanwhile still queue behind these: the room leaves _waiting last.
+        waiting = self._waiting.get(room, [])
+        while waiting:
+            command = waiting.pop(0)
+            if owner != self._node.id:
+                self._node.bus.send(owner, {"kind": "command", "home": self._node.id, **command})
+                continue
+            try:
                 await self._run_here(command, self._node.id)
+            except ProtocolError as error:
+                await self._listener.error(str(command["peer_id"]), command["op"], error)
+        self._waiting.pop(room, None)
 
     # -- the Sfu's interface (home side) --------------------------------------------------------
 
