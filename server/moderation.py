@@ -114,13 +114,16 @@ class Moderation:
 
     async def end(self, room: str, by: str) -> int:
         """Remove everyone; returns how many were in the room."""
-        members = self._roster.members(room)
+        count = self._roster.count(room)
         await self._sio.emit("room_ended", {"room": room, "by": by}, to=room)
-        for member in members:
+        # This node's members: in a cluster, other nodes' members are theirs to remove.
+        for member in self._roster.local_members(room):
             await self._membership.leave(member, reason="room_ended")
+        if self._roster.others is not None:
+            await self._roster.others.end_room(room)
         self._access.set_locked(room, False)
-        logger.info("%s ended %r (%d participants)", by, room, len(members))
-        return len(members)
+        logger.info("%s ended %r (%d participants)", by, room, count)
+        return count
 
 
 def register_moderation_events(router: EventRouter, roster: Roster, moderation: Moderation) -> None:

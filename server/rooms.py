@@ -54,6 +54,9 @@ class OtherNodes(Protocol):
     ) -> None:
         """Have the other nodes deliver an event to their members outside Socket.IO."""
 
+    async def end_room(self, room: str) -> None:
+        """Have the other nodes take their members out of ``room`` (a host ended it)."""
+
 
 class Outbox(Protocol):
     """How events reach a participant that is not a Socket.IO connection (/ws, WHIP...)."""

@@ -443,3 +443,29 @@ async def test_nodes_with_media_workers(own_redis, room, room_clients):
         assert media["node"] in {node_id(node) for node in workers}
     finally:
         stop_all(workers)
+
+
+async def test_a_host_ending_the_room_removes_everyone_on_every_node(own_redis, room):
+    hosts = start_nodes(own_redis, 2, "--first-is-host")
+    host, guest = PythonClient(), PythonClient()
+    try:
+        await until(lambda: len(live_nodes(hosts[1])) == 2)
+        name = room("end")
+        await host.connect(hosts[0].url)
+        await guest.connect(hosts[1].url)
+        (joined,) = await host.call("join_room", {"room": name, "nickname": "Host"})
+        assert joined["host"] is True
+        await asyncio.sleep(0.3)
+        await guest.call("join_room", {"room": name, "nickname": "Guest"})
+        (ended,) = await host.call("end_room")
+        assert ended == {"ok": True, "removed": 2}
+        assert (await guest.wait_for("room_ended"))[0]["by"] == "Host"
+        for node in hosts:
+            await until(lambda node=node: room_entry(node, name) is None)
+        # The guest is out of the room: it may join another one.
+        (again,) = await guest.call("join_room", {"room": room("after"), "nickname": "Guest"})
+        assert again["ok"] and again["participants"] == []
+    finally:
+        await host.close()
+        await guest.close()
+        stop_all(hosts)

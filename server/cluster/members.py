@@ -19,6 +19,7 @@ from ..ratelimit import TokenBucket
 from ..rooms import Dialect, Participant, Roster
 
 OUTSIDE = "outside"  # the bus message: deliver an event to members outside Socket.IO
+END_ROOM = "end_room"  # the bus message: a host ended the room, remove your members
 
 MemberRecord = dict[str, Any]
 RoomRecords = dict[str, list[MemberRecord]]
@@ -127,6 +128,10 @@ class MemberMirror:
                     "skip": skip,
                 },
             )
+
+    async def end_room(self, room: str) -> None:
+        for node in sorted(n for n, known in self._nodes.items() if known.rooms.get(room)):
+            self._send(node, {"kind": END_ROOM, "room": room})
 
     def by_peer_id(self, peer_id: str) -> RemoteParticipant | None:
         for node in self._nodes.values():

@@ -17,7 +17,7 @@ from ..membership import Membership
 from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import OUTSIDE, RemoteParticipant, local_records, record
+from .members import END_ROOM, OUTSIDE, RemoteParticipant, local_records, record
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def run_cluster(
     app: web.Application,
     node: ClusterNode | None,
     sio: socketio.AsyncServer,
+    roster: Roster,
     membership: Membership,
 ) -> None:
     """Join the cluster when the server starts; leave it when it stops."""
@@ -99,6 +100,13 @@ def run_cluster(
 
     def other_nodes_changed() -> None:
         asyncio.get_running_loop().create_task(membership.broadcast_room_list())
+
+    async def end_room(message: dict[str, Any]) -> None:
+        """A host on another node ended the room (its members heard ``room_ended``)."""
+        for member in roster.local_members(str(message["room"])):
+            await membership.leave(member, reason="room_ended")
+
+    node.handlers[END_ROOM] = end_room
 
     async def gone(participant: RemoteParticipant) -> None:
         if participant.room is not None:
