@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -83,6 +84,7 @@ class Participant:
     outbox: Outbox | None = None  # set when the connection is not Socket.IO's
     resume_token: str | None = None  # lets a new connection take this place (resumption.py)
     away: bool = False  # its connection dropped; held for a resume until the grace ends
+    entered_at: float = 0.0  # when it entered its room (Unix time): a cluster's room order
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -188,7 +190,9 @@ class Roster:
         """Everyone in ``room``: this node's participants, then other nodes'."""
         if self.others is None:
             return self.local_members(room)
-        return self.local_members(room) + self.others.members(room)
+        # In the order they entered, as on a single node (the first one may be the host).
+        everyone = self.local_members(room) + self.others.members(room)
+        return sorted(everyone, key=lambda p: p.entered_at)
 
     def local_members(self, room: str) -> list[Participant]:
         live = [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
@@ -226,6 +230,7 @@ class Roster:
         else:
             await self._sio.enter_room(participant.sid, room)
         participant.room = room
+        participant.entered_at = time.time()
         await self._changed(room)
 
     async def leave(self, participant: Participant, room: str) -> None:

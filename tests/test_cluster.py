@@ -456,7 +456,10 @@ async def test_a_host_ending_the_room_removes_everyone_on_every_node(own_redis, 
         (joined,) = await host.call("join_room", {"room": name, "nickname": "Host"})
         assert joined["host"] is True
         await asyncio.sleep(0.3)
-        await guest.call("join_room", {"room": name, "nickname": "Guest"})
+        (second,) = await guest.call("join_room", {"room": name, "nickname": "Guest"})
+        assert second["host"] is False  # the first one in, on any node, is the host
+        (refused,) = await guest.call("end_room")
+        assert refused["error"]["code"] == "forbidden"
         (ended,) = await host.call("end_room")
         assert ended == {"ok": True, "removed": 2}
         assert (await guest.wait_for("room_ended"))[0]["by"] == "Host"

@@ -45,6 +45,7 @@ def record(participant: Participant) -> MemberRecord:
         "hidden": participant.grant.hidden,
         "identity": participant.grant.identity,
         "outside": participant.outbox is not None,
+        "entered_at": participant.entered_at,
     }
 
 
@@ -69,6 +70,7 @@ def _participant(node: str, room: str, data: MemberRecord) -> RemoteParticipant:
         ),
         node=node,
         outside=bool(data.get("outside")),
+        entered_at=float(data.get("entered_at", 0.0)),
     )
 
 
