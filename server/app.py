@@ -366,7 +366,7 @@ def create_app(settings: Settings) -> web.Application:
         access=access,
         cluster=cluster,
     )
-    run_cluster(app, cluster, sio, roster, membership)
+    run_cluster(app, cluster, sio, roster, membership, moderation)
     dialects = add_http_dialects(app, settings, server, router, ice_servers)
     add_metrics_routes(
         app,

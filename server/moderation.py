@@ -67,12 +67,18 @@ class Moderation:
         if not isinstance(peer_id, str):
             raise validation.bad_request("peer_id must be a string")
         participant = self._roster.by_peer_id(peer_id)
+        if participant is None and self._roster.others is not None:
+            participant = self._roster.others.by_peer_id(peer_id)  # on another node
         if participant is None or participant.room != room:
             raise ProtocolError("not_in_room", f"no participant {peer_id[:32]!r} in room {room!r}")
         return participant
 
     async def mute(self, room: str, target: Participant, kind: Kind, muted: bool, by: str) -> None:
         """Stop (or resume) forwarding ``target``'s ``kind``; tell it and the room."""
+        if self._roster.others is not None and not self._roster.is_local(target):
+            action = {"action": "mute", "room": room, "media": kind, "muted": muted, "by": by}
+            await self._roster.others.moderate(target, action)
+            return
         await self._media.set_muted(target, room, kind, muted)
         if muted:
             target.muted_by_host.add(kind)
@@ -102,6 +108,10 @@ class Moderation:
         self, room: str, target: Participant, by: str, reason: str = "removed"
     ) -> None:
         """Take ``target`` out of the room; it stays connected and may rejoin unless locked."""
+        if self._roster.others is not None and not self._roster.is_local(target):
+            action = {"action": "remove", "room": room, "by": by, "reason": reason}
+            await self._roster.others.moderate(target, action)
+            return
         logger.info("%s removed %s from %r (%s)", by, target.peer_id, room, reason)
         await self._roster.send(target, "removed", {"room": room, "by": by, "reason": reason})
         await self._membership.leave(target, reason=reason)

@@ -58,6 +58,12 @@ class OtherNodes(Protocol):
     async def end_room(self, room: str) -> None:
         """Have the other nodes take their members out of ``room`` (a host ended it)."""
 
+    def by_peer_id(self, peer_id: str) -> Participant | None:
+        """Another node's participant."""
+
+    async def moderate(self, participant: Participant, action: dict[str, Any]) -> None:
+        """Have ``participant``'s node carry out a host's action on it."""
+
 
 class Outbox(Protocol):
     """How events reach a participant that is not a Socket.IO connection (/ws, WHIP...)."""
@@ -147,6 +153,10 @@ class Roster:
         if participant.room is not None:
             await self._sio.enter_room(participant.sid, participant.room)
             await self._changed(participant.room)
+
+    def is_local(self, participant: Participant) -> bool:
+        """Whether ``participant`` is this node's (not another cluster node's)."""
+        return self._by_peer_id.get(participant.peer_id) is participant
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)

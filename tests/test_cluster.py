@@ -445,7 +445,7 @@ async def test_nodes_with_media_workers(own_redis, room, room_clients):
         stop_all(workers)
 
 
-async def test_a_host_ending_the_room_removes_everyone_on_every_node(own_redis, room):
+async def test_a_host_mutes_removes_and_ends_across_nodes(own_redis, room):
     hosts = start_nodes(own_redis, 2, "--first-is-host")
     host, guest = PythonClient(), PythonClient()
     try:
@@ -460,6 +460,16 @@ async def test_a_host_ending_the_room_removes_everyone_on_every_node(own_redis, 
         assert second["host"] is False  # the first one in, on any node, is the host
         (refused,) = await guest.call("end_room")
         assert refused["error"]["code"] == "forbidden"
+        target = {"peer_id": second["peer_id"], "kind": "audio"}
+        assert await host.call("mute_participant", target) == [{"ok": True}]
+        muted = await guest.wait_for("muted")
+        assert muted[0] == {"kind": "audio", "muted": True, "by": "Host"}
+        state = await host.wait_for("media_state")
+        assert state[0]["peer_id"] == second["peer_id"] and state[0]["audio"] is False
+        assert await host.call("remove_participant", target) == [{"ok": True}]
+        assert (await guest.wait_for("removed"))[0]["by"] == "Host"
+        assert (await host.wait_for("user_left"))[0]["reason"] == "removed"
+        await guest.call("join_room", {"room": name, "nickname": "Guest"})
         (ended,) = await host.call("end_room")
         assert ended == {"ok": True, "removed": 2}
         assert (await guest.wait_for("room_ended"))[0]["by"] == "Host"

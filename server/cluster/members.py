@@ -20,6 +20,7 @@ from ..rooms import Dialect, Participant, Roster
 
 OUTSIDE = "outside"  # the bus message: deliver an event to members outside Socket.IO
 END_ROOM = "end_room"  # the bus message: a host ended the room, remove your members
+MODERATE = "moderate"  # the bus message: a host's action on one of your participants
 
 MemberRecord = dict[str, Any]
 RoomRecords = dict[str, list[MemberRecord]]
@@ -134,6 +135,11 @@ class MemberMirror:
     async def end_room(self, room: str) -> None:
         for node in sorted(n for n, known in self._nodes.items() if known.rooms.get(room)):
             self._send(node, {"kind": END_ROOM, "room": room})
+
+    async def moderate(self, participant: Participant, action: dict[str, Any]) -> None:
+        node = participant.node if isinstance(participant, RemoteParticipant) else None
+        if node is not None:
+            self._send(node, {**action, "kind": MODERATE, "peer_id": participant.peer_id})
 
     def by_peer_id(self, peer_id: str) -> RemoteParticipant | None:
         for node in self._nodes.values():

@@ -14,10 +14,11 @@ from redis.exceptions import RedisError
 
 from ..backends.relay import MediaFactory
 from ..membership import Membership
+from ..moderation import Moderation
 from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import END_ROOM, OUTSIDE, RemoteParticipant, local_records, record
+from .members import END_ROOM, MODERATE, OUTSIDE, RemoteParticipant, local_records, record
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def run_cluster(
     sio: socketio.AsyncServer,
     roster: Roster,
     membership: Membership,
+    moderation: Moderation,
 ) -> None:
     """Join the cluster when the server starts; leave it when it stops."""
     if node is None:
@@ -106,7 +108,21 @@ def run_cluster(
         for member in roster.local_members(str(message["room"])):
             await membership.leave(member, reason="room_ended")
 
+    async def moderate(message: dict[str, Any]) -> None:
+        """A host on another node acts on one of this node's participants."""
+        target = roster.by_peer_id(str(message["peer_id"]))
+        room = str(message["room"])
+        if target is None or target.room != room:
+            return  # gone meanwhile
+        if message["action"] == "mute":
+            await moderation.mute(
+                room, target, message["media"], bool(message["muted"]), message["by"]
+            )
+        elif message["action"] == "remove":
+            await moderation.remove(room, target, str(message["by"]), str(message["reason"]))
+
     node.handlers[END_ROOM] = end_room
+    node.handlers[MODERATE] = moderate
 
     async def gone(participant: RemoteParticipant) -> None:
         if participant.room is not None:
