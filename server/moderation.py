@@ -104,6 +104,16 @@ class Moderation:
             skip=target.sid,
         )
 
+    def lock_here(self, room: str, locked: bool) -> None:
+        """A host on another node locked (or unlocked) ``room``: joins through this one too."""
+        self._access.set_locked(room, locked)
+
+    async def end_here(self, room: str) -> None:
+        """A host on another node ended ``room``: its members on this node leave."""
+        for member in self._roster.local_members(room):
+            await self._membership.leave(member, reason="room_ended")
+        self._access.set_locked(room, False)
+
     async def remove(
         self, room: str, target: Participant, by: str, reason: str = "removed"
     ) -> None:
@@ -119,6 +129,8 @@ class Moderation:
     async def lock(self, room: str, locked: bool, by: str) -> None:
         """A locked room admits no one but its admins until unlocked (or emptied)."""
         self._access.set_locked(room, locked)
+        if self._roster.others is not None:  # joins through the other nodes too
+            await self._roster.others.room_action(room, {"action": "lock", "locked": locked})
         logger.info("%s %s %r", by, "locked" if locked else "unlocked", room)
         await self._sio.emit("room_locked", {"room": room, "locked": locked, "by": by}, to=room)
 
@@ -127,11 +139,9 @@ class Moderation:
         count = self._roster.count(room)
         await self._sio.emit("room_ended", {"room": room, "by": by}, to=room)
         # This node's members: in a cluster, other nodes' members are theirs to remove.
-        for member in self._roster.local_members(room):
-            await self._membership.leave(member, reason="room_ended")
+        await self.end_here(room)
         if self._roster.others is not None:
-            await self._roster.others.end_room(room)
-        self._access.set_locked(room, False)
+            await self._roster.others.room_action(room, {"action": "end"})
         logger.info("%s ended %r (%d participants)", by, room, count)
         return count
 

@@ -55,8 +55,8 @@ class OtherNodes(Protocol):
     ) -> None:
         """Have the other nodes deliver an event to their members outside Socket.IO."""
 
-    async def end_room(self, room: str) -> None:
-        """Have the other nodes take their members out of ``room`` (a host ended it)."""
+    async def room_action(self, room: str, action: dict[str, Any]) -> None:
+        """Have the other nodes carry out a host's action on ``room`` (end, lock)."""
 
     def by_peer_id(self, peer_id: str) -> Participant | None:
         """Another node's participant."""

@@ -445,7 +445,7 @@ async def test_nodes_with_media_workers(own_redis, room, room_clients):
         stop_all(workers)
 
 
-async def test_a_host_mutes_removes_and_ends_across_nodes(own_redis, room):
+async def test_a_host_mutes_removes_locks_and_ends_across_nodes(own_redis, room):
     hosts = start_nodes(own_redis, 2, "--first-is-host")
     host, guest = PythonClient(), PythonClient()
     try:
@@ -469,6 +469,12 @@ async def test_a_host_mutes_removes_and_ends_across_nodes(own_redis, room):
         assert await host.call("remove_participant", target) == [{"ok": True}]
         assert (await guest.wait_for("removed"))[0]["by"] == "Host"
         assert (await host.wait_for("user_left"))[0]["reason"] == "removed"
+        assert await host.call("lock_room", {"locked": True}) == [{"ok": True, "locked": True}]
+        await asyncio.sleep(0.3)
+        (locked,) = await guest.call("join_room", {"room": name, "nickname": "Guest"})
+        assert locked["error"]["code"] == "room_locked"
+        await host.call("lock_room", {"locked": False})
+        await asyncio.sleep(0.3)
         await guest.call("join_room", {"room": name, "nickname": "Guest"})
         (ended,) = await host.call("end_room")
         assert ended == {"ok": True, "removed": 2}

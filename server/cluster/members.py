@@ -19,7 +19,7 @@ from ..ratelimit import TokenBucket
 from ..rooms import Dialect, Participant, Roster
 
 OUTSIDE = "outside"  # the bus message: deliver an event to members outside Socket.IO
-END_ROOM = "end_room"  # the bus message: a host ended the room, remove your members
+ROOM_ACTION = "room_action"  # the bus message: a host ended or locked a room
 MODERATE = "moderate"  # the bus message: a host's action on one of your participants
 
 MemberRecord = dict[str, Any]
@@ -132,9 +132,9 @@ class MemberMirror:
                 },
             )
 
-    async def end_room(self, room: str) -> None:
-        for node in sorted(n for n, known in self._nodes.items() if known.rooms.get(room)):
-            self._send(node, {"kind": END_ROOM, "room": room})
+    async def room_action(self, room: str, action: dict[str, Any]) -> None:
+        for node in sorted(self._nodes):
+            self._send(node, {**action, "kind": ROOM_ACTION, "room": room})
 
     async def moderate(self, participant: Participant, action: dict[str, Any]) -> None:
         node = participant.node if isinstance(participant, RemoteParticipant) else None

@@ -18,7 +18,7 @@ from ..moderation import Moderation
 from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
 from .media import ClusterSfu, CoreFactory
-from .members import END_ROOM, MODERATE, OUTSIDE, RemoteParticipant, local_records, record
+from .members import MODERATE, OUTSIDE, ROOM_ACTION, RemoteParticipant, local_records, record
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,13 @@ def run_cluster(
     def other_nodes_changed() -> None:
         asyncio.get_running_loop().create_task(membership.broadcast_room_list())
 
-    async def end_room(message: dict[str, Any]) -> None:
-        """A host on another node ended the room (its members heard ``room_ended``)."""
-        for member in roster.local_members(str(message["room"])):
-            await membership.leave(member, reason="room_ended")
+    async def room_action(message: dict[str, Any]) -> None:
+        """A host on another node ended (its members heard ``room_ended``) or locked a room."""
+        room = str(message["room"])
+        if message["action"] == "end":
+            await moderation.end_here(room)
+        elif message["action"] == "lock":
+            moderation.lock_here(room, bool(message["locked"]))
 
     async def moderate(message: dict[str, Any]) -> None:
         """A host on another node acts on one of this node's participants."""
@@ -121,7 +124,7 @@ def run_cluster(
         elif message["action"] == "remove":
             await moderation.remove(room, target, str(message["by"]), str(message["reason"]))
 
-    node.handlers[END_ROOM] = end_room
+    node.handlers[ROOM_ACTION] = room_action
     node.handlers[MODERATE] = moderate
 
     async def gone(participant: RemoteParticipant) -> None:
