@@ -214,6 +214,7 @@ async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
     ann = await room_clients(nodes[0], name, 0)  # first in a fresh cluster: node 0 owns it
     bob = await room_clients(nodes[1], name, 1)
     stage = VideoStageClient(nodes[2].url, new_tracks=lambda: stage_tracks(2))
+    lobby = PythonClient()  # a chat-stage client on node 2
     try:
         await stage.join(name, *stage_tracks(2))
         stage_id = next(p for p in bob.peers if p != ann.peer_id)
@@ -225,8 +226,12 @@ async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
         bob.on("user_left", left.append)
         offers_before = len(stage.answers)
 
+        await lobby.connect(nodes[2].url)
+        await lobby.call("enter_room", name, "Lou")
+
         nodes[0].kill()
         killed = asyncio.get_running_loop().time()
+        await bob.chat("while node 0 is dying")
 
         await until(lambda: bool(closed) and len(stage.answers) > offers_before, 15)
         assert closed[0]["reason"] == "moved to another media worker"
@@ -238,15 +243,24 @@ async def test_a_killed_node_s_room_moves_and_the_clients_elsewhere_recover(
         logging.getLogger(__name__).info("media back %.2f s after the kill", back)
         await until(lambda: bool(left))
         assert [(m["peer_id"], m["reason"]) for m in left] == [(ann.peer_id, "node_lost")]
+        await bob.chat("after the move")
+        await lobby.wait_for("new_message", 2)
+        await asyncio.sleep(0.3)
+        assert lobby.received("new_message") == [
+            ["p1: while node 0 is dying"],
+            ["p1: after the move"],
+        ]
+        assert await lobby.wait_for("bye") == ["p0", 3]
         owner = room_entry(nodes[1], name)["media"]["node"]
         assert owner in ids[1:]
         for node in nodes[1:]:
             entry = room_entry(node, name)
-            assert sorted(entry["nicknames"]) == ["Anon", "p1"]
+            assert sorted(entry["nicknames"]) == ["Anon", "Lou", "p1"]
             assert [n["id"] for n in live_nodes(node)] == sorted(ids[1:])
         assert nodes[ids.index(owner)].get_json("/stats")["media"]["peer_connections"] == 2
     finally:
         await stage.close()
+        await lobby.close()
     await bob.close()
     for node in nodes[1:]:  # nothing is left of the room on the survivors
         await until(lambda node=node: room_entry(node, name) is None)

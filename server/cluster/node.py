@@ -125,6 +125,7 @@ class ClusterNode:
             "members": self._on_members
         }
         self._task: asyncio.Task[None] | None = None
+        self._beating = asyncio.Lock()
         self._redis_failing = False
         self.rate: tuple[float, int] = (50.0, 100)  # data channel limits of remote participants
         # Tells this node's members that a participant of a node that is gone left.
@@ -209,6 +210,10 @@ class ClusterNode:
 
     async def beat(self) -> None:
         """Write this node's keys, read everyone's, and run the checks on the new view."""
+        async with self._beating:  # one at a time (the loop, a drain, after an outage)
+            await self._beat()
+
+    async def _beat(self) -> None:
         rooms = orjson.dumps(self._local_records())
         if rooms != self._written_rooms:
             # A new version for every new list: a nickname or media state may have changed
