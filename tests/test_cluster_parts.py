@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from server.cluster.members import MemberMirror
 from server.rooms import Dialect
+from server.settings import load_settings
 
 
 def member(peer_id: str, nickname: str, dialect: str = "native", outside: bool = False) -> dict:
@@ -65,3 +68,13 @@ async def test_events_for_members_outside_socketio_go_to_their_nodes_only():
     await members.deliver_outside("r", Dialect.NATIVE, "user_joined", {"peer_id": "9"}, None)
     await members.deliver_outside("r", Dialect.WS, "user_left", {"peer_id": "9"}, "sid-1")
     assert [(node, m["event"], m["dialect"]) for node, m in sent] == [("b", "user_joined", "ws")]
+
+
+def test_the_redis_url_must_be_a_redis_url(capsys):
+    assert load_settings(["--redis-url", "redis://10.0.0.5:6379/0"]).redis_url.endswith("/0")
+    assert load_settings([], {"REDIS_URL": ""}).redis_url == ""
+    with pytest.raises(SystemExit):
+        load_settings(["--redis-url", "http://10.0.0.5:6379"])
+    with pytest.raises(SystemExit):
+        load_settings([], {"REDIS_URL": "10.0.0.5:6379"})
+    assert "expected a redis://, rediss:// or unix:// URL" in capsys.readouterr().err
