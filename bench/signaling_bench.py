@@ -113,6 +113,7 @@ class Target:
 def roomrelay(variant: str, name: str = "") -> Target:
     server_args = ["--host", "127.0.0.1", "--port", "{port}", "--media", "p2p"]
     server_args += ["--log-level", "warning", "--rate-limit", "100", "--rate-burst", "200"]
+    server_args += ["--max-connections-per-ip", "0"]  # every load client is on 127.0.0.1
     return Target(
         name or f"roomrelay-{variant}",
         [sys.executable, "-m", "bench.variant_server", variant, *server_args],
