@@ -18,7 +18,9 @@ relay), alternating, and the ratio is printed. A last phase holds idle
 connections and reports each server's memory per connection.
 
 ``--variant`` runs roomrelay with one python-socketio/engine.io option changed
-(see ``bench/variant_server.py``), to measure what each option gives.
+(see ``bench/variant_server.py``), to measure what each option gives. ``--cluster``
+adds two roomrelay nodes sharing a redis-server (``REDIS_URL``), the two clients
+of each room on different nodes (CPU and memory are the two nodes' and Redis's).
 Results are printed and saved under ``bench/results/``; ``--write`` also puts
 them in ``docs/benchmark.md``.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -54,6 +57,12 @@ class Target:
     command: list[str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes whose CPU and memory are the server's."""
+        return [self.process.pid] if self.process else []
 
     @property
     def url(self) -> str:
@@ -63,7 +72,13 @@ class Target:
         RESULTS.mkdir(parents=True, exist_ok=True)
         log = (RESULTS / f"signaling-{self.name}.log").open("wb")
         command = [part.replace("{port}", str(self.port)) for part in self.command]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -95,13 +110,57 @@ class Target:
             return None
 
 
-def roomrelay(variant: str) -> Target:
+def roomrelay(variant: str, name: str = "") -> Target:
     server_args = ["--host", "127.0.0.1", "--port", "{port}", "--media", "p2p"]
     server_args += ["--log-level", "warning", "--rate-limit", "100", "--rate-burst", "200"]
+    server_args += ["--max-connections-per-ip", "0"]  # every load client is on 127.0.0.1
     return Target(
-        f"roomrelay-{variant}",
+        name or f"roomrelay-{variant}",
         [sys.executable, "-m", "bench.variant_server", variant, *server_args],
     )
+
+
+class ClusterTarget(Target):
+    """Two roomrelay nodes on one redis-server; clients alternate between the nodes."""
+
+    def __init__(self, variant: str) -> None:
+        super().__init__(f"roomrelay-2-nodes-redis-{variant}", [])
+        self.redis_port = free_port()
+        self.redis: subprocess.Popen | None = None
+        redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.nodes = [roomrelay(variant, f"{self.name}-{i}") for i in range(2)]
+        for node in self.nodes:
+            node.env = {"REDIS_URL": redis_url}
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def pids(self) -> list[int]:
+        redis = [self.redis.pid] if self.redis else []
+        return [pid for node in self.nodes for pid in node.pids] + redis
+
+    def start(self) -> Target:
+        port = str(self.redis_port)
+        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
+        self.redis = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        for node in self.nodes:
+            node.start()
+        self.process = self.nodes[0].process
+        time.sleep(1.0)  # the nodes see each other's heartbeats
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(10)
+
+    def stats(self) -> dict[str, Any] | None:
+        return self.nodes[0].stats()
 
 
 def node_server() -> Target:
@@ -209,15 +268,15 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 def run_load(target: Target, clients: int, processes: int, duration: float) -> dict[str, Any]:
     """One full load run against a started target: connect, join, relay."""
     assert target.process is not None
-    pid = target.process.pid
-    rss_before = rss_mb(pid)
+    pids = target.pids
+    rss_before = sum(rss_mb(pid) for pid in pids)
     load = LoadProcesses(target, clients, processes, duration)
     try:
         ready = [line.split() for line in load.expect("READY")]
         load.tell("JOIN")
         load.expect("JOINED")
-        rss_joined = rss_mb(pid)
-        cpu_before = cpu_seconds(pid)
+        rss_joined = sum(rss_mb(pid) for pid in pids)
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         load_cpu_before = sum(cpu_seconds(p) for p in load.pids)
         started = time.monotonic()
         peak = rss_joined
@@ -225,9 +284,9 @@ def run_load(target: Target, clients: int, processes: int, duration: float) -> d
         # Sample memory while the relay runs; the processes answer when done.
         while time.monotonic() - started < duration:
             time.sleep(1.0)
-            peak = max(peak, rss_mb(pid))
+            peak = max(peak, sum(rss_mb(pid) for pid in pids))
         lines = load.expect("RESULT")  # after the last messages arrived (or a drain timeout)
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         load_cpu = sum(cpu_seconds(p) for p in load.pids) - load_cpu_before
         wall = time.monotonic() - started
     finally:
@@ -300,13 +359,21 @@ def fmt(value: float | None) -> str:
 
 
 def compare(
-    variants: list[str], clients: int, processes: int, duration: float, rounds: int
+    variants: list[str],
+    clients: int,
+    processes: int,
+    duration: float,
+    rounds: int,
+    cluster: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Alternate the targets round by round, each on a fresh server."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(rounds):
         print(f"round {round_number + 1}/{rounds}: {clients} clients", flush=True)
-        for target in [node_server(), *(roomrelay(variant) for variant in variants)]:
+        targets = [node_server(), *(roomrelay(variant) for variant in variants)]
+        if cluster:
+            targets.append(ClusterTarget(variants[0]))
+        for target in targets:
             target.start()
             try:
                 summary = run_load(target, clients, processes, duration)
@@ -419,6 +486,9 @@ def main() -> None:
     )
     parser.add_argument("--write", action="store_true", help="update docs/benchmark.md")
     parser.add_argument(
+        "--cluster", action="store_true", help="also two nodes on one Redis (REDIS_URL)"
+    )
+    parser.add_argument(
         "--section",
         default="signaling",
         help="which section of docs/benchmark.md --write replaces (one per kind of run)",
@@ -430,7 +500,7 @@ def main() -> None:
     idle_count = args.idle if args.idle is not None else (1000 if args.quick else 10000)
     variants = args.variant or ["default"]
 
-    runs = compare(variants, clients, args.processes, duration, rounds)
+    runs = compare(variants, clients, args.processes, duration, rounds, args.cluster)
     rows = summarize(runs)
     print("\nmedians:")
     for row in rows:

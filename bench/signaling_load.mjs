@@ -1,7 +1,9 @@
 // One load-generating process of bench/signaling_bench.py: npm socket.io-client 4.x
 // connections (WebSocket) speaking the zoom-clone video stage, in pairs, one room per pair.
 //
-// node bench/signaling_load.mjs URL CLIENTS ROOM_PREFIX RATE DURATION_S
+// node bench/signaling_load.mjs URL[,URL...] CLIENTS ROOM_PREFIX RATE DURATION_S
+// With several URLs (nodes of a cluster) clients take them in turn: the two clients of a
+// room are on different nodes.
 // Driven over stdin/stdout, one step at a time so that every process moves together:
 //   -> "READY <connected> <failed>"  after connecting      <- "JOIN"
 //   -> "JOINED"                       after the joins       <- "GO"
@@ -11,7 +13,8 @@ import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
 
-const [url, clientCount, roomPrefix, rate, duration] = process.argv.slice(2);
+const [urlList, clientCount, roomPrefix, rate, duration] = process.argv.slice(2);
+const urls = urlList.split(",");
 const CLIENTS = Number(clientCount);
 const RATE = Number(rate);
 const DURATION_MS = Number(duration) * 1000;
@@ -51,9 +54,9 @@ const stats = {
   send_seconds: 0,
 };
 
-function open() {
+function open(index) {
   return new Promise((resolve) => {
-    const socket = io(url, { transports: ["websocket"], reconnection: false, timeout: 20_000 });
+    const socket = io(urls[index % urls.length], { transports: ["websocket"], reconnection: false, timeout: 20_000 });
     socket.once("connect", () => resolve(socket));
     socket.once("connect_error", () => resolve(null));
   });
@@ -62,7 +65,7 @@ function open() {
 async function connectAll() {
   for (let start = 0; start < CLIENTS; start += CONNECT_BATCH) {
     const batch = await Promise.all(
-      Array.from({ length: Math.min(CONNECT_BATCH, CLIENTS - start) }, open),
+      Array.from({ length: Math.min(CONNECT_BATCH, CLIENTS - start) }, (_, i) => open(start + i)),
     );
     for (const socket of batch) {
       if (socket) sockets.push(socket);

@@ -2,10 +2,12 @@
 # Run the whole test suite (ruff, mypy, then pytest). Extra arguments go to pytest,
 # e.g. -k chat.
 # Installs what the tests need on first run: Python and npm packages, Debian's chromium,
-# espeak-ng, sox, simple-whip-client and its GStreamer plugins.
+# espeak-ng, sox, redis-server, simple-whip-client and its GStreamer plugins.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 ensure_debian chromium espeak-ng sox
+# The cluster tests (REDIS_URL) start their own redis-server on a free port.
+ensure_debian redis-server
 # A third-party WHIP client (GStreamer) and what its pipelines and the test's shim need.
 ensure_debian simple-whip-client gstreamer1.0-nice gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gcc

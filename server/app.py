@@ -22,10 +22,11 @@ from .backends import MediaBackend
 from .backends.p2p import PeerToPeerBackend
 from .backends.relay import RelayBackend, SocketRoomOutput
 from .client_bundle import add_client_bundle_routes
+from .cluster.manager import client_manager
+from .cluster.setup import MediaWrapper, cluster_media, create_cluster, run_cluster
 from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
-from .fanout import FanoutManager
 from .fastrtc import FASTRTC_KEY, FastRtcApi, json_status
 from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
@@ -33,7 +34,8 @@ from .http_security import add_security_headers, host_guard, origin_checker
 from .loop_health import LoopLag
 from .media.publication import PublicationObserver
 from .media.sdp_budget import configure_candidates
-from .media.types import MediaConfig
+from .media.sfu import Sfu
+from .media.types import MediaConfig, MediaListener
 from .membership import Membership
 from .metrics import PublicationLedger, add_metrics_routes, metrics_registry
 from .moderation import Moderation, register_moderation_events
@@ -82,10 +84,18 @@ def create_media(
     router: EventRouter,
     audio: AudioHub,
     observers: list[PublicationObserver],
+    wrap: MediaWrapper | None = None,
 ) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(roster)
-    return RelayBackend(sio, roster, router, relay_config(settings), audio, observers)
+    config = relay_config(settings)
+    if wrap is None:
+        return RelayBackend(sio, roster, router, config, audio, observers)
+
+    def sfu(listener: MediaListener) -> Sfu:
+        return Sfu(config, listener=listener, observers=[audio, *observers])
+
+    return RelayBackend(sio, roster, router, config, audio, media=wrap(sfu))
 
 
 def create_media_and_audio(
@@ -96,13 +106,17 @@ def create_media_and_audio(
     router: EventRouter,
     webhooks: Webhooks | None,
     observers: list[PublicationObserver],
+    wrap: MediaWrapper | None = None,
 ) -> tuple[MediaBackend, AudioHub]:
-    """In this process, or with the rooms' media (and audio) on worker processes."""
+    """In this process, or with the rooms' media (and audio) on worker processes;
+    ``wrap`` puts the media core in a cluster (REDIS_URL)."""
     if worker_count(settings) > 1:
         config = relay_config(settings)
-        return create_worker_relay(app, settings, sio, roster, router, config, webhooks, observers)
+        return create_worker_relay(
+            app, settings, sio, roster, router, config, webhooks, observers, wrap
+        )
     audio = create_audio(settings, sio, roster, webhooks)
-    return create_media(settings, sio, roster, router, audio, observers), audio
+    return create_media(settings, sio, roster, router, audio, observers, wrap), audio
 
 
 def relay_config(settings: Settings) -> MediaConfig:
@@ -227,7 +241,7 @@ def create_socket_server(settings: Settings, app: web.Application) -> SocketServ
         cors_credentials=cors_credentials,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
-        client_manager=FanoutManager(settings.max_queued_messages),
+        client_manager=client_manager(settings.redis_url, settings.max_queued_messages),
         async_handlers=False,  # keeps every connection's events in order (see events.py)
         max_http_buffer_size=MAX_MESSAGE_BYTES,
         logger=logging.getLogger("socketio.server"),
@@ -294,11 +308,14 @@ def create_app(settings: Settings) -> web.Application:
         chat_burst=max(1, round(2 * settings.room_chat_rate)),
     )
     roster = Roster(sio, settings.max_peers_per_room, limits)
+    cluster = create_cluster(settings, roster) if settings.redis_url else None
     router = EventRouter(sio, roster, stats)
     webhooks = create_webhooks(settings, access, roster)
     ledger = PublicationLedger()
     observers: list[PublicationObserver] = [ledger, *([webhooks] if webhooks else [])]
-    media, audio = create_media_and_audio(app, settings, sio, roster, router, webhooks, observers)
+    media, audio = create_media_and_audio(
+        app, settings, sio, roster, router, webhooks, observers, cluster_media(cluster, roster)
+    )
     loop_lag = LoopLag()
     membership = Membership(
         sio,
@@ -348,7 +365,9 @@ def create_app(settings: Settings) -> web.Application:
         client_version=client_version,
         access=access,
         webhooks=webhooks,
+        cluster=cluster,
     )
+    run_cluster(app, cluster, sio, roster, membership, moderation)
     dialects = add_http_dialects(app, settings, server, router, ice_servers)
     add_metrics_routes(
         app,

@@ -9,6 +9,7 @@ from aiohttp import web
 from .access import AccessControl
 from .audio.hub import AudioHub
 from .backends import MediaBackend
+from .cluster.node import ClusterNode
 from .loop_health import LoopLag
 from .membership import Membership
 from .rooms import Roster
@@ -31,6 +32,7 @@ class RoomServer:
     client_version: str
     access: AccessControl
     webhooks: Webhooks | None = None
+    cluster: ClusterNode | None = None  # with REDIS_URL
 
 
 SERVER_KEY = web.AppKey("roomrelay", RoomServer)

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "/"
 SLOW_READER_REASON = "send queue full: the client is not reading its messages"
+DEFAULT_MAX_QUEUED = 1000  # the MAX_QUEUED_MESSAGES default
 
 
 def _arguments(data: Any) -> list[Any]:
@@ -37,7 +38,7 @@ def _arguments(data: Any) -> list[Any]:
 class FanoutManager(socketio.AsyncManager):
     """The default in-memory manager, with task-free broadcasts and bounded send queues."""
 
-    def __init__(self, max_queued: int) -> None:
+    def __init__(self, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
         super().__init__()
         self.max_queued = max_queued
         self.slow_readers_disconnected = 0

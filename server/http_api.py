@@ -15,6 +15,7 @@ from aiohttp import web
 from . import __version__, validation
 from .access import AccessError
 from .audio.recorder import safe_name
+from .cluster.setup import cluster_facts
 from .context import SERVER_KEY, RoomServer
 from .grants import Grant
 
@@ -72,6 +73,7 @@ async def health(request: web.Request) -> web.Response:
             "uptime_s": round(server.stats.uptime, 3),
             "media": server.media.mode,
             "socketio_client": server.client_version,
+            **({"cluster": cluster_facts(server.cluster)} if server.cluster else {}),
         }
     )
 
@@ -133,6 +135,7 @@ async def stats(request: web.Request) -> web.Response:
                 "malformed_disconnects": server.sio.malformed_disconnects,
             },
             "process": process_facts(),
+            **({"cluster": cluster_facts(server.cluster)} if server.cluster else {}),
         }
     )
 

@@ -138,27 +138,36 @@ class Membership:
             self._access.room_emptied(room)
         if self._observer is not None:
             self._observer.participant_left(participant, room, reason, last=not count)
-        count = len(self._roster.visible_members(room))
-        if count and not participant.grant.hidden:
-            await self._roster.emit_to_dialect(
-                room, Dialect.CHAT, "bye", (participant.nickname, count)
-            )
-            await self._roster.emit_to_dialect(
-                room,
-                Dialect.NATIVE,
-                "user_left",
-                {
-                    "peer_id": participant.peer_id,
-                    "nickname": participant.nickname,
-                    "count": count,
-                    "reason": reason,
-                },
-            )
-            await self._roster.emit_to_dialect(
-                room, Dialect.WS, "user_left", ws_presence(participant, count)
-            )
+        await self.announce_leave(participant, room, reason)
         await self.broadcast_room_list()
         return room
+
+    async def announce_leave(
+        self, participant: Participant, room: str, reason: str, *, local: bool = False
+    ) -> None:
+        """Tell whoever remains in ``room`` (only this node's members, with ``local``:
+        each node of a cluster tells its own when another node is gone)."""
+        count = len(self._roster.visible_members(room))
+        if not count or participant.grant.hidden:
+            return
+        await self._roster.emit_to_dialect(
+            room, Dialect.CHAT, "bye", (participant.nickname, count), local=local
+        )
+        await self._roster.emit_to_dialect(
+            room,
+            Dialect.NATIVE,
+            "user_left",
+            {
+                "peer_id": participant.peer_id,
+                "nickname": participant.nickname,
+                "count": count,
+                "reason": reason,
+            },
+            local=local,
+        )
+        await self._roster.emit_to_dialect(
+            room, Dialect.WS, "user_left", ws_presence(participant, count), local=local
+        )
 
     async def close(self) -> None:
         """Server shutdown: no more room lists, held places end."""

@@ -119,7 +119,7 @@ class RoomRelayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         server = self._server
         roster = server.roster
-        rooms = roster.public_rooms()
+        rooms = roster.local_rooms()  # this node's share, in a cluster: they add up
         media = server.media.stats()
 
         info = InfoMetricFamily("roomrelay_build", "The running roomrelay version and mode.")
@@ -129,7 +129,7 @@ class RoomRelayCollector(Collector):
         yield GaugeMetricFamily(
             "roomrelay_participants",
             "Participants in rooms.",
-            value=sum(roster.count(name) for name in rooms),
+            value=sum(roster.local_count(name) for name in rooms),
         )
         yield GaugeMetricFamily(
             "roomrelay_connections", "Open Socket.IO connections.", value=len(roster)

@@ -70,12 +70,18 @@ class Moderation:
         if not isinstance(peer_id, str):
             raise validation.bad_request("peer_id must be a string")
         participant = self._roster.by_peer_id(peer_id)
+        if participant is None and self._roster.others is not None:
+            participant = self._roster.others.by_peer_id(peer_id)  # on another node
         if participant is None or participant.room != room:
             raise ProtocolError("not_in_room", f"no participant {peer_id[:32]!r} in room {room!r}")
         return participant
 
     async def mute(self, room: str, target: Participant, kind: Kind, muted: bool, by: str) -> None:
         """Stop (or resume) forwarding ``target``'s ``kind``; tell it and the room."""
+        if self._roster.others is not None and not self._roster.is_local(target):
+            action = {"action": "mute", "room": room, "media": kind, "muted": muted, "by": by}
+            await self._roster.others.moderate(target, action)
+            return
         await self._media.set_muted(target, room, kind, muted)
         if muted:
             target.muted_by_host.add(kind)
@@ -102,10 +108,24 @@ class Moderation:
             skip=target.sid,
         )
 
+    def lock_here(self, room: str, locked: bool) -> None:
+        """A host on another node locked (or unlocked) ``room``: joins through this one too."""
+        self._access.set_locked(room, locked)
+
+    async def end_here(self, room: str) -> None:
+        """A host on another node ended ``room``: its members on this node leave."""
+        for member in self._roster.local_members(room):
+            await self._membership.leave(member, reason="room_ended")
+        self._access.set_locked(room, False)
+
     async def remove(
         self, room: str, target: Participant, by: str, reason: str = "removed"
     ) -> None:
         """Take ``target`` out of the room; it stays connected and may rejoin unless locked."""
+        if self._roster.others is not None and not self._roster.is_local(target):
+            action = {"action": "remove", "room": room, "by": by, "reason": reason}
+            await self._roster.others.moderate(target, action)
+            return
         logger.info("%s removed %s from %r (%s)", by, target.peer_id, room, reason)
         self._stats.count_moderation("remove")
         await self._roster.send(target, "removed", {"room": room, "by": by, "reason": reason})
@@ -114,20 +134,23 @@ class Moderation:
     async def lock(self, room: str, locked: bool, by: str) -> None:
         """A locked room admits no one but its admins until unlocked (or emptied)."""
         self._access.set_locked(room, locked)
+        if self._roster.others is not None:  # joins through the other nodes too
+            await self._roster.others.room_action(room, {"action": "lock", "locked": locked})
         logger.info("%s %s %r", by, "locked" if locked else "unlocked", room)
         self._stats.count_moderation("lock" if locked else "unlock")
         await self._sio.emit("room_locked", {"room": room, "locked": locked, "by": by}, to=room)
 
     async def end(self, room: str, by: str) -> int:
         """Remove everyone; returns how many were in the room."""
-        members = self._roster.members(room)
+        count = self._roster.count(room)
         await self._sio.emit("room_ended", {"room": room, "by": by}, to=room)
-        for member in members:
-            await self._membership.leave(member, reason="room_ended")
-        self._access.set_locked(room, False)
-        logger.info("%s ended %r (%d participants)", by, room, len(members))
+        # This node's members: in a cluster, other nodes' members are theirs to remove.
+        await self.end_here(room)
+        if self._roster.others is not None:
+            await self._roster.others.room_action(room, {"action": "end"})
+        logger.info("%s ended %r (%d participants)", by, room, count)
         self._stats.count_moderation("end")
-        return len(members)
+        return count
 
 
 def register_moderation_events(router: EventRouter, roster: Roster, moderation: Moderation) -> None:

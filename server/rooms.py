@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +37,32 @@ class Dialect(enum.Enum):
     NATIVE = "native"  # roomrelay's own protocol: join_room({room, nickname})
     WS = "ws"  # the FastAPI relay's raw WebSocket clients at /ws (ws_dialect.py)
     HTTP = "http"  # WHIP publishers and WHEP viewers (whip.py)
+
+
+class OtherNodes(Protocol):
+    """A cluster's participants on other nodes (cluster/members.py)."""
+
+    def members(self, room: str) -> list[Participant]: ...
+
+    def rooms(self) -> set[str]: ...
+
+    async def local_changed(self, room: str) -> None:
+        """This node's members of ``room`` changed: tell the other nodes (before the
+        room hears of it, so that they know whom it concerns)."""
+
+    async def deliver_outside(
+        self, room: str, dialect: Dialect, event: str, data: Any, skip: str | None
+    ) -> None:
+        """Have the other nodes deliver an event to their members outside Socket.IO."""
+
+    async def room_action(self, room: str, action: dict[str, Any]) -> None:
+        """Have the other nodes carry out a host's action on ``room`` (end, lock)."""
+
+    def by_peer_id(self, peer_id: str) -> Participant | None:
+        """Another node's participant."""
+
+    async def moderate(self, participant: Participant, action: dict[str, Any]) -> None:
+        """Have ``participant``'s node carry out a host's action on it."""
 
 
 class Outbox(Protocol):
@@ -63,6 +90,7 @@ class Participant:
     outbox: Outbox | None = None  # set when the connection is not Socket.IO's
     resume_token: str | None = None  # lets a new connection take this place (resumption.py)
     away: bool = False  # its connection dropped; held for a resume until the grace ends
+    entered_at: float = 0.0  # when it entered its room (Unix time): a cluster's room order
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -90,6 +118,8 @@ class Roster:
         # Participants whose connection dropped, still in their room for a while: the
         # manager forgot their old sid, so they are counted from here (resumption.py).
         self._away: dict[str, Participant] = {}
+        # With REDIS_URL: the other nodes' participants, added to this node's own.
+        self.others: OtherNodes | None = None
 
     # -- connections -------------------------------------------------------
 
@@ -122,6 +152,11 @@ class Roster:
         self.add(participant)
         if participant.room is not None:
             await self._sio.enter_room(participant.sid, participant.room)
+            await self._changed(participant.room)
+
+    def is_local(self, participant: Participant) -> bool:
+        """Whether ``participant`` is this node's (not another cluster node's)."""
+        return self._by_peer_id.get(participant.peer_id) is participant
 
     def get(self, sid: str) -> Participant | None:
         return self._by_sid.get(sid)
@@ -146,7 +181,13 @@ class Roster:
         return participant.room if participant else None
 
     def public_rooms(self) -> list[str]:
-        """Names of the rooms people are in."""
+        """Names of the rooms people are in (on any node of a cluster)."""
+        if self.others is None:
+            return self.local_rooms()
+        return sorted({*self.local_rooms(), *self.others.rooms()})
+
+    def local_rooms(self) -> list[str]:
+        """Names of the rooms this node's participants are in."""
         people = [*self._by_sid.values(), *self._away.values()]
         return sorted({p.room for p in people if p.room is not None})
 
@@ -156,6 +197,14 @@ class Roster:
         return sids + sorted(self._outside.get(room, ()))
 
     def members(self, room: str) -> list[Participant]:
+        """Everyone in ``room``: this node's participants, then other nodes'."""
+        if self.others is None:
+            return self.local_members(room)
+        # In the order they entered, as on a single node (the first one may be the host).
+        everyone = self.local_members(room) + self.others.members(room)
+        return sorted(everyone, key=lambda p: p.entered_at)
+
+    def local_members(self, room: str) -> list[Participant]:
         live = [p for sid in self.member_sids(room) if (p := self._by_sid.get(sid))]
         return live + [p for p in self._away.values() if p.room == room]
 
@@ -164,6 +213,10 @@ class Roster:
         return [p for p in self.members(room) if not p.grant.hidden]
 
     def count(self, room: str) -> int:
+        remote = len(self.others.members(room)) if self.others is not None else 0
+        return self.local_count(room) + remote
+
+    def local_count(self, room: str) -> int:
         away = sum(1 for p in self._away.values() if p.room == room) if self._away else 0
         return len(self.member_sids(room)) + away
 
@@ -187,6 +240,8 @@ class Roster:
         else:
             await self._sio.enter_room(participant.sid, room)
         participant.room = room
+        participant.entered_at = time.time()
+        await self._changed(room)
 
     async def leave(self, participant: Participant, room: str) -> None:
         if participant.outbox is not None:
@@ -198,8 +253,13 @@ class Roster:
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
+        await self._changed(room)
         if not self.count(room):
             self.limits.forget(room)
+
+    async def _changed(self, room: str) -> None:
+        if self.others is not None:
+            await self.others.local_changed(room)
 
     async def send(self, participant: Participant, event: str, data: Any = None) -> None:
         """One event to one participant, over Socket.IO or its outbox (/ws, HTTP sessions)."""
@@ -216,15 +276,19 @@ class Roster:
         data: Any = None,
         *,
         skip: str | None = None,
+        local: bool = False,
     ) -> None:
-        """Emit to the members of ``room`` that speak ``dialect``, except ``skip``.
+        """Emit to the members of ``room`` that speak ``dialect``, except ``skip`` (only to
+        this node's members with ``local``).
 
         ``data`` follows python-socketio: a tuple is several arguments, None none.
         """
-        members = self.members(room)
+        members = self.local_members(room) if local else self.members(room)
         for member in members:
             if member.outbox is not None and member.dialect is dialect and member.sid != skip:
                 await member.outbox.deliver(event, data)
+        if self.others is not None and not local:
+            await self.others.deliver_outside(room, dialect, event, data, skip)
         skipped = [
             p.sid
             for p in members
@@ -232,4 +296,4 @@ class Roster:
         ]
         if len(skipped) >= len(members):
             return
-        await self._sio.emit(event, data, to=room, skip_sid=skipped)
+        await self._sio.emit(event, data, to=room, skip_sid=skipped, ignore_queue=local)

@@ -93,6 +93,16 @@ def _import_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(text: str) -> str:
+    text = text.strip()
+    if text and not text.startswith(REDIS_SCHEMES):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {text!r}")
+    return text
+
+
 def _optional_port(text: str) -> int | None:
     if not text.strip() or text.strip() == "0":
         return None
@@ -202,6 +212,14 @@ class Settings:
         "(the least loaded when the room starts) while this process keeps every Socket.IO "
         "client; 0 means one per CPU core; 1 keeps everything in one process.",
         parse=_non_negative_int,
+    )
+    redis_url: str = _setting(
+        "",
+        "REDIS_URL",
+        "Redis to form a cluster of roomrelay nodes (e.g. redis://redis:6379/0): Socket.IO "
+        "emits, room membership, node heartbeats and room placement go through it, and each "
+        "room's media runs on one node; empty runs this process alone, without Redis.",
+        parse=_redis_url,
     )
     max_peers_per_room: int = _setting(
         16,

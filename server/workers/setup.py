@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ from aiohttp import web
 from ..audio.consumer import RoomPatterns
 from ..audio.hub import AudioHub
 from ..audio.transcripts import TranscriptStore
-from ..backends.relay import RelayBackend, SocketRoomOutput
+from ..backends.relay import MediaFactory, RelayBackend, SocketRoomOutput
 from ..events import EventRouter
 from ..media.publication import PublicationObserver
 from ..media.types import MediaConfig, MediaListener
@@ -129,6 +130,7 @@ def create_worker_relay(
     media: MediaConfig,
     webhooks: Webhooks | None,
     observers: list[PublicationObserver],
+    wrap: Callable[[MediaFactory], MediaFactory] | None = None,
 ) -> tuple[RelayBackend, WorkerAudio]:
     """The relay backend with its rooms on ``worker_count(settings)`` worker processes."""
     transcripts = TranscriptStore()
@@ -152,7 +154,10 @@ def create_worker_relay(
         audio.media = remote
         return remote
 
-    backend = RelayBackend(sio, roster, router, media, audio, media=remote_sfu)
+    factory: MediaFactory = remote_sfu
+    backend = RelayBackend(
+        sio, roster, router, media, audio, media=wrap(factory) if wrap else factory
+    )
 
     async def start_workers(app: web.Application) -> None:
         assert audio.media is not None

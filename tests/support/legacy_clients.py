@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -157,20 +158,38 @@ class WsRelayClient:
 
 
 class VideoStageClient:
-    """The zoom-clone video stage: ``join_room(name)``, offer on ``welcome``, answer in."""
+    """The zoom-clone video stage: ``join_room(name)``, offer on ``welcome``, answer in.
 
-    def __init__(self, url: str) -> None:
+    With ``new_tracks``, a later ``welcome`` (the room's media moved to another server
+    process) makes a new connection sending new tracks: a browser re-offers on its one
+    connection and restarts ICE, which aiortc cannot do.
+    """
+
+    def __init__(
+        self, url: str, new_tracks: Callable[[], tuple[MediaStreamTrack, ...]] | None = None
+    ) -> None:
         self.url = url
+        self._new_tracks = new_tracks
+        self._offered = False
         self.sio = socketio.AsyncClient(reconnection=False)
         self.call = CallPeer()
         self.room: str | None = None
         self._tracks: tuple[MediaStreamTrack, ...] = ()
+        self.answers: list[dict[str, Any]] = []
         self.sio.on("welcome", self._on_welcome)
-        self.sio.on("answer", self.call.accept)
+        self.sio.on("answer", self._on_answer)
+
+    async def _on_answer(self, answer: dict[str, Any]) -> None:
+        self.answers.append(answer)
+        await self.call.accept(answer)
 
     async def _on_welcome(self, *args: Any) -> None:
         if args:
             return  # the chat stage's welcome(nickname, count) is not ours
+        if self._offered and self._new_tracks is not None:
+            await self.call.close()
+            self.call, self._tracks = CallPeer(), self._new_tracks()
+        self._offered = True
         offer = await self.call.offer(*self._tracks)
         self._tracks = ()  # a later welcome re-offers the same transceivers
         await self.sio.emit("offer", (offer, self.room))

@@ -1,0 +1,80 @@
+"""The cluster's member mirror on its own: versions, gaps, nodes that go away."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.cluster.members import MemberMirror
+from server.rooms import Dialect
+from server.settings import load_settings
+
+
+def member(peer_id: str, nickname: str, dialect: str = "native", outside: bool = False) -> dict:
+    return {
+        "sid": f"sid-{peer_id}",
+        "peer_id": peer_id,
+        "nickname": nickname,
+        "dialect": dialect,
+        "audio": True,
+        "video": False,
+        "hidden": False,
+        "identity": None,
+        "outside": outside,
+    }
+
+
+async def nothing(room: str) -> None:
+    return None
+
+
+def mirror(sent: list | None = None) -> MemberMirror:
+    outbox = sent if sent is not None else []
+    return MemberMirror("me", nothing, lambda node, message: outbox.append((node, message)))
+
+
+def test_room_updates_in_order_and_a_missed_one_makes_the_next_list_count():
+    members = mirror()
+    members.apply_all("b", 3, {"r": [member("1", "Ann")]})
+    members.apply_room("b", 4, "r", [member("1", "Ann"), member("2", "Bob")])
+    assert [p.nickname for p in members.members("r")] == ["Ann", "Bob"]
+    assert members.version_of("b") == 4
+    members.apply_all("b", 3, {"r": [member("1", "Ann")]})  # older: ignored
+    assert len(members.members("r")) == 2
+
+    members.apply_room("b", 6, "s", [member("3", "Cy")])  # 5 was missed
+    assert members.rooms() == {"r", "s"} and members.version_of("b") == 4
+    members.apply_all("b", 6, {"s": [member("3", "Cy")]})  # the whole list repairs it
+    assert members.rooms() == {"s"} and members.version_of("b") == 6
+    assert members.by_peer_id("3").node == "b"
+
+
+def test_own_updates_are_ignored_and_gone_nodes_give_back_their_participants():
+    members = mirror()
+    members.apply_room("me", 1, "r", [member("0", "Self")])
+    members.apply_all("b", 1, {"r": [member("1", "Ann", "chat")]})
+    members.apply_all("c", 1, {"r": [member("2", "Bob")]})
+    assert sorted(p.nickname for p in members.members("r")) == ["Ann", "Bob"]
+    gone = members.keep_only(["c"])
+    assert [(p.nickname, p.room, p.dialect) for p in gone] == [("Ann", "r", Dialect.CHAT)]
+    assert [p.nickname for p in members.members("r")] == ["Bob"]
+
+
+async def test_events_for_members_outside_socketio_go_to_their_nodes_only():
+    sent: list = []
+    members = mirror(sent)
+    members.apply_all("b", 1, {"r": [member("1", "Ws", "ws", outside=True)]})
+    members.apply_all("c", 1, {"r": [member("2", "Nat")]})
+    await members.deliver_outside("r", Dialect.WS, "user_joined", {"peer_id": "9"}, None)
+    await members.deliver_outside("r", Dialect.NATIVE, "user_joined", {"peer_id": "9"}, None)
+    await members.deliver_outside("r", Dialect.WS, "user_left", {"peer_id": "9"}, "sid-1")
+    assert [(node, m["event"], m["dialect"]) for node, m in sent] == [("b", "user_joined", "ws")]
+
+
+def test_the_redis_url_must_be_a_redis_url(capsys):
+    assert load_settings(["--redis-url", "redis://10.0.0.5:6379/0"]).redis_url.endswith("/0")
+    assert load_settings([], {"REDIS_URL": ""}).redis_url == ""
+    with pytest.raises(SystemExit):
+        load_settings(["--redis-url", "http://10.0.0.5:6379"])
+    with pytest.raises(SystemExit):
+        load_settings([], {"REDIS_URL": "10.0.0.5:6379"})
+    assert "expected a redis://, rediss:// or unix:// URL" in capsys.readouterr().err
