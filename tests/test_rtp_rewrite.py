@@ -120,6 +120,34 @@ def test_a_nack_finds_the_source_packet_even_from_an_earlier_source():
     assert rewriter.locate(999) is None  # never sent
 
 
+def test_a_run_longer_than_half_the_sequence_circle_keeps_forwarding():
+    """Sequence numbers wrap every 65,536 packets: a 20-minute call must not stop at 32,768."""
+    rewriter = StreamRewriter(video=False, vp8=False, first_sequence_number=7)
+    a = PacketHistory(size=64)
+    start = 60_000  # the source wraps early on, too
+    out = [
+        rewriter.rewrite(audio(a, (start + n) % 65536, 960 * n), now=0.02 * n)
+        for n in range(70_000)
+    ]
+    assert all(packet is not None for packet in out), "every packet of the run is sent"
+    assert [p.sequence_number for p in out[-2:]] == [(7 + 69_998) % 65536, (7 + 69_999) % 65536]
+    late = rewriter.rewrite(audio(a, (start + 69_990) % 65536, 0), now=1400.0)
+    assert late is not None, "a packet slightly behind the newest still belongs to the run"
+    epoch, source_seq = rewriter.locate((7 + 69_995) % 65536)  # a NACK for a recent packet
+    assert source_seq == (start + 69_995) % 65536 and epoch is rewriter.epochs[-1]
+    assert rewriter.locate((7 + 70_000) % 65536) is None  # not sent yet
+
+
+def test_a_packet_from_before_a_young_run_is_still_refused():
+    rewriter = StreamRewriter(video=False, vp8=False)
+    a, b = PacketHistory(), PacketHistory()
+    rewriter.rewrite(audio(a, 10, 0), now=0.0)
+    rewriter.rewrite(audio(b, 500, 0), now=0.02)  # b's run starts at 500
+    for n in range(1, 100):
+        assert rewriter.rewrite(audio(b, 500 + n, 960 * n), now=0.02 + 0.02 * n) is not None
+    assert rewriter.rewrite(audio(b, 499, 0), now=2.1) is None  # from before b's run
+
+
 def test_history_keeps_the_latest_packets_only():
     history = PacketHistory(size=4)
     for n in range(6):

@@ -219,6 +219,25 @@ class Epoch:
     ts_delta: int
     picture_id_delta: int = 0
     tl0_delta: int = 0
+    newest_in: int = -1  # the newest source sequence number so far
+    advanced: int = 0  # packets from first_in to newest_in, not wrapped
+
+    def admits(self, sequence_number: int) -> bool:
+        """Whether a packet belongs to this run rather than to before it (and note how far).
+
+        Sequence numbers wrap every 65,536 packets (10-20 minutes of video), so a
+        packet's place is judged from the newest one seen, never from the first:
+        "more than half the circle after ``first_in``" stops meaning "before it"
+        once the run is older than that.
+        """
+        if self.newest_in < 0:
+            self.newest_in = self.first_in
+        ahead = (sequence_number - self.newest_in) % SEQ_MOD
+        if ahead < SEQ_MOD // 2:
+            self.newest_in = sequence_number
+            self.advanced += ahead
+            return True
+        return self.advanced >= SEQ_MOD - ahead  # behind the newest, but inside the run
 
 
 @dataclass(slots=True)
@@ -266,7 +285,7 @@ class StreamRewriter:
             if self.video and not packet.keyframe:
                 return None
             epoch = self._anchor(packet, now)
-        elif (packet.sequence_number - epoch.first_in) % SEQ_MOD >= SEQ_MOD // 2:
+        elif not epoch.admits(packet.sequence_number):
             return None  # from before this epoch started
         rewritten = self._apply(epoch, packet)
         first = self.last_sequence_number is None
@@ -349,11 +368,17 @@ class StreamRewriter:
         if self.last_sequence_number is None:
             return None
         end = (self.last_sequence_number + 1) % SEQ_MOD
+        newest = True
         for epoch in reversed(self.epochs):
-            span = (end - epoch.first_out) % SEQ_MOD
-            if (sequence_number - epoch.first_out) % SEQ_MOD < span:
+            # How many packets the run sent before ``end``; the newest one may be older
+            # than the 16-bit circle, and only its latest half can still be asked for.
+            if newest:
+                length = min(epoch.advanced + 1, SEQ_MOD // 2)
+            else:
+                length = (end - epoch.first_out) % SEQ_MOD
+            if 0 < (end - sequence_number) % SEQ_MOD <= length:
                 return epoch, (sequence_number - epoch.seq_delta) % SEQ_MOD
-            end = epoch.first_out
+            end, newest = epoch.first_out, False
         return None
 
     def again(self, epoch: Epoch, packet: SourcePacket) -> Rewritten:
