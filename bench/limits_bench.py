@@ -94,7 +94,9 @@ async def open_connections(url: str, wanted: int) -> tuple[list[Participant], st
     try:
         await extra.sio.connect(url, transports=["websocket"])
     except socketio.exceptions.ConnectionError as refused:
-        return participants, str(refused)
+        if extra.sio.eio.http is not None:  # the refused handshake's HTTP session
+            await extra.sio.eio.http.close()
+        return participants, str(refused) or "refused"
     await extra.sio.disconnect()
     return participants, None
 
@@ -202,7 +204,7 @@ def write_report(result: dict[str, Any], command: str) -> None:
         f"- **{c['held']} connections** (`--max-connections-per-ip`), each in a room of its own: "
         f"server memory {c['rss_mb'][0]} → {c['rss_mb'][1]} MB, "
         f"**{c['kb_per_connection_and_room']} KB per connection and room**; the next connection: "
-        f"{c['one_more']}. At `--max-connections` ({d['max_connections']}) that is "
+        f"refused ({c['one_more']}). At `--max-connections` ({d['max_connections']}) that is "
         f"~{c['at_max_connections_mb']} MB.",
         "",
         "| phase | senders | chat sent/s | accepted/s | refused | delivered/s | server CPU | "
@@ -211,7 +213,7 @@ def write_report(result: dict[str, Any], command: str) -> None:
     ]
     for key in ("full_room", "whole_address"):
         phase = result[key]
-        refused = {code: n for code, n in phase["answers"].items() if code != "ok"}
+        refused = ", ".join(f"{n:,} {code}" for code, n in phase["answers"].items() if code != "ok")
         lag = phase["loop_lag_ms"]
         lines.append(
             f"| {phase['phase']} | {phase['senders']} | {phase['sent_per_s']} | "
