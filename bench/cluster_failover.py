@@ -24,11 +24,8 @@ import sys
 import time
 import urllib.request
 
-from aiortc import VideoStreamTrack
-
-from bench.failover import everyone_sees_everyone
+from bench.failover import joined, recovery_seconds
 from bench.relay_bench import RESULTS, ROOT, free_port
-from server.client import RoomClient
 
 NODES = 3
 HOMES = (0, 1, 2, 1)  # the node of each participant; the first one's node runs the room
@@ -84,26 +81,9 @@ class Node:
 
 
 async def one_round(nodes: list[Node], room: str) -> float:
-    clients = [RoomClient(nodes[home].url, nickname=f"c{i}") for i, home in enumerate(HOMES)]
-    try:
-        for client in clients:
-            await client.connect()
-            await client.join(room, video=VideoStreamTrack())
-        await everyone_sees_everyone(clients)
-        await asyncio.sleep(1.0)
-        survivors = [c for c, home in zip(clients, HOMES, strict=True) if home != 0]
-        told: list[object] = []
-        for client in survivors:
-            client.on("media_closed", told.append)
-        killed = time.monotonic()
-        nodes[0].kill()
-        while len(told) < len(survivors):
-            await asyncio.sleep(0.01)
-        await everyone_sees_everyone(survivors)
-        return time.monotonic() - killed
-    finally:
-        for client in clients:
-            await client.close()
+    clients = await joined([nodes[home].url for home in HOMES], room, "c")
+    survivors = [c for c, home in zip(clients, HOMES, strict=True) if home != 0]
+    return await recovery_seconds(clients, survivors, nodes[0].kill)
 
 
 async def wait_for_cluster(nodes: list[Node]) -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -43,27 +44,42 @@ async def everyone_sees_everyone(clients: list[RoomClient], timeout: float = 60.
     await asyncio.gather(*(one(c, o) for c in clients for o in clients if o is not c))
 
 
-async def one_round(url: str, room: str) -> float:
-    clients = [RoomClient(url, nickname=f"f{i}") for i in range(PEOPLE)]
+async def recovery_seconds(
+    clients: list[RoomClient], survivors: list[RoomClient], kill: Callable[[], None]
+) -> float:
+    """Seconds from ``kill()`` (of what runs the room's media) until the survivors, told
+    their media closed, see each other again. Closes every client."""
     try:
-        for client in clients:
-            await client.connect()
-            await client.join(room, video=VideoStreamTrack())
         await everyone_sees_everyone(clients)
         await asyncio.sleep(1.0)
         told: list[object] = []
-        for client in clients:
+        for client in survivors:
             client.on("media_closed", told.append)
-        pid = owner_pid(url, room)
         killed = time.monotonic()
-        os.kill(pid, signal.SIGKILL)  # a worker of the benchmark's own server
-        while len(told) < len(clients):  # everyone drops the dead connection first
+        kill()
+        while len(told) < len(survivors):  # everyone drops the dead connection first
             await asyncio.sleep(0.01)
-        await everyone_sees_everyone(clients)
+        await everyone_sees_everyone(survivors)
         return time.monotonic() - killed
     finally:
         for client in clients:
             await client.close()
+
+
+async def joined(urls: list[str], room: str, prefix: str) -> list[RoomClient]:
+    """One client per URL in ``room``, each sending a test pattern."""
+    clients = [RoomClient(url, nickname=f"{prefix}{i}") for i, url in enumerate(urls)]
+    for client in clients:
+        await client.connect()
+        await client.join(room, video=VideoStreamTrack())
+    return clients
+
+
+async def one_round(url: str, room: str) -> float:
+    clients = await joined([url] * PEOPLE, room, "f")
+    pid = owner_pid(url, room)
+    # A worker of the benchmark's own server.
+    return await recovery_seconds(clients, clients, lambda: os.kill(pid, signal.SIGKILL))
 
 
 def measure_failover(url: str, rounds: int) -> list[float]:
