@@ -474,6 +474,10 @@ async def test_a_host_mutes_removes_locks_and_ends_across_nodes(own_redis, room)
         assert second["host"] is False  # the first one in, on any node, is the host
         (refused,) = await guest.call("end_room")
         assert refused["error"]["code"] == "forbidden"
+        # The host acts on what it was told (user_joined), once its node knows the guest:
+        # the emit and the member list travel on separate Redis channels.
+        await until(lambda: host.received("user_joined"))
+        await until(lambda: (room_entry(hosts[0], name) or {}).get("participants") == 2)
         target = {"peer_id": second["peer_id"], "kind": "audio"}
         assert await host.call("mute_participant", target) == [{"ok": True}]
         muted = await guest.wait_for("muted")
