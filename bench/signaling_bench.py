@@ -42,6 +42,7 @@ from typing import Any
 
 from bench.relay_bench import RESULTS, ROOT, cpu_seconds, free_port, percentile, rss_mb, split
 from bench.report import replace_section
+from tests.support.redis import RedisServer
 
 LOAD = ROOT / "bench" / "signaling_load.mjs"
 NODE_SERVER = ROOT / "bench" / "node_relay_server.mjs"
@@ -90,6 +91,11 @@ class Target:
                 time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not start")
 
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -114,6 +120,8 @@ def roomrelay(variant: str, name: str = "") -> Target:
     server_args = ["--host", "127.0.0.1", "--port", "{port}", "--media", "p2p"]
     server_args += ["--log-level", "warning", "--rate-limit", "100", "--rate-burst", "200"]
     server_args += ["--max-connections-per-ip", "0"]  # every load client is on 127.0.0.1
+    # The load relays `ice` at RATE/s per client, far beyond what a browser trickles.
+    server_args += ["--max-trickled-candidates", str(RATE * 60 * 2)]
     return Target(
         name or f"roomrelay-{variant}",
         [sys.executable, "-m", "bench.variant_server", variant, *server_args],
@@ -125,12 +133,10 @@ class ClusterTarget(Target):
 
     def __init__(self, variant: str) -> None:
         super().__init__(f"roomrelay-2-nodes-redis-{variant}", [])
-        self.redis_port = free_port()
-        self.redis: subprocess.Popen | None = None
-        redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis = RedisServer(RESULTS)
         self.nodes = [roomrelay(variant, f"{self.name}-{i}") for i in range(2)]
         for node in self.nodes:
-            node.env = {"REDIS_URL": redis_url}
+            node.env = {"REDIS_URL": self.redis.url}
 
     @property
     def url(self) -> str:
@@ -138,14 +144,12 @@ class ClusterTarget(Target):
 
     @property
     def pids(self) -> list[int]:
-        redis = [self.redis.pid] if self.redis else []
+        redis = [self.redis.process.pid] if self.redis.process else []
         return [pid for node in self.nodes for pid in node.pids] + redis
 
     def start(self) -> Target:
-        port = str(self.redis_port)
-        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
-        self.redis = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
         for node in self.nodes:
             node.start()
         self.process = self.nodes[0].process
@@ -155,9 +159,7 @@ class ClusterTarget(Target):
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        if self.redis is not None:
-            self.redis.terminate()
-            self.redis.wait(10)
+        self.redis.stop()
 
     def stats(self) -> dict[str, Any] | None:
         return self.nodes[0].stats()
