@@ -1,7 +1,8 @@
-# roomrelay: the server, its bundled page and the socket.io-client bundle it serves.
+# roomrelay: the server, its bundled page, the socket.io-client bundle and the page's
+# background-blur model it serves.
 # Build: docker build -t roomrelay .   Run: see docker-compose.yml and README "Deploying".
 
-# The browser client bundle, from the locked npm package (no build step, no dev packages).
+# The browser packages, from the locked npm packages (no build step, no dev packages).
 FROM node:20-slim AS client
 WORKDIR /build
 COPY package.json package-lock.json ./
@@ -17,6 +18,7 @@ COPY server ./server
 RUN pip install . && rm -rf build server/*.egg-info
 COPY static ./static
 COPY --from=client /build/node_modules/socket.io-client/dist ./socket.io-client
+COPY --from=client /build/node_modules/@mediapipe/selfie_segmentation ./selfie_segmentation
 RUN useradd --system --home-dir /app --shell /usr/sbin/nologin roomrelay \
     && mkdir /recordings && chown roomrelay /recordings
 USER roomrelay
@@ -25,7 +27,8 @@ ENV HOST=0.0.0.0 \
     PORT=8000 \
     LOG_FORMAT=json \
     STATIC_DIR=/app/static \
-    SOCKETIO_CLIENT_DIR=/app/socket.io-client
+    SOCKETIO_CLIENT_DIR=/app/socket.io-client \
+    SEGMENTATION_DIR=/app/selfie_segmentation
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"

@@ -21,6 +21,7 @@ from .audio.transcripts import TranscriptStore
 from .backends import MediaBackend
 from .backends.p2p import PeerToPeerBackend
 from .backends.relay import RelayBackend, SocketRoomOutput
+from .blur_model import add_blur_model_routes
 from .client_bundle import add_client_bundle_routes
 from .cluster.manager import client_manager
 from .cluster.setup import MediaWrapper, cluster_media, create_cluster, run_cluster
@@ -295,6 +296,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the whole server; raises with a clear message when setup is incomplete."""
     app = create_web_app(settings)
     client_version = add_client_bundle_routes(app, settings.client_dir)
+    add_blur_model_routes(app, settings.segmentation_dir)
     sio = create_socket_server(settings, app)
 
     ice_servers = IceServerList(settings.ice_servers, settings.turn_secret, settings.turn_ttl)

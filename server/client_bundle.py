@@ -53,7 +53,9 @@ def check_client_bundle(dist_dir: Path) -> str:
     return version
 
 
-def _file_handler(path: Path, content_type: str) -> Handler:
+def file_handler(path: Path, content_type: str) -> Handler:
+    """Serves one file of an npm package, cacheable for an hour."""
+
     async def serve(request: web.Request) -> web.StreamResponse:
         response = web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
         response.content_type = content_type
@@ -69,5 +71,5 @@ def add_client_bundle_routes(app: web.Application, dist_dir: Path) -> str:
         path = dist_dir / name
         if not path.is_file():
             continue
-        app.router.add_get(f"/socket.io/{name}", _file_handler(path, CONTENT_TYPES[path.suffix]))
+        app.router.add_get(f"/socket.io/{name}", file_handler(path, CONTENT_TYPES[path.suffix]))
     return version

@@ -22,11 +22,12 @@ from aiohttp.typedefs import Handler
 SERVER_NAME = "roomrelay"
 
 # What static/ needs: its own scripts, styles and icons, the Socket.IO connection
-# (same origin, polling and WebSocket), camera/microphone streams.
+# (same origin, polling and WebSocket), camera/microphone streams, and WebAssembly
+# for the background blur's segmentation model (compiled, never eval'd script).
 PAGE_CSP = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self'",
+        "script-src 'self' 'wasm-unsafe-eval'",
         "style-src 'self'",
         "img-src 'self' data: blob:",
         "media-src 'self' blob: mediastream:",

@@ -16,6 +16,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIENT_DIR = PROJECT_ROOT / "node_modules" / "socket.io-client" / "dist"
+DEFAULT_SEGMENTATION_DIR = PROJECT_ROOT / "node_modules" / "@mediapipe" / "selfie_segmentation"
 DEFAULT_STATIC_DIR = PROJECT_ROOT / "static"
 
 MEDIA_MODES = ("relay", "p2p")
@@ -427,6 +428,14 @@ class Settings:
         "SOCKETIO_CLIENT_DIR",
         "Folder holding the npm socket.io-client 4.x 'dist' bundle served at "
         "/socket.io/socket.io.js.",
+        parse=Path,
+    )
+    segmentation_dir: Path = _setting(
+        DEFAULT_SEGMENTATION_DIR,
+        "SEGMENTATION_DIR",
+        "Folder of the npm @mediapipe/selfie_segmentation package, served at "
+        "/vendor/selfie_segmentation/ for the page's background blur (without it the "
+        "page offers no blur).",
         parse=Path,
     )
     record_dir: Path | None = _setting(

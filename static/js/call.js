@@ -157,7 +157,7 @@ export class Call {
     this.#showRecording(Boolean(reply.recording));
     this.#setHost(Boolean(reply.host));
     this.#captions.setAvailable(Boolean(reply.captions), this.#room);
-    const tracks = { audio: this.#media.track("audio"), video: this.#media.track("video") };
+    const tracks = { audio: this.#media.sent("audio"), video: this.#media.sent("video") };
     this.#link.start(tracks, reply.published, reply.ice_servers);
   }
 
@@ -433,7 +433,7 @@ export class Call {
     const self = { nickname: this.#nickname, audio: this.#media.isOn("audio"), video: this.#media.isOn("video") };
     this.#grid.upsert(SELF, { ...self, self: true });
     // Your own tile shows your camera only; your microphone is for the others.
-    this.#grid.setTracks(SELF, tracksOf({ video: this.#media.track("video") }));
+    this.#grid.setTracks(SELF, tracksOf({ video: this.#media.sent("video") }));
     this.#renderList();
   }
 

@@ -1,10 +1,12 @@
 // The local camera and microphone: opening them, choosing devices, muting.
 //
 // Dispatches "change" whenever tracks or their on/off state change,
-// "trackchange" {kind, track} when a device switch replaced a track (peers
-// swap it in with replaceTrack) or a device was turned on mid-call, and
-// "devicesadded" (detail: [MediaDeviceInfo]) when a camera or microphone is plugged in.
+// "trackchange" {kind, track} when the track to send changed: a device switch (peers
+// swap it in with replaceTrack), a device turned on mid-call, background blur turned on
+// or off; and "devicesadded" (detail: [MediaDeviceInfo]) when a camera or microphone is
+// plugged in.
 
+import { BlurredCamera } from "./blur.js";
 import { prefs } from "./storage.js";
 
 const KINDS = ["audio", "video"];
@@ -25,6 +27,11 @@ export class LocalMedia extends EventTarget {
   opening = false;
   /** True after release(): the devices were given back (leaving a call) until open(). */
   released = false;
+  /** Whether the user wants the background blurred (remembered on this device). */
+  blurWanted = prefs.get("blur") === "on";
+  /** Why blurring failed last time (an Error), or null. */
+  blurProblem = null;
+  #blur = null; // the BlurredCamera of the current camera track
 
   get supported() {
     return Boolean(navigator.mediaDevices?.getUserMedia);
@@ -37,6 +44,51 @@ export class LocalMedia extends EventTarget {
 
   isOn(kind) {
     return this.track(kind) !== null && this.enabled[kind];
+  }
+
+  /** The track others get (and your own tile shows): the camera blurred when asked. */
+  sent(kind) {
+    const track = this.track(kind);
+    return kind === "video" && track && this.#blur ? this.#blur.track : track;
+  }
+
+  get blurred() {
+    return this.#blur !== null;
+  }
+
+  /** Turn background blur on or off; the call swaps the sent video track. */
+  async setBlur(on) {
+    this.blurWanted = on;
+    prefs.set("blur", on ? "on" : null);
+    const before = this.sent("video");
+    await this.#applyBlur();
+    if (this.sent("video") !== before) this.#announce("video");
+    this.#changed();
+  }
+
+  /** Blur the current camera track, or stop blurring, as wanted. */
+  async #applyBlur() {
+    const camera = this.track("video");
+    if (this.#blur && (!this.blurWanted || this.#blur.camera !== camera)) {
+      this.#blur.stop();
+      this.#blur = null;
+    }
+    if (!this.blurWanted || !camera || this.#blur) return;
+    try {
+      const blur = await BlurredCamera.start(camera);
+      if (this.blurWanted && this.track("video") === camera && !this.#blur) {
+        this.#blur = blur;
+        this.blurProblem = null;
+      } else {
+        blur.stop(); // changed meanwhile
+      }
+    } catch (error) {
+      this.blurProblem = error;
+    }
+  }
+
+  #announce(kind) {
+    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track: this.sent(kind) } }));
   }
 
   /** The browser refuses camera and microphone until the user allows them in site settings. */
@@ -83,6 +135,7 @@ export class LocalMedia extends EventTarget {
       }
     }
     this.opening = false;
+    await this.#applyBlur();
     this.#known = await this.#deviceIds().catch(() => null); // only for telling new devices apart
     this.#changed();
   }
@@ -120,7 +173,8 @@ export class LocalMedia extends EventTarget {
     this.#adopt(fresh);
     if (this.track("audio") && this.track("video")) this.problem = null;
     prefs.set(DEVICE_PREF[kind], deviceId);
-    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track: fresh } }));
+    await this.#applyBlur();
+    this.#announce(kind);
     this.#changed();
     return fresh;
   }
@@ -146,7 +200,8 @@ export class LocalMedia extends EventTarget {
     for (const old of this.stream.getTracks()) if (old.kind === kind) this.stream.removeTrack(old);
     this.#adopt(track);
     if (this.track("audio") && this.track("video")) this.problem = null;
-    this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track } }));
+    await this.#applyBlur();
+    this.#announce(kind);
     this.#changed();
     return track;
   }
@@ -161,8 +216,7 @@ export class LocalMedia extends EventTarget {
 
   setEnabled(kind, on) {
     this.enabled[kind] = on;
-    const track = this.track(kind);
-    if (track) track.enabled = on;
+    for (const track of new Set([this.track(kind), this.sent(kind)])) if (track) track.enabled = on;
     this.#changed();
   }
 
@@ -181,6 +235,8 @@ export class LocalMedia extends EventTarget {
   }
 
   stop() {
+    this.#blur?.stop();
+    this.#blur = null;
     for (const track of this.stream.getTracks()) {
       track.stop();
       this.stream.removeTrack(track);
@@ -195,7 +251,8 @@ export class LocalMedia extends EventTarget {
     const track = stream?.getTracks()[0];
     if (track) {
       this.#adopt(track);
-      this.dispatchEvent(new CustomEvent("trackchange", { detail: { kind, track } }));
+      await this.#applyBlur();
+      this.#announce(kind);
     }
     this.#changed();
   }

@@ -7,6 +7,7 @@ import { byId, paintAvatar } from "./ui.js";
 export class Preview extends EventTarget {
   #media;
   #nickname;
+  #shown = null; // the video track the preview plays
 
   /** Dispatches "change" when what joining would publish changes (see joinLabel). */
   constructor(media, nicknameInput) {
@@ -35,9 +36,13 @@ export class Preview extends EventTarget {
   #render() {
     const media = this.#media;
     const video = byId("preview-video");
-    // An empty stream would keep the <video> (and so the page's load event) waiting forever.
-    const source = media.track("video") ? media.stream : null;
-    if (video.srcObject !== source) video.srcObject = source;
+    // What the others will see (blurred, if chosen). An empty stream would keep the
+    // <video> (and so the page's load event) waiting forever.
+    const sent = media.sent("video");
+    if (this.#shown !== sent) {
+      this.#shown = sent;
+      video.srcObject = sent ? new MediaStream([sent]) : null;
+    }
     byId("preview-placeholder").hidden = media.isOn("video");
     paintAvatar(byId("preview-placeholder"), byId("preview-initials"), this.#nickname.value || "?");
     byId("media-released").hidden = !media.released;

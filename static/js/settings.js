@@ -1,6 +1,7 @@
-// The call's Settings dialog: camera, microphone (with its level), speaker, layout and sounds.
-// Choices are remembered on this device.
+// The call's Settings dialog: camera, background blur, microphone (with its level), speaker,
+// layout and sounds. Choices are remembered on this device.
 
+import { blurAvailable } from "./blur.js";
 import { DevicePicker } from "./devices.js";
 import { prefs } from "./storage.js";
 import { byId } from "./ui.js";
@@ -8,10 +9,12 @@ import { byId } from "./ui.js";
 export class SettingsDialog {
   #dialog = byId("devices-dialog");
   #devices;
+  #media;
   #grid;
   #chime;
 
   constructor({ media, grid, chime }) {
+    this.#media = media;
     this.#grid = grid;
     this.#chime = chime;
     this.#devices = new DevicePicker(
@@ -33,6 +36,18 @@ export class SettingsDialog {
       chime.enabled = chimeToggle.checked;
     });
     byId("open-devices").addEventListener("click", () => this.open());
+    const blur = byId("blur-toggle");
+    blurAvailable().then((available) => {
+      byId("blur-field").hidden = !available;
+    });
+    blur.addEventListener("change", async () => {
+      blur.disabled = true;
+      await media.setBlur(blur.checked);
+      blur.disabled = false;
+      blur.checked = media.blurred;
+      byId("devices-error").hidden = !media.blurProblem;
+      byId("devices-error").textContent = media.blurProblem?.message ?? "";
+    });
   }
 
   open() {
@@ -40,6 +55,7 @@ export class SettingsDialog {
     byId(`layout-${this.#grid.mode}`).checked = true;
     byId("hide-without-video").checked = this.#grid.hideWithoutVideo;
     byId("chime-toggle").checked = this.#chime.enabled;
+    byId("blur-toggle").checked = this.#media.blurWanted;
     this.#dialog.showModal();
   }
 }
