@@ -114,6 +114,32 @@ def test_client_bundle_is_served(p2p_server, path, content_type):
         assert json.loads(body)["version"] == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "content_type", "starts"),
+    [
+        ("selfie_segmentation.js", "application/javascript", b""),
+        ("selfie_segmentation_solution_simd_wasm_bin.wasm", "application/wasm", b"\0asm"),
+        ("selfie_segmentation_landscape.tflite", "application/octet-stream", b""),
+    ],
+)
+def test_the_blur_model_is_served_to_the_page(p2p_server, name, content_type, starts):
+    status, headers, body = fetch(f"{p2p_server.url}/vendor/selfie_segmentation/{name}")
+    assert status == 200
+    assert headers["Content-Type"].startswith(content_type)
+    assert len(body) > 1000 and body.startswith(starts)
+
+
+def test_without_the_blur_model_the_server_runs_and_the_page_offers_no_blur(tmp_path):
+    server = ServerProcess(args=("--segmentation-dir", str(tmp_path))).start()
+    try:
+        assert server.get_json("/health")["status"] == "ok"
+        status, _, _ = fetch(f"{server.url}/vendor/selfie_segmentation/selfie_segmentation.js")
+        assert status == 404  # what the page asks before showing the setting
+        assert "background blur unavailable" in server.log()
+    finally:
+        server.stop()
+
+
 def run_server(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m server ARGS`` to completion (for runs that exit by themselves)."""
     return subprocess.run(
