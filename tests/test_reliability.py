@@ -13,6 +13,7 @@ import pytest
 from aioice import stun
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from aiortc.sdp import candidate_from_sdp
 
 from server.loop_health import LoopLag
 from server.media.aiortc_hooks import (
@@ -178,6 +179,60 @@ async def test_an_offer_racing_the_close_of_its_connection_gets_an_answer_or_a_c
         await peer.close_connection(CloseReason.CONNECTION_CLOSED)
         await asyncio.wait_for(facts.answers.get(), 15)
         assert set(facts.errors) <= {"connection_closed"}, facts.errors
+    finally:
+        await peer.close(CloseReason.LEFT)
+        await client.close()
+
+
+class HeldAnswers(Facts):
+    """Facts whose answers wait for ``release``: the offer stays in the middle of being
+    applied (its remote description set, its answer not yet out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def answer(self, peer_id, sdp):
+        await self.release.wait()
+        await super().answer(peer_id, sdp)
+
+
+@pytest.mark.media
+async def test_end_of_candidates_never_overtakes_a_candidate_still_queued():
+    """Candidates trickled before the offer is applied wait behind it. An end-of-candidates
+    arriving once the remote description is set used to be applied at once, ahead of them:
+    ICE then refused them and failed at once (seen in the cluster, where an offer and its
+    candidates arrive together over Redis)."""
+    install_aiortc_hooks()
+    facts = HeldAnswers()
+    peer = lone_peer(facts)
+    client = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        lines = (await offer_of(client)).split("\r\n")
+        gathered = [line[2:] for line in lines if line.startswith("a=candidate:")]
+        trickle = [line for line in lines if not line.startswith("a=candidate:")]
+        trickle = [line for line in trickle if line != "a=end-of-candidates"]
+        assert gathered
+        peer.submit_offer(parse_offer("\r\n".join(trickle), max_media_sections=8))
+        for line in gathered:  # trickled before the offer is applied: queued
+            candidate = candidate_from_sdp(line)
+            candidate.sdpMid, candidate.sdpMLineIndex = "0", 0
+            await peer.add_candidate(candidate)
+        for _ in range(200):
+            if peer.pc is not None and peer.pc.remoteDescription is not None:
+                break
+            await asyncio.sleep(0.01)
+        await peer.add_candidate(None)  # the offer is still being applied
+
+        facts.release.set()
+        answer = await asyncio.wait_for(facts.answers.get(), 10)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        for _ in range(200):
+            if peer.pc is None or peer.pc.connectionState in ("connected", "failed", "closed"):
+                break
+            await asyncio.sleep(0.05)
+        assert peer.pc is not None and peer.pc.connectionState == "connected"
     finally:
         await peer.close(CloseReason.LEFT)
         await client.close()

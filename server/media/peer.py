@@ -158,6 +158,7 @@ class MediaPeer:
         self._closed_for: CloseReason | None = None  # why its connection went, until it re-offers
         self._remote_ufrag: str | None = None
         self._queued_ufrags: list[str] = []
+        self._queued_candidates = 0  # trickled candidates waiting in the queue
         self._waiting_offer: ParsedOffer | None = None  # queued, not yet being applied
         self.superseded_offers = 0
         self._settled = asyncio.Event()  # the connection is up, or it closed
@@ -195,10 +196,20 @@ class MediaPeer:
         if self.pc is None and not self._queued_ufrags:
             raise ProtocolError("no_pending_offer", "send an offer before ICE candidates")
         current = all(ufrag == self._remote_ufrag for ufrag in self._queued_ufrags)
-        if self.pc is not None and self.pc.remoteDescription is not None and current:
+        # Never ahead of a candidate still queued: an end-of-candidates overtaking one would
+        # make ICE refuse it (and fail, when it was the only one).
+        applicable = self.pc is not None and self.pc.remoteDescription is not None
+        if applicable and current and not self._queued_candidates:
             await self._add_candidate(candidate)
         else:
-            self._queue.put_nowait(("ice", lambda: self._add_candidate(candidate)))
+            self._queued_candidates += 1
+            self._queue.put_nowait(("ice", lambda: self._add_queued_candidate(candidate)))
+
+    async def _add_queued_candidate(self, candidate: RTCIceCandidate | None) -> None:
+        try:
+            await self._add_candidate(candidate)
+        finally:
+            self._queued_candidates -= 1
 
     async def _run_queue(self) -> None:
         while True:
