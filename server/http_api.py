@@ -1,4 +1,4 @@
-"""The JSON HTTP endpoints: ``/health``, ``/rooms`` and ``/stats``."""
+"""The JSON HTTP endpoints: ``/health``, ``/rooms``, ``/stats`` and room transcripts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aiohttp import web
 from . import __version__, validation
 from .access import AccessError
 from .audio.recorder import safe_name
+from .cluster.forward import forward_get, owner_url
 from .cluster.setup import cluster_facts
 from .context import SERVER_KEY, RoomServer
 from .grants import Grant
@@ -151,6 +152,10 @@ async def transcript(request: web.Request) -> web.StreamResponse:
         raise http_error(
             web.HTTPForbidden, "forbidden", f"your access token does not cover room {room!r}"
         )
+    if server.media.mode == "relay":  # captions live on the node that runs the room's media
+        owner = owner_url(server.cluster, server.media.room_stats(room).get("node"), request)
+        if owner is not None:
+            return await forward_get(request, owner)
     store = server.audio.transcripts
     if request.query.get("format") == "text":
         filename = safe_name(room) + "-transcript.txt"

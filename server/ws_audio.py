@@ -234,6 +234,7 @@ class AudioSockets:
         self._server.access.check_join(client.grant, room)
         if not client.grant.can_subscribe:
             raise ProtocolError("forbidden", "your access token does not allow subscribing")
+        self._check_audio_is_here(room)
         await self._stop_streaming(client)
         client.listener = self._live.listen(room, peer_id, client.send_pcm)
         self._server.audio.retap(room)
@@ -247,6 +248,17 @@ class AudioSockets:
                 "sample_rate": SAMPLE_RATE,
                 "channels": 1,
             }
+        )
+
+    def _check_audio_is_here(self, room: str) -> None:
+        """In a cluster a room's audio is tapped on the node that runs its media: say which."""
+        node = self._server.cluster
+        owner = self._server.media.room_stats(room).get("node")
+        if node is None or owner is None or owner == node.id:
+            return
+        url = node.report_of(owner).get("url", "another node")
+        raise ProtocolError(
+            "wrong_node", f"room {room!r}'s audio is on the node at {url}: stream from there"
         )
 
     async def _stop_streaming(self, client: AudioClient) -> None:

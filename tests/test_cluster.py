@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.clients import PythonClient
@@ -20,6 +21,7 @@ from tests.support.media import (
     COLOURS,
     TONES,
     ColourTrack,
+    PcmTrack,
     ToneTrack,
     identify_audio,
     identify_video,
@@ -28,6 +30,7 @@ from tests.support.media import (
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 from tests.test_relay_media import assert_receives_exactly
+from tests.test_ws_audio import AudioSocket
 
 NODE_ARGS = ("--media", "relay", "--media-timeout", "5")
 
@@ -509,3 +512,54 @@ async def test_a_host_mutes_removes_locks_and_ends_across_nodes(own_redis, room)
         await host.close()
         await guest.close()
         stop_all(hosts)
+
+
+@pytest.fixture
+def captioned_nodes(own_redis: RedisServer) -> Iterator[list[ServerProcess]]:
+    """Two nodes with live captions (their own Redis)."""
+    env = {"REDIS_URL": own_redis.url}
+    started = [
+        ServerProcess(args=(*NODE_ARGS, "--stt"), env=env).start(timeout=60) for _ in range(2)
+    ]
+    yield started
+    stop_all(started)
+
+
+@pytest.mark.media
+@pytest.mark.speech
+async def test_a_room_s_captions_reach_every_node(captioned_nodes, room, speak):
+    """Captions are made where the room's media runs (node 0) and reach a /ws client on
+    node 1; node 1 answers the transcript request with node 0's transcript; live audio is
+    only on node 0, and node 1 says so."""
+    nodes = captioned_nodes
+    await until(lambda: len(live_nodes(nodes[1])) == 2)
+    name = room("captions")
+    speaker, listener = WsRelayClient(nodes[0].url), WsRelayClient(nodes[1].url)
+    try:
+        await speaker.connect()
+        await speaker.join(name, "speaker")  # first in a fresh cluster: node 0 runs the room
+        await listener.connect()
+        await listener.join(name, "listener")
+        speech = speak("one two three four five", rate=48000) + bytes(2 * 48000 * 2)
+        await speaker.start_call(PcmTrack(speech, 48000))
+
+        def finals() -> list[dict]:
+            return [m for m in listener.of_type("transcript") if m.get("final")]
+
+        await until(finals, timeout=40)
+        caption = finals()[0]
+        assert caption["peer_id"] == speaker.peer_id
+        assert {"one", "two", "three", "four", "five"} & set(caption["text"].split())
+        assert room_entry(nodes[1], name)["media"]["node"] == node_id(nodes[0])
+
+        entries = nodes[1].get_json(f"/rooms/{name}/transcript")["entries"]
+        assert [e["text"] for e in entries if e["final"]] == [caption["text"]]
+        assert nodes[0].get_json(f"/rooms/{name}/transcript")["entries"] == entries
+
+        async with aiohttp.ClientSession() as http, AudioSocket(http, nodes[1].url) as audio:
+            error = await audio.control({"type": "start_streaming", "room": name})
+            assert error["type"] == "error" and error["code"] == "wrong_node"
+            assert nodes[0].url in error["message"]
+    finally:
+        await speaker.close()
+        await listener.close()

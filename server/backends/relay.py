@@ -51,10 +51,16 @@ class SocketRoomOutput:
         self._roster = roster
 
     async def emit(self, room: str, event: str, data: dict[str, Any]) -> None:
-        await self._sio.emit(event, data, to=room)
-        for member in self._roster.members(room) if self._roster else ():
+        await self._sio.emit(event, data, to=room)  # every node's Socket.IO clients
+        roster = self._roster
+        if roster is None:
+            return
+        for member in roster.local_members(room):
             if member.outbox is not None:
                 await member.outbox.deliver(event, data)
+        if roster.others is not None:  # other nodes' members outside Socket.IO
+            for dialect in Dialect:
+                await roster.others.deliver_outside(room, dialect, event, data, None)
 
 
 def slot_policy(dialect: Dialect | None) -> SlotPolicy:
