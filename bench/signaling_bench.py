@@ -120,6 +120,7 @@ def roomrelay(variant: str, name: str = "") -> Target:
     server_args = ["--host", "127.0.0.1", "--port", "{port}", "--media", "p2p"]
     server_args += ["--log-level", "warning", "--rate-limit", "100", "--rate-burst", "200"]
     server_args += ["--max-connections-per-ip", "0"]  # every load client is on 127.0.0.1
+    server_args += ["--max-connections", "0"]  # the idle phase holds 10,000
     # The load relays `ice` at RATE/s per client, far beyond what a browser trickles.
     server_args += ["--max-trickled-candidates", str(RATE * 60 * 2)]
     return Target(
