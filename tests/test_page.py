@@ -827,9 +827,12 @@ async def test_speaker_view_pin_full_screen_and_hidden_tiles_are_per_device(rela
     # Speaker view: one large tile, the others in a strip below it.
     await choose_in_settings(ada, "#layout-speaker")
     await wait_visible(ada, "#grid[data-layout='speaker'] .tile[data-featured]")
-    featured = await box(ada, ".tile[data-featured]")
-    stage = await box(ada, "#grid")
-    assert featured["width"] > stage["width"] * 0.6
+
+    async def featured_large():  # once the grid has laid itself out for the new mode
+        featured = await box(ada, ".tile[data-featured]")
+        return featured if featured["width"] > (await box(ada, "#grid"))["width"] * 0.6 else None
+
+    featured = await wait_until(featured_large, 10)
     for small in await ada.locator(".tile:not([data-featured])").all():
         strip = await small.bounding_box()
         assert strip["width"] < featured["width"] / 3
