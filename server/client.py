@@ -38,6 +38,8 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
 
+from .tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "video")
@@ -483,9 +485,8 @@ class RoomClient:
 
     async def _reset_connection(self) -> None:
         if self._negotiation is not None and self._negotiation is not asyncio.current_task():
-            self._negotiation.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._negotiation
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self._negotiation)
         self._negotiation = None
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()

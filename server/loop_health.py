@@ -8,11 +8,12 @@ RTP forwarding) waits that long too, so the lateness is what every client feels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
 from typing import Any
+
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,8 @@ class LoopLag:
             self._task = asyncio.create_task(self._measure())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _measure(self) -> None:
         while True:

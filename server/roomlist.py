@@ -16,7 +16,6 @@ interval is 250 ms, longer when lists are big and followers many (a byte budget)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from collections.abc import Callable
 import socketio
 
 from .rooms import Dialect, Participant, Roster
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,5 @@ class RoomListFeed:
 
     async def close(self) -> None:
         """Drop a scheduled list (shutdown)."""
-        if self._pending is not None:
-            self._pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pending
-            self._pending = None
+        await cancel_and_wait(self._pending)
+        self._pending = None

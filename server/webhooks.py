@@ -28,6 +28,7 @@ import jwt
 from .access import ALGORITHM
 from .media.publication import Publication
 from .rooms import Participant, Roster
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +180,7 @@ class Webhooks:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), grace)
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
+        await cancel_and_wait(self._worker)
         if self._session is not None:
             await self._session.close()
 

@@ -26,6 +26,7 @@ from server.media.offer import parse_offer, stream_ids_by_mid
 from server.media.peer import MediaPeer, PeerHooks
 from server.media.publication import EncodedSubscription
 from server.media.types import CloseReason, MediaConfig, SlotPolicy
+from server.tasks import cancel_and_wait
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, str]:
@@ -325,3 +326,46 @@ def test_loop_lag_counts_recent_stalls_by_time_not_by_number():
         lag.record(0.9, now=second)
     assert lag.recent_median(2.5, now=102.5) == 0.9
     assert lag.stats()["p50_ms"] == 1.0, "by number, the stalls hide among quiet samples"
+
+
+async def slow_to_stop(stopped: asyncio.Event) -> None:
+    """A task whose clean-up after a cancel takes a moment (closing a connection, say)."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.05)
+        stopped.set()
+        raise
+
+
+async def test_stopping_a_task_never_swallows_the_stoppers_own_cancellation():
+    """A peer's work queue stopping a publication's task while the peer was being closed used
+    to swallow its own cancel, run on, and leave the participant in its room as a ghost."""
+    stopped = asyncio.Event()
+    inner = asyncio.create_task(slow_to_stop(stopped))
+    await asyncio.sleep(0)
+    carried_on: list[str] = []
+
+    async def stopper() -> None:
+        await cancel_and_wait(inner)
+        carried_on.append("as if never cancelled")
+        await asyncio.sleep(3600)
+
+    outer = asyncio.create_task(stopper())
+    await asyncio.sleep(0.01)  # the stopper now waits for the inner task's clean-up
+    outer.cancel()
+    await asyncio.wait([outer], timeout=2)
+    assert outer.cancelled() and not carried_on
+    await asyncio.wait_for(stopped.wait(), 2)
+    assert inner.cancelled()
+
+
+async def test_a_stopped_task_s_error_reaches_the_stopper():
+    async def failing() -> None:
+        raise ValueError("broken")
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="broken"):
+        await cancel_and_wait(task)
+    await cancel_and_wait(None)  # nothing to stop

@@ -9,11 +9,11 @@ listener loses its oldest audio and never slows the tap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ..tasks import cancel_and_wait
 from .consumer import AudioChunk, BaseConsumer, samples
 
 MIX_TICK = 0.02  # seconds: the tap's chunk length
@@ -75,9 +75,7 @@ class Listener:
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
 
 
 class LiveAudio(BaseConsumer):

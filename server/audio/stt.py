@@ -13,7 +13,6 @@ The pieces, from the audio inwards:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..tasks import cancel_and_wait
 from .consumer import (
     EVERY_ROOM,
     AudioChunk,
@@ -162,9 +162,7 @@ class SpeechRecognizer(BaseConsumer):
                 peer_id,
                 self._finalize_timeout,
             )
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await cancel_and_wait(worker)
             for utterance, _ in speaker.pending:
                 self._count_drop(utterance)
             speaker.pending.clear()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 import av
 from aiortc.mediastreams import MediaStreamError
 
+from ..tasks import cancel_and_wait
 from .consumer import BYTES_PER_SECOND, SAMPLE_RATE, SAMPLE_WIDTH, AudioChunk, AudioConsumer
 
 if TYPE_CHECKING:
@@ -70,9 +71,7 @@ class ConsumerLane:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         try:
             await self.consumer.participant_left(room, peer_id)
         except Exception:
@@ -134,9 +133,7 @@ class AudioTap:
 
     async def close(self, finalize_timeout: float = 15.0) -> None:
         """Stop reading, let every consumer catch up and finalize this participant."""
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        await cancel_and_wait(self._reader)
         self._source.close()
         await asyncio.gather(
             *(lane.finish(self.room, self.peer_id, finalize_timeout) for lane in self.lanes)

@@ -20,6 +20,8 @@ import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "roomrelay"
@@ -83,10 +85,7 @@ class Bus:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self._publisher.aclose()
         await self._subscriber.aclose()
 

@@ -29,6 +29,7 @@ import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..tasks import cancel_and_wait
 from .bus import PREFIX, Bus, Message
 from .members import MemberMirror, MemberRecord, RemoteParticipant, RoomRecords
 
@@ -143,10 +144,7 @@ class ClusterNode:
 
     async def close(self) -> None:
         """Leave the cluster: stop beating and remove this node's keys."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.bus.flush()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(node_key(self.id), members_key(self.id))

@@ -28,6 +28,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.exceptions import InvalidStateError
 
+from ..tasks import cancel_and_wait
 from ..validation import ProtocolError
 from .aiortc_hooks import (
     answer_as_dtls_server,
@@ -533,9 +534,7 @@ class MediaPeer:
             return
         self.closed = True
         if self._worker is not asyncio.current_task():
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker)
         await self.close_connection(reason)
 
     def stats(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from ..tasks import cancel_and_wait
 from .aiortc_hooks import (
     end_track_of_unstarted_receiver,
     intercept_rtp,
@@ -342,10 +342,7 @@ class Publication:
             return
         self.closed = True
         self.keyframes.cancel()
-        if self._remb_task is not None:
-            self._remb_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._remb_task
+        await cancel_and_wait(self._remb_task)
         for subscription in [*self._encoded, *self._decoded]:
             subscription.ended()
         await self._drain.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCIceServer
 from aiortc.contrib.media import MediaRelay
 
+from ..tasks import cancel_and_wait
 from ..validation import ProtocolError
 from .aiortc_hooks import observe_audio_levels
 from .datachannels import DataChannelBridge
@@ -198,10 +198,7 @@ class MediaRoom:
             peer = self.peers.pop(peer_id)
             await peer.close(CloseReason.SHUTDOWN)
         for task in (self._speaker_task, self._quality_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,7 @@ from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from ..tasks import cancel_and_wait
 from .aiortc_hooks import (
     force_encoder_keyframe,
     negotiated_codecs,
@@ -243,10 +244,8 @@ class Slot(MediaStreamTrack):
         try:
             await asyncio.wait((pending, wakeup), return_when=asyncio.FIRST_COMPLETED)
         finally:  # also when the sender itself is cancelled while we wait
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
-                    await pending
+            with contextlib.suppress(MediaStreamError):
+                await cancel_and_wait(pending)
         if pending.cancelled():
             return None
         try:
