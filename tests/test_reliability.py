@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import urllib.error
@@ -16,6 +17,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.sdp import candidate_from_sdp
 
 from server.loop_health import LoopLag
+from server.media import peer as peer_module
 from server.media.aiortc_hooks import (
     AiortcInternalsChanged,
     check_aioice_internals,
@@ -369,3 +371,27 @@ async def test_a_stopped_task_s_error_reaches_the_stopper():
     with pytest.raises(ValueError, match="broken"):
         await cancel_and_wait(task)
     await cancel_and_wait(None)  # nothing to stop
+
+
+@pytest.mark.media
+async def test_a_leave_ends_even_when_the_peer_s_work_is_stuck(monkeypatch):
+    """Whatever a peer's work queue is stuck in (work that ignores a cancel), closing the
+    peer finishes, so that its participant leaves the room."""
+    monkeypatch.setattr(peer_module, "WORK_STOP_TIMEOUT", 0.2)
+    install_aiortc_hooks()
+    peer = lone_peer(Facts())
+    started, released = asyncio.Event(), asyncio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+
+    peer._queue.put_nowait(("stuck", stubborn))
+    await asyncio.wait_for(started.wait(), 2)
+    try:
+        await asyncio.wait_for(peer.close(CloseReason.LEFT), 2)
+        assert peer.closed
+    finally:
+        released.set()  # let the stubborn work end with the test

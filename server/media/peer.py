@@ -69,6 +69,9 @@ CODEC_PREFERENCE = {
 
 
 CLOSE_TIMEOUT = 5.0  # seconds aiortc may take to close a connection before we stop waiting
+# Seconds a participant's leave waits for its work queue to stop: whatever the queue is
+# stuck in, the participant must not stay in its room as a ghost.
+WORK_STOP_TIMEOUT = 5.0
 
 
 async def close_within(pc: RTCPeerConnection, timeout: float, peer_id: str) -> None:
@@ -534,7 +537,14 @@ class MediaPeer:
             return
         self.closed = True
         if self._worker is not asyncio.current_task():
-            await cancel_and_wait(self._worker)
+            try:
+                await asyncio.wait_for(cancel_and_wait(self._worker), WORK_STOP_TIMEOUT)
+            except TimeoutError:
+                logger.warning(
+                    "%s's media work did not stop within %.0f s; closing anyway",
+                    self.peer_id,
+                    WORK_STOP_TIMEOUT,
+                )
         await self.close_connection(reason)
 
     def stats(self) -> dict[str, Any]:
