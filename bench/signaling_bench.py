@@ -48,6 +48,9 @@ LOAD = ROOT / "bench" / "signaling_load.mjs"
 NODE_SERVER = ROOT / "bench" / "node_relay_server.mjs"
 REPORT = ROOT / "docs" / "benchmark.md"
 RATE = 10  # ice messages per second per client
+# Seconds of idle CPU measured: longer than Socket.IO's 25 s ping interval, so that every
+# server's heartbeats are in the window.
+IDLE_CPU_SECONDS = 30.0
 
 
 @dataclass
@@ -326,7 +329,7 @@ def idle_memory(target: Target, clients: int, processes: int) -> dict[str, Any]:
         time.sleep(3.0)
         held = rss_mb(pid)
         cpu_before, stamp = cpu_seconds(pid), time.monotonic()
-        time.sleep(5.0)
+        time.sleep(IDLE_CPU_SECONDS)
         idle_cpu = 100 * (cpu_seconds(pid) - cpu_before) / (time.monotonic() - stamp)
         load.tell("IDLE")
     finally:
