@@ -28,6 +28,7 @@ from . import validation
 from .access import AccessError
 from .audio.consumer import BYTES_PER_SECOND, SAMPLE_RATE
 from .audio.live import Listener, LiveAudio
+from .cluster.forward import other_node_url
 from .context import RoomServer
 from .grants import Grant
 from .settings import Settings
@@ -252,14 +253,14 @@ class AudioSockets:
 
     def _check_audio_is_here(self, room: str) -> None:
         """In a cluster a room's audio is tapped on the node that runs its media: say which."""
-        node = self._server.cluster
-        owner = self._server.media.room_stats(room).get("node")
-        if node is None or owner is None or owner == node.id:
+        if self._server.cluster is None:
             return
-        url = node.report_of(owner).get("url", "another node")
-        raise ProtocolError(
-            "wrong_node", f"room {room!r}'s audio is on the node at {url}: stream from there"
-        )
+        owner = self._server.media.room_stats(room).get("node")
+        url = other_node_url(self._server.cluster, owner)
+        if url is not None:
+            raise ProtocolError(
+                "wrong_node", f"room {room!r}'s audio is on the node at {url}: stream from there"
+            )
 
     async def _stop_streaming(self, client: AudioClient) -> None:
         if client.listener is not None:

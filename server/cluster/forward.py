@@ -24,12 +24,17 @@ PASSED_HEADERS = ("Authorization", "Accept")
 RETURNED_HEADERS = ("Content-Type", "Content-Disposition")
 
 
-def owner_url(node: ClusterNode | None, owner: str | None, request: web.Request) -> str | None:
-    """The owning node's URL when the request should go there (not here, not forwarded)."""
-    if node is None or owner is None or owner == node.id or FORWARDED in request.headers:
+def other_node_url(node: ClusterNode | None, owner: str | None) -> str | None:
+    """The URL of ``owner`` when it is another node of the cluster (None: here, or alone)."""
+    if node is None or owner is None or owner == node.id:
         return None
     url = node.report_of(owner).get("url")
     return str(url) if url else None
+
+
+def owner_url(node: ClusterNode | None, owner: str | None, request: web.Request) -> str | None:
+    """The owning node's URL when the request should go there (not here, not forwarded)."""
+    return None if FORWARDED in request.headers else other_node_url(node, owner)
 
 
 async def forward_get(request: web.Request, base_url: str) -> web.Response:
