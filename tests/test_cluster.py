@@ -500,6 +500,8 @@ async def test_a_host_mutes_removes_locks_and_ends_across_nodes(own_redis, room)
         await host.call("lock_room", {"locked": False})
         await asyncio.sleep(0.3)
         await guest.call("join_room", {"room": name, "nickname": "Guest"})
+        # Ended once the host's node lists the guest again (its count is what the ack says).
+        await until(lambda: (room_entry(hosts[0], name) or {}).get("participants") == 2)
         (ended,) = await host.call("end_room")
         assert ended == {"ok": True, "removed": 2}
         assert (await guest.wait_for("room_ended"))[0]["by"] == "Host"
