@@ -152,7 +152,8 @@ async def transcript(request: web.Request) -> web.StreamResponse:
         raise http_error(
             web.HTTPForbidden, "forbidden", f"your access token does not cover room {room!r}"
         )
-    if server.media.mode == "relay":  # captions live on the node that runs the room's media
+    if server.cluster is not None and server.media.mode == "relay":
+        # Captions live on the node that runs the room's media.
         owner = owner_url(server.cluster, server.media.room_stats(room).get("node"), request)
         if owner is not None:
             return await forward_get(request, owner)

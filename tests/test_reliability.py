@@ -154,6 +154,14 @@ def lone_peer(facts: Facts) -> MediaPeer:
     )
 
 
+async def connection_settles(peer: MediaPeer, states: tuple[str, ...]) -> None:
+    """Wait (up to 10 s) until the peer's connection is in one of ``states`` or gone."""
+    for _ in range(200):
+        if peer.pc is None or peer.pc.connectionState in states:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def offer_of(pc: RTCPeerConnection) -> str:
     await pc.setLocalDescription(await pc.createOffer())
     return pc.localDescription.sdp
@@ -171,10 +179,7 @@ async def test_an_offer_racing_the_close_of_its_connection_gets_an_answer_or_a_c
         peer.submit_offer(parse_offer(await offer_of(client), max_media_sections=8))
         answer = await asyncio.wait_for(facts.answers.get(), 10)
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        for _ in range(200):
-            if peer.pc is not None and peer.pc.connectionState == "connected":
-                break
-            await asyncio.sleep(0.05)
+        await connection_settles(peer, ("connected",))
         client.addTransceiver("video", direction="recvonly")  # a re-offer, same ICE session
         peer.submit_offer(parse_offer(await offer_of(client), max_media_sections=8))
         for _ in range(yields):
@@ -231,10 +236,7 @@ async def test_end_of_candidates_never_overtakes_a_candidate_still_queued():
         facts.release.set()
         answer = await asyncio.wait_for(facts.answers.get(), 10)
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        for _ in range(200):
-            if peer.pc is None or peer.pc.connectionState in ("connected", "failed", "closed"):
-                break
-            await asyncio.sleep(0.05)
+        await connection_settles(peer, ("connected", "failed", "closed"))
         assert peer.pc is not None and peer.pc.connectionState == "connected"
     finally:
         await peer.close(CloseReason.LEFT)

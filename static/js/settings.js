@@ -17,13 +17,14 @@ export class SettingsDialog {
     this.#media = media;
     this.#grid = grid;
     this.#chime = chime;
+    const showError = (message) => {
+      byId("devices-error").hidden = !message;
+      byId("devices-error").textContent = message ?? "";
+    };
     this.#devices = new DevicePicker(
       media,
       { video: byId("call-camera"), audio: byId("call-microphone") },
-      (message) => {
-        byId("devices-error").hidden = !message;
-        byId("devices-error").textContent = message ?? "";
-      },
+      showError,
     );
     new SpeakerPicker(byId("call-speaker"), byId("call-speaker-field"), (deviceId) => grid.setSink(deviceId));
     for (const radio of this.#dialog.querySelectorAll('input[name="layout"]')) {
@@ -45,8 +46,7 @@ export class SettingsDialog {
       await media.setBlur(blur.checked);
       blur.disabled = false;
       blur.checked = media.blurred;
-      byId("devices-error").hidden = !media.blurProblem;
-      byId("devices-error").textContent = media.blurProblem?.message ?? "";
+      showError(media.blurProblem?.message ?? null);
     });
   }
 
