@@ -12,6 +12,8 @@
 - A WebSocket that ends while the server's ping goes unanswered is reported as
   lost (``ping timeout``), not closed: engine.io calls both "transport close",
   and only a lost connection is worth holding for a resume (resumption.py).
+- engine.io runs as :class:`LeanEngineServer` (engine_socket.py): no task or timer
+  per message or per ping.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import socketio
 from socketio import packet
 
 from .admission import Admission
+from .engine_socket import LeanEngineServer, check_engineio_internals
 from .packets import FastPacket
 from .ratelimit import TokenBucket
 
@@ -77,12 +80,17 @@ class SocketServer(socketio.AsyncServer):
         self._malformed: dict[str, TokenBucket] = {}
         self.malformed_disconnects = 0
 
+    def _engineio_server_class(self) -> type[LeanEngineServer]:
+        check_engineio_internals()  # fails at startup, not on the first connection
+        return LeanEngineServer
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         address = client_address(environ)
         refusal = self.admission.admit(eio_sid, address, self.eio.sockets)
         if refusal is not None:
             logger.warning("refused a connection from %s: %s", address, refusal.reason)
             return refusal.message  # engine.io answers 401 with this message
+        self.eio.promote(eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
     def _lost_or_closed(self, eio_sid: str, reason: Any) -> Any:

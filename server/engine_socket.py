@@ -1,0 +1,253 @@
+"""engine.io's WebSocket transport without a task or a timer per message.
+
+python-engineio (4.x) pays, for every message a WebSocket client sends, a new
+task and an ``asyncio.wait_for`` timer around the read; for every batch it
+writes, another ``wait_for``; for every heartbeat, a task that sleeps; and its
+service task wakes once per connection per ``ping_timeout`` to check pongs (a
+``wait_for`` each). Under bench/signaling_bench.py that machinery was a large
+share of the server's CPU per relayed message, and most of its CPU while it
+merely held 10,000 idle connections.
+
+:class:`LeanSocket` keeps engine.io's protocol as it is (the server pings every
+``ping_interval``; a client that has not answered within ``ping_timeout`` is
+gone; ``CLOSE`` on a server close) and its session fields (``queue``,
+``last_ping``, ``closing``/``closed``), which python-socketio and roomrelay read.
+What changes is the bookkeeping:
+
+- a ping is one ``call_later`` per cycle, no task;
+- missed pongs are found by one sweep over all connections per second
+  (:meth:`LeanEngineServer._service_task`), which also closes long-polling
+  sessions as before;
+- the WebSocket read loop awaits the socket directly and hands Socket.IO
+  messages to the application without re-parsing them;
+- the writer waits on the queue without a timeout (the read loop or a close
+  always ends it) and writes straight to aiohttp's WebSocket.
+
+engine.io builds its socket objects itself, with no factory to override, so the
+server promotes each new session to :class:`LeanSocket` at connect, before any
+transport runs on it. :func:`check_engineio_internals` fails fast at startup if
+an upgrade of python-engineio moved what this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any
+
+import engineio
+from engineio import async_socket, exceptions, packet
+from engineio.async_drivers import aiohttp as aiohttp_driver
+
+logger = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 1.0  # how often missed pongs and finished sessions are looked for
+
+
+class EngineIoInternalsChanged(RuntimeError):
+    """The installed python-engineio lacks an internal this server relies on."""
+
+
+class LeanSocket(async_socket.AsyncSocket):
+    """One engine.io session; see the module docstring for what differs from engine.io's."""
+
+    last_ping: float | None  # engine.io's: when the unanswered ping went out
+    connected: bool
+    upgraded: bool
+    _next_ping: asyncio.TimerHandle | None = None
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def schedule_ping(self) -> None:
+        """Ping again one interval from now (at connect, and when a pong arrives)."""
+        if not self.last_ping:
+            return  # no ping is outstanding: a stray pong
+        self.last_ping = None
+        self._next_ping = asyncio.get_running_loop().call_later(
+            self.server.ping_interval, self._ping
+        )
+
+    def _ping(self) -> None:
+        self._next_ping = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()  # the sweep closes the session if no pong follows in time
+        self.queue.put_nowait(packet.Packet(packet.PING))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(self, pkt: packet.Packet) -> None:
+        """Queue ``pkt`` for the transport (the queue is unbounded; see fanout.py for the cap)."""
+        if self.closed:
+            raise exceptions.SocketIsClosedError()
+        self.queue.put_nowait(pkt)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        was_open = not (self.closing or self.closed)
+        if self._next_ping is not None:
+            self._next_ping.cancel()
+            self._next_ping = None
+        await super().close(wait=wait, abort=abort, reason=reason)
+        if was_open and self.upgraded:
+            # The writer ends after what is queued (the CLOSE packet) and closes the
+            # WebSocket, which ends the read loop even if the client is silent.
+            self.queue.put_nowait(None)
+
+    # -- WebSocket transport -----------------------------------------------------------------
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        if self.connected:  # long-polling until now: this WebSocket is an upgrade
+            if not await self._finish_upgrade(ws):
+                return
+        else:
+            self.connected = True
+            self.upgraded = True
+        writer = asyncio.ensure_future(self._write_to(ws))
+        try:
+            await self._read_from(ws)
+        finally:
+            self.queue.put_nowait(None)
+            await writer
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _finish_upgrade(self, ws: Any) -> bool:
+        """engine.io's upgrade: ping "probe" → pong "probe", then UPGRADE on the new transport."""
+        self.upgrading = True  # engine.io holds long-poll sends meanwhile
+        try:
+            probe = packet.Packet(encoded_packet=await ws.wait())
+            if probe.packet_type != packet.PING or probe.data != "probe":
+                logger.info("%s: upgrade without a probe; staying on long-polling", self.sid)
+                return False
+            await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+            self.queue.put_nowait(packet.Packet(packet.NOOP))  # ends the pending long-poll
+            confirmed = packet.Packet(encoded_packet=await ws.wait())
+            if confirmed.packet_type != packet.UPGRADE:
+                logger.info("%s: upgrade not confirmed; staying on long-polling", self.sid)
+                return False
+            self.upgraded = True
+            return True
+        except (OSError, ValueError):
+            return False
+        finally:
+            self.upgrading = False
+
+    async def _read_from(self, ws: Any) -> None:
+        """Hand each message to the application in order, until the WebSocket ends."""
+        limit = self.server.max_http_buffer_size
+        while True:
+            try:
+                data = await ws.wait()
+            except (OSError, ValueError, RuntimeError):
+                return  # closed, or a frame aiohttp refused (too large, not UTF-8)
+            if data is None or len(data) > limit:
+                return
+            try:
+                if isinstance(data, str) and data[:1] == "4" and data[1:2].isdigit():
+                    await self._deliver(data[1:])  # a Socket.IO packet: the common case
+                else:
+                    await self.receive(packet.Packet(encoded_packet=data))
+            except exceptions.SocketIsClosedError:
+                return
+            except (exceptions.UnknownPacketError, ValueError, IndexError):
+                logger.info("%s: dropped an engine.io packet it could not decode", self.sid)
+
+    async def _deliver(self, message: str) -> None:
+        """What engine.io's ``receive`` does with a text MESSAGE, minus its per-packet logging."""
+        if self.server.async_handlers:
+            await self.server._trigger_event("message", self.sid, message, run_async=True)
+            return
+        handler = self.server.handlers.get("message")
+        if handler is None:
+            return
+        try:
+            await handler(self.sid, message)
+        except Exception:
+            logger.exception("%s: the message handler failed", self.sid)
+
+    async def _write_to(self, ws: Any) -> None:
+        """Write queued packets until a ``None`` (or a failed write), then close the WebSocket."""
+        queue = self.queue
+        response = ws._sock  # aiohttp's WebSocketResponse
+        try:
+            while True:
+                pkt = await queue.get()
+                queue.task_done()
+                if pkt is None:
+                    break
+                encoded = pkt.encode()
+                if isinstance(encoded, str):
+                    await response.send_str(encoded)
+                else:
+                    await response.send_bytes(encoded)
+        except (OSError, RuntimeError):
+            pass  # the peer went away mid-write; the read loop sees the close
+        finally:
+            while not queue.empty():  # nothing will send these: let close(wait=True) return
+                queue.get_nowait()
+                queue.task_done()
+            await ws.close()
+
+
+class LeanEngineServer(engineio.AsyncServer):
+    """engine.io's server, whose sessions are :class:`LeanSocket` and whose pong checks sweep."""
+
+    def promote(self, sid: str) -> None:
+        """Make a session created by engine.io a :class:`LeanSocket` (no state is added)."""
+        connection = self.sockets.get(sid)
+        if connection is not None and type(connection) is async_socket.AsyncSocket:
+            connection.__class__ = LeanSocket
+
+    async def _service_task(self) -> None:
+        """Every :data:`SWEEP_SECONDS`: close sessions whose pong is late, forget closed ones."""
+        self.service_task_event = self.create_event()
+        while not self.service_task_event.is_set():
+            now = time.time()
+            for sid, connection in list(self.sockets.items()):
+                if connection.closed:
+                    self.sockets.pop(sid, None)
+                elif not connection.closing and _pong_overdue(connection, now):
+                    logger.info("%s: no pong within %s s; closing", sid, self.ping_timeout)
+                    try:
+                        await connection.close(wait=False, reason=self.reason.PING_TIMEOUT)
+                    except Exception:
+                        logger.exception("%s: closing a silent session failed", sid)
+            try:
+                await asyncio.wait_for(self.service_task_event.wait(), SWEEP_SECONDS)
+            except TimeoutError:
+                continue
+
+
+def _pong_overdue(connection: async_socket.AsyncSocket, now: float) -> bool:
+    last_ping = connection.last_ping
+    return bool(last_ping) and now - last_ping > connection.server.ping_timeout
+
+
+def check_engineio_internals() -> None:
+    """Raise :class:`EngineIoInternalsChanged` unless engine.io still works as assumed here."""
+    connect = inspect.getsource(engineio.AsyncServer._handle_connect)
+    expectations = {
+        "AsyncServer._handle_connect builds async_socket.AsyncSocket, then triggers 'connect'": (
+            connect.find("async_socket.AsyncSocket(") < connect.find("'connect'")
+            and "s.schedule_ping()" in connect
+        ),
+        "AsyncServer._service_task, service_task_event": "service_task_event"
+        in inspect.getsource(engineio.AsyncServer._service_task),
+        "AsyncSocket._websocket_handler(ws), schedule_ping(), close(wait, abort, reason)": (
+            list(inspect.signature(async_socket.AsyncSocket._websocket_handler).parameters)
+            == ["self", "ws"]
+            and list(inspect.signature(async_socket.AsyncSocket.close).parameters)
+            == ["self", "wait", "abort", "reason"]
+            and hasattr(async_socket.AsyncSocket, "schedule_ping")
+        ),
+        "the aiohttp driver's WebSocket._sock": "self._sock"
+        in inspect.getsource(aiohttp_driver.WebSocket),
+    }
+    missing = [name for name, present in expectations.items() if not present]
+    if missing:
+        raise EngineIoInternalsChanged(
+            f"python-engineio {getattr(engineio, '__version__', '?')} changed: "
+            + "; ".join(missing)
+            + ". roomrelay's engine_socket.py needs updating."
+        )

@@ -1,0 +1,80 @@
+"""engine.io sessions as roomrelay runs them (server/engine_socket.py): same protocol, less work."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from engineio import async_socket
+
+from server.engine_socket import EngineIoInternalsChanged, check_engineio_internals
+from tests.support.clients import PythonClient
+from tests.support.polling import eventually
+
+HEARTBEAT = ("--media", "p2p", "--ping-interval", "1", "--ping-timeout", "1")
+
+
+def connections(server) -> int:
+    return server.get_json("/stats")["connections"]
+
+
+async def next_text(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The next engine.io packet, or None once the server closed the WebSocket."""
+    message = await ws.receive(timeout=10)
+    return message.data if message.type == aiohttp.WSMsgType.TEXT else None
+
+
+async def test_pings_keep_a_websocket_and_missed_pongs_end_it_with_a_close(server_pool):
+    server = server_pool.get(*HEARTBEAT)
+    before = connections(server)
+    url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        handshake = await next_text(ws)
+        assert handshake and handshake[0] == "0"
+        assert json.loads(handshake[1:])["pingInterval"] == 1000
+        await ws.send_str("40")  # Socket.IO connect to "/"
+        assert (await next_text(ws) or "").startswith("40")
+        await eventually(lambda: connections(server) == before + 1)
+
+        for _ in range(3):  # three whole cycles, each ping answered
+            assert await next_text(ws) == "2"
+            await ws.send_str("3")
+        assert connections(server) == before + 1
+
+        # Now silent: the next ping goes unanswered, the server says CLOSE and hangs up.
+        assert await next_text(ws) == "2"
+        assert await next_text(ws) == "1"
+        assert await next_text(ws) is None
+    await eventually(lambda: connections(server) == before)
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]])
+async def test_long_polling_and_its_upgrade_carry_events_both_ways(server_pool, room, transports):
+    server = server_pool.get(*HEARTBEAT)
+    name = room("transports")
+    ada = await PythonClient(transports).connect(server.url)
+    grace = await PythonClient(["websocket"]).connect(server.url)
+    (joined,) = await ada.call("join_room", {"room": name, "nickname": "Ada"})
+    await grace.call("join_room", {"room": name, "nickname": "Grace"})
+    await ada.wait_for("user_joined")
+    await grace.call("chat_message", {"text": "to Ada"})
+    await ada.call("chat_message", {"text": "to Grace"})
+    assert (await ada.wait_for("chat_message"))[0]["text"] == "to Ada"
+    assert (await grace.wait_for("chat_message"))[0]["text"] == "to Grace"
+    assert ada.sio.transport() == transports[-1]
+    assert joined["ok"]
+    await ada.close()
+    await grace.wait_for("user_left")
+    await grace.close()
+
+
+def test_the_engineio_internals_we_rely_on_are_there(monkeypatch):
+    check_engineio_internals()
+
+    async def handler_with_new_parameters(self, ws, environ):
+        return None
+
+    monkeypatch.setattr(async_socket.AsyncSocket, "_websocket_handler", handler_with_new_parameters)
+    with pytest.raises(EngineIoInternalsChanged, match="_websocket_handler"):
+        check_engineio_internals()
