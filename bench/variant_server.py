@@ -14,6 +14,8 @@
   dependency of roomrelay: ``pip install uvloop`` to measure it).
 - ``deflate``: ``--websocket-compression`` (permessage-deflate accepted, as aiohttp does
   unless told otherwise).
+- ``stock-engineio``: python-engineio's own sessions (a task and a timer per message and
+  per ping) instead of ``server.engine_socket.LeanEngineServer``.
 - ``socketio-pings``: Socket.IO's default heartbeat (a ping every 25 s, 20 s to answer)
   instead of roomrelay's 4 s + 5 s, which notices a vanished client sooner.
 """
@@ -40,6 +42,18 @@ def patch_server_options(**changes: Any) -> None:
     socketio.AsyncServer.__init__ = init  # type: ignore[method-assign]
 
 
+def use_stock_engineio() -> None:
+    import engineio  # noqa: PLC0415
+
+    from server.socket_server import SocketServer  # noqa: PLC0415
+
+    class StockEngineServer(engineio.AsyncServer):
+        def promote(self, sid: str) -> None:
+            """Sessions stay engine.io's own."""
+
+    SocketServer._engineio_server_class = lambda self: StockEngineServer  # type: ignore[method-assign]
+
+
 def use_uvloop() -> None:
     import uvloop  # noqa: PLC0415  (only this variant needs it)
 
@@ -50,6 +64,7 @@ VARIANTS: dict[str, tuple[Callable[[], None], list[str]]] = {
     "default": (lambda: None, []),
     "stock-manager": (lambda: patch_server_options(client_manager=None), []),
     "async-handlers": (lambda: patch_server_options(async_handlers=True), []),
+    "stock-engineio": (use_stock_engineio, []),
     "stock-packet": (lambda: patch_server_options(serializer="default"), []),
     "deflate": (lambda: None, ["--websocket-compression"]),
     "uvloop": (use_uvloop, []),
