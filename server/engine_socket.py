@@ -14,12 +14,16 @@ gone; ``CLOSE`` on a server close) and its session fields (``queue``,
 ``last_ping``, ``closing``/``closed``), which python-socketio and roomrelay read.
 What changes is the bookkeeping:
 
-- a ping is one ``call_later`` per cycle, no task;
+- a ping is one ``call_later`` per interval, no task, and pings go out on that
+  schedule whether or not the last one was answered yet: a client on an
+  overloaded server keeps hearing them (engine.io waits for each pong first, so
+  a pong stuck in the server's own read backlog made every client time out);
 - missed pongs are found by one sweep over all connections per second
   (:meth:`LeanEngineServer._service_task`), which also closes long-polling
-  sessions as before;
-- the WebSocket read loop awaits the socket directly and hands Socket.IO
-  messages to the application without re-parsing them;
+  sessions as before; a client the server is still reading from is alive;
+- the WebSocket read loop awaits the socket directly, hands Socket.IO messages
+  to the application without re-parsing them, and yields to the loop after each
+  one (a bare yield, for the fairness engine.io's task per read gave);
 - the writer waits on the queue without a timeout (the read loop or a close
   always ends it) and writes straight to aiohttp's WebSocket.
 
@@ -53,28 +57,34 @@ class EngineIoInternalsChanged(RuntimeError):
 class LeanSocket(async_socket.AsyncSocket):
     """One engine.io session; see the module docstring for what differs from engine.io's."""
 
-    last_ping: float | None  # engine.io's: when the unanswered ping went out
+    last_ping: float | None  # engine.io's: when the oldest unanswered ping went out
     connected: bool
     upgraded: bool
+    heard_at = 0.0  # when the WebSocket read loop last took a message from the client
     _next_ping: asyncio.TimerHandle | None = None
 
     # -- heartbeat ---------------------------------------------------------------------------
 
     def schedule_ping(self) -> None:
-        """Ping again one interval from now (at connect, and when a pong arrives)."""
-        if not self.last_ping:
-            return  # no ping is outstanding: a stray pong
+        """Every ping so far is answered (engine.io calls this at connect and on each pong)."""
         self.last_ping = None
-        self._next_ping = asyncio.get_running_loop().call_later(
-            self.server.ping_interval, self._ping
-        )
+        if self._next_ping is None and not (self.closing or self.closed):
+            self._next_ping = asyncio.get_running_loop().call_later(
+                self.server.ping_interval, self._ping
+            )
 
     def _ping(self) -> None:
+        """A ping every interval, answered or not: a client must hear one in time even while
+        its pongs wait behind its other messages in a busy server's read backlog."""
         self._next_ping = None
         if self.closing or self.closed:
             return
-        self.last_ping = time.time()  # the sweep closes the session if no pong follows in time
+        if self.last_ping is None:
+            self.last_ping = time.time()
         self.queue.put_nowait(packet.Packet(packet.PING))
+        self._next_ping = asyncio.get_running_loop().call_later(
+            self.server.ping_interval, self._ping
+        )
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -141,6 +151,7 @@ class LeanSocket(async_socket.AsyncSocket):
                 data = await ws.wait()
             except (OSError, ValueError, RuntimeError):
                 return  # closed, or a frame aiohttp refused (too large, not UTF-8)
+            self.heard_at = time.time()
             if data is None or len(data) > limit:
                 return
             try:
@@ -152,6 +163,9 @@ class LeanSocket(async_socket.AsyncSocket):
                 return
             except (exceptions.UnknownPacketError, ValueError, IndexError):
                 logger.info("%s: dropped an engine.io packet it could not decode", self.sid)
+            # One message per connection per turn of the loop, as engine.io's task per read
+            # gave: buffered messages of one client must not hold up everyone's timers.
+            await asyncio.sleep(0)
 
     async def _deliver(self, message: str) -> None:
         """What engine.io's ``receive`` does with a text MESSAGE, minus its per-packet logging."""
@@ -220,8 +234,15 @@ class LeanEngineServer(engineio.AsyncServer):
 
 
 def _pong_overdue(connection: async_socket.AsyncSocket, now: float) -> bool:
+    """No pong within ``ping_timeout`` of the oldest unanswered ping, and nothing else heard
+    meanwhile (a pong may be queued behind messages the server has yet to read)."""
     last_ping = connection.last_ping
-    return bool(last_ping) and now - last_ping > connection.server.ping_timeout
+    timeout = connection.server.ping_timeout
+    return (
+        bool(last_ping)
+        and now - last_ping > timeout
+        and now - getattr(connection, "heard_at", 0.0) > timeout
+    )
 
 
 def check_engineio_internals() -> None:

@@ -7,7 +7,7 @@ one room's chat from many connections at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .ratelimit import TokenBucket
 from .validation import ProtocolError
@@ -25,7 +25,7 @@ class RoomLimits:
         self._chat: dict[str, TokenBucket] = {}
         self.chat_refused = 0
 
-    def check_entry(self, room_sizes: Callable[[], dict[str, int]], room: str) -> None:
+    def check_entry(self, room_sizes: Callable[[], Mapping[str, int]], room: str) -> None:
         """Raise unless one more participant may enter ``room`` (``room_sizes``: name → count)."""
         if not (self.max_rooms or self.max_participants):
             return

@@ -118,6 +118,9 @@ class Roster:
         # Participants whose connection dropped, still in their room for a while: the
         # manager forgot their old sid, so they are counted from here (resumption.py).
         self._away: dict[str, Participant] = {}
+        # This node's participants per room, kept by enter/leave: the abuse limits read it on
+        # every join, and counting the rooms each time made filling a server quadratic.
+        self._sizes: dict[str, int] = {}
         # With REDIS_URL: the other nodes' participants, added to this node's own.
         self.others: OtherNodes | None = None
 
@@ -228,9 +231,16 @@ class Roster:
             raise ProtocolError(
                 "room_full", f"room {room!r} is full ({self._max_per_room} participants)"
             )
-        self.limits.check_entry(
-            lambda: {name: self.count(name) for name in self.public_rooms()}, room
-        )
+        self.limits.check_entry(self.room_sizes, room)
+
+    def room_sizes(self) -> dict[str, int]:
+        """Participants per room, on every node (rooms are listed while someone is in them)."""
+        if self.others is None:
+            return self._sizes
+        sizes = dict(self._sizes)
+        for name in self.others.rooms():
+            sizes[name] = sizes.get(name, 0) + len(self.others.members(name))
+        return sizes
 
     async def enter(self, participant: Participant, room: str) -> None:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
@@ -241,6 +251,7 @@ class Roster:
             await self._sio.enter_room(participant.sid, room)
         participant.room = room
         participant.entered_at = time.time()
+        self._sizes[room] = self._sizes.get(room, 0) + 1
         await self._changed(room)
 
     async def leave(self, participant: Participant, room: str) -> None:
@@ -253,6 +264,10 @@ class Roster:
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
+        if self._sizes.get(room, 0) > 1:
+            self._sizes[room] -= 1
+        else:
+            self._sizes.pop(room, None)
         await self._changed(room)
         if not self.count(room):
             self.limits.forget(room)
