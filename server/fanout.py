@@ -21,6 +21,8 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from .packets import event_text
+
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "/"
@@ -59,18 +61,35 @@ class FanoutManager(socketio.AsyncManager):
             # Each recipient needs its own ack id; the stock path handles that.
             await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
             return
-        arguments = _arguments(data)
+        packets = self._event_packets(namespace, event, _arguments(data))
         skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
-        ).encode()
-        packets = [
-            eio_packet.Packet(eio_packet.MESSAGE, part)
-            for part in (encoded if isinstance(encoded, list) else [encoded])
-        ]
         for sid, eio_sid in self.get_participants(namespace, to or room):
             if sid not in skipped:
                 await self._queue(sid, eio_sid, packets)
+
+    async def send_event(self, recipients: list[tuple[str, str]], event: str, data: Any) -> None:
+        """``event`` to each ``(sid, eio_sid)`` of namespace "/" on this node, encoded once.
+
+        For callers that already know the recipients: no room lookup, no skip list.
+        """
+        packets = self._event_packets(NAMESPACE, event, _arguments(data))
+        for sid, eio_sid in recipients:
+            await self._queue(sid, eio_sid, packets)
+
+    def _event_packets(
+        self, namespace: str, event: str, arguments: list[Any]
+    ) -> list[eio_packet.Packet]:
+        """The engine.io packets that carry one event: one, unless it has binary attachments."""
+        text = event_text(event, arguments) if namespace == NAMESPACE else None
+        if text is not None:
+            return [eio_packet.Packet(eio_packet.MESSAGE, text)]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
+        ).encode()
+        return [
+            eio_packet.Packet(eio_packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
 
     async def _queue(self, sid: str, eio_sid: str, packets: list[eio_packet.Packet]) -> None:
         """Append ``packets`` to one connection's queue, or disconnect it if it is full."""
@@ -84,7 +103,7 @@ class FanoutManager(socketio.AsyncManager):
             return
         try:
             for pkt in packets:
-                await self.server.eio.send_packet(eio_sid, pkt)
+                await connection.send(pkt)
         except eio_exceptions.SocketIsClosedError:
             pass  # closed between the check and the send (ping timeout)
 

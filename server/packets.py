@@ -36,6 +36,20 @@ class OrjsonModule:
         return orjson.loads(text)
 
 
+def event_text(event: str, arguments: list[Any]) -> str | None:
+    """The text of a Socket.IO EVENT packet to namespace "/" without an ack id (``2[...]``),
+    or None when the arguments need python-socketio's packet class: bytes (sent as binary
+    attachments) or anything else orjson refuses.
+
+    One orjson call instead of a packet object, a walk for binary data and an encode:
+    broadcasts and relays are built here (fanout.py).
+    """
+    try:
+        return "2" + orjson.dumps([event, *arguments], option=ORJSON_OPTIONS).decode()
+    except TypeError:
+        return None
+
+
 def contains_binary(data: Any) -> bool:
     """Whether ``data`` holds bytes anywhere (stops at the first)."""
     if isinstance(data, bytes | bytearray):

@@ -298,12 +298,14 @@ class Roster:
 
         ``data`` follows python-socketio: a tuple is several arguments, None none.
         """
-        members = self.local_members(room) if local else self.members(room)
+        if self.others is None or local:
+            await self._emit_here(room, dialect, event, data, skip)
+            return
+        members = self.members(room)
         for member in members:
             if member.outbox is not None and member.dialect is dialect and member.sid != skip:
                 await member.outbox.deliver(event, data)
-        if self.others is not None and not local:
-            await self.others.deliver_outside(room, dialect, event, data, skip)
+        await self.others.deliver_outside(room, dialect, event, data, skip)
         skipped = [
             p.sid
             for p in members
@@ -311,4 +313,26 @@ class Roster:
         ]
         if len(skipped) >= len(members):
             return
-        await self._sio.emit(event, data, to=room, skip_sid=skipped, ignore_queue=local)
+        await self._sio.emit(event, data, to=room, skip_sid=skipped)
+
+    async def _emit_here(
+        self, room: str, dialect: Dialect, event: str, data: Any, skip: str | None
+    ) -> None:
+        """:meth:`emit_to_dialect` on this node: its connections only, no Redis.
+
+        Every signalling relay comes through here, so the recipients are picked in one pass
+        over the manager's room and handed to the manager without a room lookup of its own.
+        """
+        for sid in sorted(self._outside.get(room, ())):
+            member = self._by_sid.get(sid)
+            if member and member.outbox is not None and member.dialect is dialect and sid != skip:
+                await member.outbox.deliver(event, data)
+        recipients = [
+            (sid, eio_sid)
+            for sid, eio_sid in self._sio.manager.get_participants(NAMESPACE, room)
+            if sid != skip
+            and (member := self._by_sid.get(sid)) is not None
+            and member.dialect is dialect
+        ]
+        if recipients:
+            await self._sio.manager.send_event(recipients, event, data)
