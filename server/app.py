@@ -29,6 +29,7 @@ from .connections import register_connection_events
 from .context import SERVER_KEY, RoomServer
 from .events import EventRouter
 from .fastrtc import FASTRTC_KEY, FastRtcApi, json_status
+from .gc_pacing import add_gc_pacing
 from .gestures import HandQueue, register_gesture_events
 from .http_api import api_routes
 from .http_security import add_security_headers, host_guard, origin_checker
@@ -364,6 +365,7 @@ def create_app(settings: Settings) -> web.Application:
         media=media,
         audio=audio,
         loop_lag=loop_lag,
+        gc_pacer=add_gc_pacing(app),
         client_version=client_version,
         access=access,
         webhooks=webhooks,

@@ -10,6 +10,7 @@ from .access import AccessControl
 from .audio.hub import AudioHub
 from .backends import MediaBackend
 from .cluster.node import ClusterNode
+from .gc_pacing import GcPacer
 from .loop_health import LoopLag
 from .membership import Membership
 from .rooms import Roster
@@ -29,6 +30,7 @@ class RoomServer:
     media: MediaBackend
     audio: AudioHub
     loop_lag: LoopLag
+    gc_pacer: GcPacer
     client_version: str
     access: AccessControl
     webhooks: Webhooks | None = None

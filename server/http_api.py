@@ -122,6 +122,7 @@ async def stats(request: web.Request) -> web.Response:
             "signaling": signaling_facts(server),
             "media": server.media.stats(),
             "loop_lag": server.loop_lag.stats(),
+            "gc": server.gc_pacer.stats(),
             "resumptions": server.membership.resumptions.stats(),
             "room_limits": {
                 "max_rooms": server.roster.limits.max_rooms,
