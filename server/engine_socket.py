@@ -18,9 +18,9 @@ What changes is the bookkeeping:
   schedule whether or not the last one was answered yet: a client on an
   overloaded server keeps hearing them (engine.io waits for each pong first, so
   a pong stuck in the server's own read backlog made every client time out);
-- missed pongs are found by one sweep over all connections per second
-  (:meth:`LeanEngineServer._service_task`), which also closes long-polling
-  sessions as before; a client the server is still reading from is alive;
+- each outstanding ping arms one ``call_later`` for its pong's deadline (engine.io
+  visits every session from its service task); a client the server is still
+  reading from is alive, since its pong may wait behind its other messages;
 - the WebSocket read loop awaits the socket directly, hands Socket.IO messages
   to the application without re-parsing them, and yields to the loop after each
   one (a bare yield, for the fairness engine.io's task per read gave);
@@ -47,8 +47,6 @@ from engineio.async_drivers import aiohttp as aiohttp_driver
 
 logger = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 1.0  # how often missed pongs and finished sessions are looked for
-
 
 class EngineIoInternalsChanged(RuntimeError):
     """The installed python-engineio lacks an internal this server relies on."""
@@ -62,6 +60,8 @@ class LeanSocket(async_socket.AsyncSocket):
     upgraded: bool
     heard_at = 0.0  # when the WebSocket read loop last took a message from the client
     _next_ping: asyncio.TimerHandle | None = None
+    _pong_due: asyncio.TimerHandle | None = None
+    _closing_silent: asyncio.Future[None] | None = None
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -79,11 +79,29 @@ class LeanSocket(async_socket.AsyncSocket):
         self._next_ping = None
         if self.closing or self.closed:
             return
-        if self.last_ping is None:
+        loop = asyncio.get_running_loop()
+        if self.last_ping is None:  # a new outstanding ping: it has ping_timeout to come back
             self.last_ping = time.time()
+            if self._pong_due is None:
+                self._pong_due = loop.call_later(self.server.ping_timeout, self._pong_deadline)
         self.queue.put_nowait(packet.Packet(packet.PING))
-        self._next_ping = asyncio.get_running_loop().call_later(
-            self.server.ping_interval, self._ping
+        self._next_ping = loop.call_later(self.server.ping_interval, self._ping)
+
+    def _pong_deadline(self) -> None:
+        """Close the session if the client has been silent for ``ping_timeout`` since a ping
+        it has not answered. Anything heard from it counts: a pong may be queued behind
+        messages the server has yet to read."""
+        self._pong_due = None
+        if self.closing or self.closed or self.last_ping is None:
+            return
+        timeout = self.server.ping_timeout
+        remaining = max(self.last_ping, self.heard_at) + timeout - time.time()
+        if remaining > 0:
+            self._pong_due = asyncio.get_running_loop().call_later(remaining, self._pong_deadline)
+            return
+        logger.info("%s: no pong within %s s; closing", self.sid, timeout)
+        self._closing_silent = asyncio.ensure_future(
+            self.close(wait=False, reason=self.server.reason.PING_TIMEOUT)
         )
 
     # -- sending -----------------------------------------------------------------------------
@@ -214,35 +232,16 @@ class LeanEngineServer(engineio.AsyncServer):
             connection.__class__ = LeanSocket
 
     async def _service_task(self) -> None:
-        """Every :data:`SWEEP_SECONDS`: close sessions whose pong is late, forget closed ones."""
+        """Forget closed sessions now and then (each session checks its own pongs)."""
         self.service_task_event = self.create_event()
         while not self.service_task_event.is_set():
-            now = time.time()
             for sid, connection in list(self.sockets.items()):
                 if connection.closed:
                     self.sockets.pop(sid, None)
-                elif not connection.closing and _pong_overdue(connection, now):
-                    logger.info("%s: no pong within %s s; closing", sid, self.ping_timeout)
-                    try:
-                        await connection.close(wait=False, reason=self.reason.PING_TIMEOUT)
-                    except Exception:
-                        logger.exception("%s: closing a silent session failed", sid)
             try:
-                await asyncio.wait_for(self.service_task_event.wait(), SWEEP_SECONDS)
+                await asyncio.wait_for(self.service_task_event.wait(), self.ping_timeout)
             except TimeoutError:
                 continue
-
-
-def _pong_overdue(connection: async_socket.AsyncSocket, now: float) -> bool:
-    """No pong within ``ping_timeout`` of the oldest unanswered ping, and nothing else heard
-    meanwhile (a pong may be queued behind messages the server has yet to read)."""
-    last_ping = connection.last_ping
-    timeout = connection.server.ping_timeout
-    return (
-        bool(last_ping)
-        and now - last_ping > timeout
-        and now - getattr(connection, "heard_at", 0.0) > timeout
-    )
 
 
 def check_engineio_internals() -> None:

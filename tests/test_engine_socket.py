@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -53,7 +54,9 @@ async def test_pings_keep_a_websocket_and_missed_pongs_end_it_with_a_close(serve
 
 
 @pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]])
-async def test_long_polling_and_its_upgrade_carry_events_both_ways(server_pool, room, transports):
+async def test_long_polling_and_its_upgrade_stay_and_carry_events_both_ways(
+    server_pool, room, transports
+):
     server = server_pool.get(*HEARTBEAT)
     name = room("transports")
     ada = await PythonClient(transports).connect(server.url)
@@ -61,6 +64,8 @@ async def test_long_polling_and_its_upgrade_carry_events_both_ways(server_pool, 
     (joined,) = await ada.call("join_room", {"room": name, "nickname": "Ada"})
     await grace.call("join_room", {"room": name, "nickname": "Grace"})
     await ada.wait_for("user_joined")
+    await asyncio.sleep(3)  # three ping intervals: answered pongs keep both sessions
+    assert "user_left" not in ada.names() and "user_left" not in grace.names()
     await grace.call("chat_message", {"text": "to Ada"})
     await ada.call("chat_message", {"text": "to Grace"})
     assert (await ada.wait_for("chat_message"))[0]["text"] == "to Ada"
