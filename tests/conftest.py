@@ -31,6 +31,9 @@ class ServerPool:
         return server
 
     def stop_all(self) -> None:
+        """Interrupt every server at once, then wait for each (one by one took ~12 s)."""
+        for server in self._servers.values():
+            server.interrupt()
         for server in self._servers.values():
             server.stop()
 

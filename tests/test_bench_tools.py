@@ -66,6 +66,7 @@ async def signaling_load(url: str, clients: int) -> dict:
     return json.loads(output.decode().split("RESULT ", 1)[1])
 
 
+@pytest.mark.slow
 async def test_signaling_load_relays_against_both_servers(p2p_server):
     from bench.signaling_bench import merge as merge_signaling  # noqa: PLC0415
 

@@ -34,6 +34,8 @@ from tests.test_ws_audio import AudioSocket
 
 NODE_ARGS = ("--media", "relay", "--media-timeout", "5")
 
+pytestmark = pytest.mark.slow  # a Redis and three nodes per module, more per test
+
 
 def start_nodes(redis: RedisServer, count: int, *args: str) -> list[ServerProcess]:
     env = {"REDIS_URL": redis.url}

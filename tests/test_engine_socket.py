@@ -26,6 +26,7 @@ async def next_text(ws: aiohttp.ClientWebSocketResponse) -> str | None:
     return message.data if message.type == aiohttp.WSMsgType.TEXT else None
 
 
+@pytest.mark.slow
 async def test_pings_keep_a_websocket_and_missed_pongs_end_it_with_a_close(server_pool):
     server = server_pool.get(*HEARTBEAT)
     before = connections(server)
@@ -53,6 +54,7 @@ async def test_pings_keep_a_websocket_and_missed_pongs_end_it_with_a_close(serve
     await eventually(lambda: connections(server) == before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transports", [["polling"], ["polling", "websocket"]])
 async def test_long_polling_and_its_upgrade_stay_and_carry_events_both_ways(
     server_pool, room, transports

@@ -275,6 +275,7 @@ async def test_malformed_packet_floods_are_logged_a_few_times(server_pool):
     assert server.get_json("/stats")["admission"]["malformed_disconnects"] >= 1
 
 
+@pytest.mark.slow
 def test_open_files_limit_is_raised_and_emfile_does_not_storm_the_log():
     server = ServerProcess(
         args=("--media", "p2p"), wrapper=("prlimit", "--nofile=200:200", "--")
@@ -409,6 +410,7 @@ def test_static_turn_credentials_are_warned_about(server_pool):
     assert "static username/credential" in server.log()
 
 
+@pytest.mark.slow
 async def test_a_frozen_client_leaves_within_fifteen_seconds(server_pool, room):
     # Default ping interval and timeout; no resume grace, which would keep the frozen
     # client's place for its own 30 s after this (test_resumption.py covers that).

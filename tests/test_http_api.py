@@ -304,6 +304,7 @@ def test_ice_server_settings_are_checked():
             load_settings([], {"ICE_SERVERS": bad})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True])
 async def test_a_client_leaving_as_the_server_stops_does_not_hold_it_up(tmp_path, tls):
     """engine.io's goodbye to a client whose connection closes at that moment never ends."""

@@ -298,6 +298,7 @@ def test_stream_ids_are_read_per_mid_from_a_description():
     assert stream_ids_by_mid(sdp) == {"0": "ada"}
 
 
+@pytest.mark.slow
 async def test_an_overloaded_server_refuses_new_joins_but_keeps_its_calls(
     server_pool, connect, room
 ):

@@ -45,6 +45,7 @@ async def joined(server, name: str, nickname: str) -> tuple[PythonClient, dict]:
     return client, ack
 
 
+@pytest.mark.slow
 async def test_a_dropped_connection_takes_its_place_back_and_nobody_sees_it_leave(
     server_pool, room
 ):
@@ -79,6 +80,7 @@ async def test_a_dropped_connection_takes_its_place_back_and_nobody_sees_it_leav
     await grace.close()
 
 
+@pytest.mark.slow
 async def test_a_hold_that_runs_out_is_an_ordinary_leave(server_pool, room):
     server = server_pool.get(*LOSSY, "--resume-grace", "1")
     name = room("resume")
@@ -98,6 +100,7 @@ async def test_a_hold_that_runs_out_is_an_ordinary_leave(server_pool, room):
         await client.close()
 
 
+@pytest.mark.slow
 async def test_a_token_only_takes_back_a_place_that_is_waiting_in_that_room(server_pool, room):
     server = server_pool.get(*LOSSY)
     name = room("resume")
@@ -157,6 +160,7 @@ async def test_media_carries_on_through_a_signaling_drop(server_pool, room):
         await talker.close()
 
 
+@pytest.mark.slow
 async def test_a_small_reconnect_storm_keeps_everyone(server_pool):
     """bench/reconnect_storm.py's scenario with 8 clients: identities kept, no presence noise."""
     server = server_pool.get(*LOSSY)

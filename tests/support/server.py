@@ -96,6 +96,11 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def interrupt(self) -> None:
+        """Ask the server to stop (SIGINT) without waiting for it."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
