@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import socketio
 
+from server.fanout import FanoutManager
 from tests.support.clients import PythonClient
 from tests.support.polling import eventually
 from tests.support.server import ServerProcess
@@ -223,3 +225,27 @@ async def test_websocket_compression_is_refused_unless_enabled(server_pool, scal
             async with session.ws_connect(url, compress=15) as socket:
                 assert (await socket.receive_str()).startswith("0")  # engine.io open
                 assert bool(socket.compress) is expected
+
+
+def test_the_manager_finds_a_connections_rooms_without_searching_them_all():
+    """FanoutManager keeps each connection's rooms; python-socketio's own manager, given the
+    same calls, must end up with exactly the same rooms."""
+    ours, stock = FanoutManager(), socketio.AsyncManager()
+    for manager in (ours, stock):
+        for sid, eio_sid in (("a", "ea"), ("b", "eb")):
+            manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+            manager.basic_enter_room(sid, "/", sid, eio_sid=eio_sid)
+            manager.basic_enter_room(sid, "/", "shared")
+        manager.basic_enter_room("a", "/", "only-a")
+        manager.pending_disconnect["/"] = ["a"]
+        assert sorted(manager.get_rooms("a", "/")) == ["a", "only-a", "shared"]
+        manager.basic_leave_room("a", "/", "only-a")
+        manager.basic_disconnect("a", "/")
+    assert (
+        ours.rooms
+        == stock.rooms
+        == {"/": {None: {"b": "eb"}, "b": {"b": "eb"}, "shared": {"b": "eb"}}}
+    )
+    assert ours.pending_disconnect == stock.pending_disconnect == {}
+    assert ours.get_rooms("a", "/") == stock.get_rooms("a", "/") == []
+    assert sorted(ours.get_rooms("b", "/")) == sorted(stock.get_rooms("b", "/")) == ["b", "shared"]
