@@ -223,7 +223,7 @@ class LeanSocket(async_socket.AsyncSocket):
 
 
 class LeanEngineServer(engineio.AsyncServer):
-    """engine.io's server, whose sessions are :class:`LeanSocket` and whose pong checks sweep."""
+    """engine.io's server, whose sessions are :class:`LeanSocket` (each checks its own pongs)."""
 
     def promote(self, sid: str) -> None:
         """Make a session created by engine.io a :class:`LeanSocket` (no state is added)."""

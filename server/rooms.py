@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -233,7 +233,7 @@ class Roster:
             )
         self.limits.check_entry(self.room_sizes, room)
 
-    def room_sizes(self) -> dict[str, int]:
+    def room_sizes(self) -> Mapping[str, int]:
         """Participants per room, on every node (rooms are listed while someone is in them)."""
         if self.others is None:
             return self._sizes

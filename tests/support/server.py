@@ -103,7 +103,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.interrupt()
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
