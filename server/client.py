@@ -44,6 +44,24 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "video")
 PRIMARY_SOURCES = ("microphone", "camera")  # what a track of a kind is by default
+SERVER_EVENTS = (  # what the server may send a native client
+    "answer",
+    "tracks",
+    "renegotiate",
+    "media_closed",
+    "user_joined",
+    "user_left",
+    "user_updated",
+    "media_state",
+    "active_speaker",
+    "quality",
+    "chat_message",
+    "error",
+    "muted",
+    "removed",
+    "room_locked",
+    "room_ended",
+)
 EventHandler = Callable[[Any], Any]
 
 
@@ -92,7 +110,7 @@ class RoomClient:
         self.peers: dict[str, RemotePeer] = {}
         self.events: list[tuple[str, Any]] = []
         self.active_speaker: str | None = None
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = self._new_socket()
         self._answer_timeout = answer_timeout
         self._handlers: dict[str, list[EventHandler]] = {}
         self._published: list[MediaStreamTrack] = []
@@ -110,25 +128,19 @@ class RoomClient:
         self._relay = MediaRelay()
         self._drains: list[MediaBlackhole] = []
         self._changed = asyncio.Event()
-        for event in (
-            "answer",
-            "tracks",
-            "renegotiate",
-            "media_closed",
-            "user_joined",
-            "user_left",
-            "user_updated",
-            "media_state",
-            "active_speaker",
-            "quality",
-            "chat_message",
-            "error",
-            "muted",
-            "removed",
-            "room_locked",
-            "room_ended",
-        ):
-            self.sio.on(event, self._dispatcher(event))
+
+    def _new_socket(self) -> socketio.AsyncClient:
+        """A Socket.IO client with our handlers, one per connection.
+
+        python-engineio's client reuses its state for the next connection, and
+        tasks of a lost connection that have not ended yet tear the next one down
+        (a write loop that missed its stop signal times out, then its read loop
+        reports the new connection as lost): a reconnect starts from a fresh one.
+        """
+        sio = socketio.AsyncClient(reconnection=False)
+        for event in SERVER_EVENTS:
+            sio.on(event, self._dispatcher(event))
+        return sio
 
     # -- public API -------------------------------------------------------------------
 
@@ -166,6 +178,7 @@ class RoomClient:
         """
         if self.sio.connected:
             await self.sio.disconnect()
+        self.sio = self._new_socket()
         await self.connect()
         if self.room is None:
             return False

@@ -87,7 +87,8 @@ class KeyframeRequests:
             self._waiting_since = None  # nothing flows: wait for the next request
             return
         now = self._clock()
-        self._note_stuck(now - self._waiting_since)
+        if self._attempts:  # a late first request (a busy loop) is not the publisher's fault
+            self._note_stuck(now - self._waiting_since)
         fir_sequence = self.firs % 256 if self._attempts else None  # FIR once a PLI went unheard
         self._attempts += 1
         self._activity_at_send = activity
