@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (ruff, mypy, then pytest). Extra arguments go to pytest,
-# e.g. -k chat.
+# Run the whole test suite (ruff, mypy, then pytest). Extra arguments go to one pytest
+# run instead, e.g. -k chat.
 # Installs what the tests need on first run: Python and npm packages, Debian's chromium,
 # espeak-ng, sox, redis-server, simple-whip-client and its GStreamer plugins.
 set -euo pipefail
@@ -19,5 +19,13 @@ log "ruff"
 "$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --diff . | head -50; exit 1; }
 log "mypy"
 "$VENV/bin/mypy"
-log "pytest"
-exec "$VENV/bin/python" -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  log "pytest $*"
+  exec "$VENV/bin/python" -m pytest "$@"
+fi
+# Tests without WebRTC media, speech or browsers spread over every core; the rest, which
+# need the CPU for codecs and timing, one at a time.
+log "pytest: unit and server-level tests, on every core"
+"$VENV/bin/python" -m pytest -n auto -m "not browser and not media and not speech"
+log "pytest: media, speech and browser tests"
+exec "$VENV/bin/python" -m pytest -m "browser or media or speech"
