@@ -13,8 +13,6 @@ from server.media.rtp_rewrite import (
     StreamRewriter,
     seq_newer,
     vp8_descriptor,
-    vp8_picture_id,
-    vp8_tl0,
 )
 
 
@@ -39,7 +37,7 @@ def audio(history, seq, ts) -> SourcePacket:
 
 def fields(payload: bytes) -> tuple[int, int]:
     descriptor = vp8_descriptor(payload)
-    return vp8_picture_id(payload, descriptor), vp8_tl0(payload, descriptor)
+    return descriptor.picture_id, descriptor.tl0
 
 
 def test_video_switches_sources_only_at_a_keyframe_and_stays_continuous():

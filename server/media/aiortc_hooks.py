@@ -34,6 +34,7 @@ from aiortc.codecs import CODECS
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
@@ -57,6 +58,8 @@ _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _STARTED = "_RTCRtpReceiver__started"
+_DTLS_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
+_DTLS_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
 
 EncodedFrameHandler = Callable[[RTCRtpCodecParameters, JitterFrame], None]
 
@@ -400,9 +403,34 @@ def sender_identity(sender: RTCRtpSender) -> SenderIdentity:
     )
 
 
-async def send_rtp(sender: RTCRtpSender, data: bytes) -> None:
-    """SRTP-protect and send one serialized RTP packet on the sender's transport."""
-    await sender.transport._send_rtp(data)
+class DirectRtpSend:
+    """SRTP-protect and send serialized RTP on a sender's transport, without awaiting.
+
+    aiortc's send path (``RTCDtlsTransport._send_rtp``, then the ICE transport,
+    aioice's connection and its protocol) is four coroutines per packet, none of
+    which ever suspends: asyncio's datagram transports buffer instead of blocking,
+    and a TURN transport's ``sendto`` schedules its own send. This does the same
+    work, protect then ``sendto`` on the nominated pair, as one plain call, which
+    is most of a forwarded packet's cost beside the syscall itself.
+    """
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self._pair: Any = None
+        self._address: tuple[str, int] | None = None
+
+    def __call__(self, data: bytes) -> None:
+        """Send one packet; ``ConnectionError`` when the transport is not (or no longer) up."""
+        dtls = self._sender.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        if dtls._state is not DtlsState.CONNECTED or pair is None:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        if pair is not self._pair:  # the first packet, or ICE picked another pair
+            self._pair, self._address = pair, pair.remote_addr
+        protected = dtls._tx_srtp.protect(data)
+        pair.protocol.transport.sendto(protected, self._address)
+        setattr(dtls, _DTLS_TX_BYTES, getattr(dtls, _DTLS_TX_BYTES) + len(protected))
+        setattr(dtls, _DTLS_TX_PACKETS, getattr(dtls, _DTLS_TX_PACKETS) + 1)
 
 
 def count_sent(sender: RTCRtpSender, packets: int, octets: int, rtp_timestamp: int) -> None:
@@ -592,6 +620,21 @@ def check_aiortc_internals() -> None:
     )
     _require(
         _parameters(RTCDtlsTransport._send_rtp) == ["self", "data"], "RTCDtlsTransport._send_rtp"
+    )
+    _require(
+        all(
+            _assigns(RTCDtlsTransport, name)
+            for name in ("_state", "_tx_srtp", "__tx_bytes", "__tx_packets")
+        )
+        and hasattr(DtlsState, "CONNECTED")
+        and "self._tx_srtp.protect(data)" in _source(RTCDtlsTransport._send_rtp)
+        and "self._connection.send" in _source(aiortc.RTCIceTransport)
+        and "active_pair.protocol.send_data(data, active_pair.remote_addr)"
+        in _source(aioice.Connection.sendto)
+        and "self.transport.sendto(data, addr)" in _source(aioice.ice.StunProtocol.send_data),
+        "aiortc's RTP send path: RTCDtlsTransport._send_rtp (_state, _tx_srtp, __tx_bytes,"
+        " __tx_packets) → RTCIceTransport._connection → aioice's nominated pair's"
+        " protocol.transport.sendto",
     )
     _require(
         _parameters(SessionDescription.parse) == ["sdp"]

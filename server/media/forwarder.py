@@ -1,9 +1,10 @@
 """Sends one slot's RTP stream: packets from whichever source, rewritten, queued, sent.
 
 Packets are pushed from the publisher's receive path as they arrive (no jitter
-buffer, no reassembly); a per-slot writer task SRTP-protects and sends them, so
-a subscriber whose sends stall never holds up the publisher or the others.
-When that backlog overflows, or its video falls a quarter second behind, the
+buffer, no reassembly) and queued; once per turn of the event loop the slot
+SRTP-protects and sends what is queued, in one plain call per packet (no task,
+no awaits: see :class:`~.aiortc_hooks.DirectRtpSend`). When that backlog
+overflows, or its video falls a quarter second behind (the loop stalled), the
 slot stops taking packets until the next keyframe (a partial picture would only
 smear); audio is only ever dropped on overflow, so it goes on under load. NACKs
 are answered from the source's packet history, RTX-wrapped when the subscriber
@@ -24,11 +25,11 @@ from aiortc import RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from .aiortc_hooks import (
+    DirectRtpSend,
     count_sent,
     current_abs_send_time,
     observe_remb,
     route_retransmissions,
-    send_rtp,
     sender_identity,
 )
 from .latency import LatencyHistogram
@@ -67,8 +68,8 @@ class PacketForwarder:
         self._rtx_sequence_number = random.randrange(1 << 16)
         self._queue: deque[tuple[bytes, float, int, int]] = deque()
         self._max_backlog = MAX_BACKLOG[kind]
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._send = DirectRtpSend(sender)
+        self._flush_due: asyncio.Handle | None = None
         self._asked = -KEYFRAME_REASK
         self._estimate: tuple[int, float] | None = None
         self.sent = 0
@@ -106,12 +107,11 @@ class PacketForwarder:
             first_sequence_number=random.randrange(1 << 16),
             first_timestamp=random.randrange(1 << 32),
         )
-        self._writer = asyncio.create_task(self._write())
 
     def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            self._writer = None
+        if self._flush_due is not None:
+            self._flush_due.cancel()
+            self._flush_due = None
         self._rewriter = None
         self._queue.clear()
 
@@ -141,7 +141,8 @@ class PacketForwarder:
             return
         data = self._serialize(packet, out)
         self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
-        self._wakeup.set()
+        if self._flush_due is None:
+            self._flush_due = asyncio.get_running_loop().call_soon(self._flush)
 
     def _video_late(self, packet: SourcePacket) -> bool:
         """Whether this slot's oldest waiting video is too far behind the newest packet."""
@@ -168,25 +169,24 @@ class PacketForwarder:
             self._asked = now
             self._request_keyframe()
 
-    async def _write(self) -> None:
-        queue, latency, sender = self._queue, self._latency, self._sender
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            packets = octets = timestamp = 0
-            while queue:
-                data, arrival, size, timestamp = queue.popleft()
-                try:
-                    await send_rtp(sender, data)
-                except ConnectionError:
-                    queue.clear()
-                    break
-                latency.record(time.perf_counter() - arrival)
-                packets += 1
-                octets += size
-            if packets:
-                self.sent += packets
-                count_sent(sender, packets, octets, timestamp)
+    def _flush(self) -> None:
+        """Send everything queued since the last turn of the loop."""
+        self._flush_due = None
+        queue, latency, send = self._queue, self._latency, self._send
+        packets = octets = timestamp = 0
+        while queue:
+            data, arrival, size, timestamp = queue.popleft()
+            try:
+                send(data)
+            except ConnectionError:
+                queue.clear()
+                break
+            latency.record(time.perf_counter() - arrival)
+            packets += 1
+            octets += size
+        if packets:
+            self.sent += packets
+            count_sent(self._sender, packets, octets, timestamp)
 
     # -- feedback from the subscriber -------------------------------------------------------
 
@@ -216,7 +216,7 @@ class PacketForwarder:
             )
             self._rtx_sequence_number = (self._rtx_sequence_number + 1) % (1 << 16)
         with contextlib.suppress(ConnectionError):
-            await send_rtp(self._sender, data)
+            self._send(data)
             self.retransmitted += 1
 
     def _on_remb(self, bitrate: int) -> None:

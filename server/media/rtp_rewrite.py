@@ -33,13 +33,15 @@ def seq_newer(a: int, b: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Vp8Descriptor:
-    """Where a VP8 payload descriptor (RFC 7741) keeps the fields an SFU rewrites."""
+    """A VP8 payload descriptor (RFC 7741): the fields an SFU rewrites, and where they are."""
 
     size: int  # bytes of descriptor before the VP8 payload
     start: bool  # S bit with partition 0: the packet starts a frame
     picture_id_at: int = -1  # byte offset of the picture id, -1 when absent
     picture_id_bits: int = 0  # 7 or 15
     tl0_at: int = -1  # byte offset of TL0PICIDX, -1 when absent
+    picture_id: int | None = None
+    tl0: int | None = None
 
 
 def vp8_descriptor(payload: bytes) -> Vp8Descriptor | None:
@@ -66,20 +68,13 @@ def vp8_descriptor(payload: bytes) -> Vp8Descriptor | None:
         at += 1
     if len(payload) < at:
         return None
-    return Vp8Descriptor(at, start, picture_id_at, bits, tl0_at)
-
-
-def vp8_picture_id(payload: bytes, descriptor: Vp8Descriptor) -> int | None:
-    at = descriptor.picture_id_at
-    if at < 0:
-        return None
-    if descriptor.picture_id_bits == 15:
-        return ((payload[at] & 0x7F) << 8) | payload[at + 1]
-    return payload[at] & 0x7F
-
-
-def vp8_tl0(payload: bytes, descriptor: Vp8Descriptor) -> int | None:
-    return payload[descriptor.tl0_at] if descriptor.tl0_at >= 0 else None
+    picture_id = None
+    if bits == 15:
+        picture_id = ((payload[picture_id_at] & 0x7F) << 8) | payload[picture_id_at + 1]
+    elif bits == 7:
+        picture_id = payload[picture_id_at] & 0x7F
+    tl0 = payload[tl0_at] if tl0_at >= 0 else None
+    return Vp8Descriptor(at, start, picture_id_at, bits, tl0_at, picture_id, tl0)
 
 
 def starts_keyframe(mime_type: str, payload: bytes) -> bool:
@@ -206,6 +201,15 @@ class SourcePacket:
     frame_start: bool  # first packet of a frame (every audio packet)
     audio_level: int | None = None  # the ssrc-audio-level byte (V bit and -dBov)
     arrival: float = 0.0  # when it reached the server (time.perf_counter)
+    # Its VP8 descriptor, parsed by the first subscriber's rewriter for all the others
+    # (False: not parsed yet; None: none could be parsed).
+    vp8: Vp8Descriptor | bool | None = False
+
+    def vp8_descriptor(self) -> Vp8Descriptor | None:
+        descriptor = self.vp8
+        if descriptor is False:
+            descriptor = self.vp8 = vp8_descriptor(self.payload)
+        return descriptor if isinstance(descriptor, Vp8Descriptor) else None
 
 
 @dataclass(slots=True)
@@ -311,12 +315,12 @@ class StreamRewriter:
             next_ts - packet.timestamp,
         )
         if self.vp8:
-            descriptor = vp8_descriptor(packet.payload)
+            descriptor = packet.vp8_descriptor()
             if descriptor is not None:
-                picture_id = vp8_picture_id(packet.payload, descriptor)
+                picture_id = descriptor.picture_id
                 if picture_id is not None and self.last_picture_id >= 0:
                     epoch.picture_id_delta = self.last_picture_id + 1 - picture_id
-                tl0 = vp8_tl0(packet.payload, descriptor)
+                tl0 = descriptor.tl0
                 if tl0 is not None and self.last_tl0 >= 0:
                     epoch.tl0_delta = self.last_tl0 + 1 - tl0
         if self.epochs:
@@ -326,25 +330,25 @@ class StreamRewriter:
         return epoch
 
     def _apply(self, epoch: Epoch, packet: SourcePacket) -> Rewritten:
-        payload = self._rewrite_vp8(epoch, packet.payload) if self.vp8 else packet.payload
+        payload = self._rewrite_vp8(epoch, packet) if self.vp8 else packet.payload
         return Rewritten(
             (packet.sequence_number + epoch.seq_delta) % SEQ_MOD,
             (packet.timestamp + epoch.ts_delta) % TS_MOD,
             payload,
         )
 
-    def _rewrite_vp8(self, epoch: Epoch, payload: bytes) -> bytes:
+    def _rewrite_vp8(self, epoch: Epoch, packet: SourcePacket) -> bytes:
         """Shift picture id and TL0PICIDX by the epoch's deltas (no copy when both are 0)."""
-        descriptor = vp8_descriptor(payload)
+        payload = packet.payload
+        descriptor = packet.vp8_descriptor()
         if descriptor is None:
             return payload
+        picture_id, tl0 = descriptor.picture_id, descriptor.tl0
         if not (epoch.picture_id_delta or epoch.tl0_delta):
-            picture_id, tl0 = vp8_picture_id(payload, descriptor), vp8_tl0(payload, descriptor)
             self.last_picture_id = self.last_picture_id if picture_id is None else picture_id
             self.last_tl0 = self.last_tl0 if tl0 is None else tl0
             return payload
         data = bytearray(payload)
-        picture_id = vp8_picture_id(payload, descriptor)
         if picture_id is not None:
             at = descriptor.picture_id_at
             if descriptor.picture_id_bits == 15:
@@ -354,7 +358,6 @@ class StreamRewriter:
                 picture_id = (picture_id + epoch.picture_id_delta) % (1 << 7)
                 data[at] = picture_id
             self.last_picture_id = picture_id
-        tl0 = vp8_tl0(payload, descriptor)
         if tl0 is not None:
             tl0 = (tl0 + epoch.tl0_delta) % 256
             data[descriptor.tl0_at] = tl0
@@ -384,7 +387,7 @@ class StreamRewriter:
     def again(self, epoch: Epoch, packet: SourcePacket) -> Rewritten:
         """A packet rewritten as it was first sent in ``epoch`` (for a retransmission)."""
         last = self.last_picture_id, self.last_tl0
-        payload = self._rewrite_vp8(epoch, packet.payload) if self.vp8 else packet.payload
+        payload = self._rewrite_vp8(epoch, packet) if self.vp8 else packet.payload
         self.last_picture_id, self.last_tl0 = last
         return Rewritten(
             (packet.sequence_number + epoch.seq_delta) % SEQ_MOD,
