@@ -54,7 +54,10 @@ def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process and its children (the server and its media workers)."""
     total = cpu_seconds(pid)
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        children: list[str] = []
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended
+            children = (task / "children").read_text().split()
+        for child in children:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # exited since
                 total += tree_cpu_seconds(int(child))
     return total
