@@ -354,8 +354,9 @@ def test_the_fast_clock_reads_the_same_clock_as_aiortcs():
 
 
 @pytest.mark.parametrize("audio_level", [None, 38])
-def test_forwarded_packets_are_exactly_what_aiortc_serializes(audio_level):
-    ids = {"mid": 1, "abs_send_time": 3, "audio_level": 4}
+@pytest.mark.parametrize("abs_send_time_id", [3, 15])  # 15: two-byte headers
+def test_forwarded_packets_are_exactly_what_aiortc_serializes(audio_level, abs_send_time_id):
+    ids = {"mid": 1, "abs_send_time": abs_send_time_id, "audio_level": 4}
     uris = {
         "mid": "urn:ietf:params:rtp-hdrext:sdes:mid",
         "abs_send_time": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",

@@ -433,12 +433,18 @@ class DirectRtpSend:
         setattr(dtls, _DTLS_TX_PACKETS, getattr(dtls, _DTLS_TX_PACKETS) + 1)
 
 
+_SENDER_NTP_TIMESTAMP = _SENDER + "ntp_timestamp"
+_SENDER_RTP_TIMESTAMP = _SENDER + "rtp_timestamp"
+_SENDER_OCTET_COUNT = _SENDER + "octet_count"
+_SENDER_PACKET_COUNT = _SENDER + "packet_count"
+
+
 def count_sent(sender: RTCRtpSender, packets: int, octets: int, rtp_timestamp: int) -> None:
     """Account packets sent around the sender, for its RTCP sender reports and getStats()."""
-    _set_sender_private(sender, "ntp_timestamp", aiortc.clock.current_ntp_time())
-    _set_sender_private(sender, "rtp_timestamp", rtp_timestamp)
-    _set_sender_private(sender, "octet_count", _sender_private(sender, "octet_count") + octets)
-    _set_sender_private(sender, "packet_count", _sender_private(sender, "packet_count") + packets)
+    setattr(sender, _SENDER_NTP_TIMESTAMP, aiortc.clock.current_ntp_time())
+    setattr(sender, _SENDER_RTP_TIMESTAMP, rtp_timestamp)
+    setattr(sender, _SENDER_OCTET_COUNT, getattr(sender, _SENDER_OCTET_COUNT) + octets)
+    setattr(sender, _SENDER_PACKET_COUNT, getattr(sender, _SENDER_PACKET_COUNT) + packets)
 
 
 def current_abs_send_time() -> int:

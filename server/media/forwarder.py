@@ -159,9 +159,16 @@ class PacketForwarder:
             out.sequence_number,
             out.timestamp,
             self._ssrc,
-            self._extensions.block(current_abs_send_time(), packet.audio_level),
+            self._extensions.block(self._send_time(packet), packet.audio_level),
             out.payload,
         )
+
+    @staticmethod
+    def _send_time(packet: SourcePacket) -> int:
+        """The packet's abs-send-time: read the clock once per packet, not per subscriber."""
+        if packet.abs_send_time < 0:
+            packet.abs_send_time = current_abs_send_time()
+        return packet.abs_send_time
 
     def _ask_keyframe(self) -> None:
         now = time.monotonic()

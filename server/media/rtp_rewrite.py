@@ -137,31 +137,49 @@ class ExtensionWriter:
     """
 
     def __init__(self, ids: dict[str, int], mid: str | None) -> None:
-        self._mid = ids.get("mid", 0)
-        self._abs_send_time = ids.get("abs_send_time", 0)
-        self._audio_level = ids.get("audio_level", 0)
         self._two_byte = any(value > 14 for value in ids.values())
-        self._mid_element = (
-            self._element(self._mid, mid.encode()) if self._mid and mid is not None else b""
-        )
+        self._mid = self._element(ids["mid"], mid.encode()) if "mid" in ids and mid else b""
+        self._abs_send_time = self._element(ids.get("abs_send_time", 0), bytes(3))[:-3]
+        self._audio_level = self._element(ids.get("audio_level", 0), bytes(1))[:-1]
+        # (header up to the first variable element, padding) for each combination of
+        # the two per-packet values being present: one lookup and a few joins per packet.
+        self._frames = {
+            (with_time, with_level): self._frame(with_time, with_level)
+            for with_time in (False, True)
+            for with_level in (False, True)
+        }
 
     def _element(self, ext_id: int, value: bytes) -> bytes:
+        """An element's id/length prefix and value; empty when the extension is not negotiated."""
+        if not ext_id:
+            return b""
         if self._two_byte:
             return bytes((ext_id, len(value))) + value
         return bytes(((ext_id << 4) | (len(value) - 1),)) + value
 
+    def _frame(self, with_time: bool, with_level: bool) -> tuple[bytes, bytes] | None:
+        length = len(self._mid)
+        length += len(self._abs_send_time) + 3 if with_time and self._abs_send_time else 0
+        length += len(self._audio_level) + 1 if with_level and self._audio_level else 0
+        if not length:
+            return None
+        padding = bytes(-length % 4)
+        profile = 0x1000 if self._two_byte else 0xBEDE
+        return struct.pack("!HH", profile, (length + len(padding)) >> 2) + self._mid, padding
+
     def block(self, abs_send_time: int | None, audio_level: int | None) -> bytes:
         """The extension block (profile, length, padded elements); empty when none apply."""
-        body = self._mid_element
-        if self._abs_send_time and abs_send_time is not None:
-            body += self._element(self._abs_send_time, abs_send_time.to_bytes(3, "big"))
-        if self._audio_level and audio_level is not None:
-            body += self._element(self._audio_level, bytes((audio_level,)))
-        if not body:
+        with_time = abs_send_time is not None and bool(self._abs_send_time)
+        with_level = audio_level is not None and bool(self._audio_level)
+        frame = self._frames[with_time, with_level]
+        if frame is None:
             return b""
-        body += bytes(-len(body) % 4)
-        profile = 0x1000 if self._two_byte else 0xBEDE
-        return struct.pack("!HH", profile, len(body) >> 2) + body
+        head, padding = frame
+        if with_time:
+            head += self._abs_send_time + abs_send_time.to_bytes(3, "big")  # type: ignore[union-attr]
+        if with_level:
+            head += self._audio_level + bytes((audio_level,))  # type: ignore[arg-type]
+        return head + padding
 
 
 def rtp_bytes(
@@ -204,6 +222,9 @@ class SourcePacket:
     # Its VP8 descriptor, parsed by the first subscriber's rewriter for all the others
     # (False: not parsed yet; None: none could be parsed).
     vp8: Vp8Descriptor | bool | None = False
+    # The abs-send-time it is forwarded with, stamped by the first subscriber's slot for
+    # all the others (they send it in the same turn of the event loop); -1: not yet.
+    abs_send_time: int = -1
 
     def vp8_descriptor(self) -> Vp8Descriptor | None:
         descriptor = self.vp8
