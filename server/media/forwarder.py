@@ -20,6 +20,8 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar
+from weakref import WeakKeyDictionary
 
 from aiortc import RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -45,6 +47,39 @@ MAX_BACKLOG = {"video": 256, "audio": 50}
 MAX_VIDEO_DELAY = 0.25
 KEYFRAME_REASK = 0.5  # seconds: how often a held slot repeats its keyframe request
 ESTIMATE_TTL = 5.0  # seconds a subscriber's REMB counts for
+COUNT_EVERY = 0.1  # seconds between updates of the aiortc sender's packet and octet counts
+
+
+class SendTurn:
+    """The slots with packets queued in this turn of the event loop, sent by one callback.
+
+    A packet fans out to every subscriber in the same turn: one callback sends for
+    all of them, where a callback (or a task) per slot cost more than the send.
+    """
+
+    _of_loop: ClassVar[WeakKeyDictionary[asyncio.AbstractEventLoop, SendTurn]] = WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[PacketForwarder] = []
+
+    @classmethod
+    def of_running_loop(cls) -> SendTurn:
+        loop = asyncio.get_running_loop()
+        turn = cls._of_loop.get(loop)
+        if turn is None:
+            turn = cls._of_loop[loop] = cls(loop)
+        return turn
+
+    def add(self, forwarder: PacketForwarder) -> None:
+        if not self._due:
+            self._loop.call_soon(self._send)
+        self._due.append(forwarder)
+
+    def _send(self) -> None:
+        due, self._due = self._due, []
+        for forwarder in due:
+            forwarder.flush()
 
 
 class PacketForwarder:
@@ -69,7 +104,10 @@ class PacketForwarder:
         self._queue: deque[tuple[bytes, float, int, int]] = deque()
         self._max_backlog = MAX_BACKLOG[kind]
         self._send = DirectRtpSend(sender)
-        self._flush_due: asyncio.Handle | None = None
+        self._turn: SendTurn | None = None
+        self._flush_due = False  # queued with the turn's sends
+        self._uncounted_packets = self._uncounted_octets = self._last_timestamp = 0
+        self._counted_at = -COUNT_EVERY
         self._asked = -KEYFRAME_REASK
         self._estimate: tuple[int, float] | None = None
         self.sent = 0
@@ -101,6 +139,7 @@ class PacketForwarder:
             None,
         )
         self._extensions = ExtensionWriter(identity.extension_ids, identity.mid)
+        self._turn = SendTurn.of_running_loop()
         self._rewriter = StreamRewriter(
             video=self.kind == "video",
             vp8=codec.mimeType.lower() == "video/vp8",
@@ -109,9 +148,8 @@ class PacketForwarder:
         )
 
     def stop(self) -> None:
-        if self._flush_due is not None:
-            self._flush_due.cancel()
-            self._flush_due = None
+        if self._uncounted_packets:
+            self._count_sent(time.perf_counter())
         self._rewriter = None
         self._queue.clear()
 
@@ -134,15 +172,17 @@ class PacketForwarder:
                 self._asked = -KEYFRAME_REASK
                 self._ask_keyframe()
             return
-        out = rewriter.rewrite(packet, time.monotonic())
+        out = rewriter.rewrite(packet, packet.arrival)
         if out is None:
             if rewriter.holding:
                 self._ask_keyframe()
             return
         data = self._serialize(packet, out)
         self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
-        if self._flush_due is None:
-            self._flush_due = asyncio.get_running_loop().call_soon(self._flush)
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._turn is not None  # set by start(), like the rewriter
+            self._turn.add(self)
 
     def _video_late(self, packet: SourcePacket) -> bool:
         """Whether this slot's oldest waiting video is too far behind the newest packet."""
@@ -176,24 +216,38 @@ class PacketForwarder:
             self._asked = now
             self._request_keyframe()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Send everything queued since the last turn of the loop."""
-        self._flush_due = None
+        self._flush_due = False
         queue, latency, send = self._queue, self._latency, self._send
-        packets = octets = timestamp = 0
+        packets = octets = 0
+        now = 0.0
         while queue:
-            data, arrival, size, timestamp = queue.popleft()
+            data, arrival, size, self._last_timestamp = queue.popleft()
             try:
                 send(data)
             except ConnectionError:
                 queue.clear()
                 break
-            latency.record(time.perf_counter() - arrival)
+            now = time.perf_counter()
+            latency.record(now - arrival)
             packets += 1
             octets += size
-        if packets:
-            self.sent += packets
-            count_sent(self._sender, packets, octets, timestamp)
+        self.sent += packets
+        self._uncounted_packets += packets
+        self._uncounted_octets += octets
+        if packets and now - self._counted_at >= COUNT_EVERY:
+            self._count_sent(now)
+
+    def _count_sent(self, now: float) -> None:
+        """Tell the aiortc sender what went out: its RTCP sender reports and stats read it,
+        about once a second, so a tenth of a second is fresh enough and spares the work
+        per packet."""
+        self._counted_at = now
+        count_sent(
+            self._sender, self._uncounted_packets, self._uncounted_octets, self._last_timestamp
+        )
+        self._uncounted_packets = self._uncounted_octets = 0
 
     # -- feedback from the subscriber -------------------------------------------------------
 
