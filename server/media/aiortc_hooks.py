@@ -416,13 +416,17 @@ class DirectRtpSend:
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._sender = sender
+        self._dtls: RTCDtlsTransport | None = None
+        self._nominated: dict[int, Any] = {}  # aioice's component -> nominated pair
         self._pair: Any = None
         self._address: tuple[str, int] | None = None
 
     def __call__(self, data: bytes) -> None:
         """Send one packet; ``ConnectionError`` when the transport is not (or no longer) up."""
         dtls = self._sender.transport
-        pair = dtls.transport._connection._nominated.get(1)
+        if dtls is not self._dtls:  # the first packet (or a sender moved to another transport)
+            self._dtls, self._nominated = dtls, dtls.transport._connection._nominated
+        pair = self._nominated.get(1)
         if dtls._state is not DtlsState.CONNECTED or pair is None:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
         if pair is not self._pair:  # the first packet, or ICE picked another pair

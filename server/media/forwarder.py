@@ -165,7 +165,8 @@ class PacketForwarder:
         rewriter = self._rewriter
         if rewriter is None:
             return
-        if len(self._queue) >= self._max_backlog or self._video_late(packet):
+        queue = self._queue
+        if queue and (len(queue) >= self._max_backlog or self._video_late(packet)):
             self.dropped += 1
             if not rewriter.holding:  # the backlog just overflowed: ask right away
                 rewriter.resync()
@@ -178,7 +179,7 @@ class PacketForwarder:
                 self._ask_keyframe()
             return
         data = self._serialize(packet, out)
-        self._queue.append((data, packet.arrival, len(out.payload), out.timestamp))
+        queue.append((data, packet.arrival, len(out.payload), out.timestamp))
         if not self._flush_due:
             self._flush_due = True
             assert self._turn is not None  # set by start(), like the rewriter
@@ -186,10 +187,7 @@ class PacketForwarder:
 
     def _video_late(self, packet: SourcePacket) -> bool:
         """Whether this slot's oldest waiting video is too far behind the newest packet."""
-        queue = self._queue
-        return (
-            self.kind == "video" and bool(queue) and packet.arrival - queue[0][1] > MAX_VIDEO_DELAY
-        )
+        return self.kind == "video" and packet.arrival - self._queue[0][1] > MAX_VIDEO_DELAY
 
     def _serialize(self, packet: SourcePacket, out: Rewritten) -> bytes:
         """The packet as this subscriber gets it: its SSRC, PT, numbering and extension ids."""
@@ -221,7 +219,7 @@ class PacketForwarder:
         self._flush_due = False
         queue, latency, send = self._queue, self._latency, self._send
         packets = octets = 0
-        now = 0.0
+        now = time.perf_counter()  # the batch goes out within microseconds
         while queue:
             data, arrival, size, self._last_timestamp = queue.popleft()
             try:
@@ -229,7 +227,6 @@ class PacketForwarder:
             except ConnectionError:
                 queue.clear()
                 break
-            now = time.perf_counter()
             latency.record(now - arrival)
             packets += 1
             octets += size
