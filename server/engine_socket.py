@@ -22,10 +22,15 @@ What changes is the bookkeeping:
   visits every session from its service task); a client the server is still
   reading from is alive, since its pong may wait behind its other messages;
 - the WebSocket read loop awaits the socket directly, hands Socket.IO messages
-  to the application without re-parsing them, and yields to the loop after each
-  one (a bare yield, for the fairness engine.io's task per read gave);
-- the writer waits on the queue without a timeout (the read loop or a close
-  always ends it) and writes straight to aiohttp's WebSocket.
+  to the application without re-parsing them, and yields to the loop only when
+  more of the same client's messages are already buffered (the fairness engine.io's
+  task per read gave, without a turn of the loop for every message);
+- a packet sent on an upgraded WebSocket is written to aiohttp's transport at once
+  (one synchronous call) whenever nothing is queued before it and the transport
+  is not applying back-pressure; only then does it go through the queue, whose
+  writer task waits without a timeout (the read loop or a close always ends it).
+  Relaying a message thus costs the sending client's read and nothing else: no
+  wake-up of the recipient's writer task, no coroutine per write.
 
 engine.io builds its socket objects itself, with no factory to override, so the
 server promotes each new session to :class:`LeanSocket` at connect, before any
@@ -42,6 +47,9 @@ import time
 from typing import Any
 
 import engineio
+from aiohttp import WSMsgType, web
+from aiohttp._websocket import reader as aiohttp_ws_reader
+from aiohttp._websocket import writer as aiohttp_ws_writer
 from engineio import async_socket, exceptions, packet
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
@@ -62,6 +70,8 @@ class LeanSocket(async_socket.AsyncSocket):
     _next_ping: asyncio.TimerHandle | None = None
     _pong_due: asyncio.TimerHandle | None = None
     _closing_silent: asyncio.Future[None] | None = None
+    _response: web.WebSocketResponse | None = None  # while its writer task runs
+    _writing = False  # the writer task is in a write that may wait for the transport
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -84,7 +94,7 @@ class LeanSocket(async_socket.AsyncSocket):
             self.last_ping = time.time()
             if self._pong_due is None:
                 self._pong_due = loop.call_later(self.server.ping_timeout, self._pong_deadline)
-        self.queue.put_nowait(packet.Packet(packet.PING))
+        self.put(packet.Packet(packet.PING))
         self._next_ping = loop.call_later(self.server.ping_interval, self._ping)
 
     def _pong_deadline(self) -> None:
@@ -107,10 +117,16 @@ class LeanSocket(async_socket.AsyncSocket):
     # -- sending -----------------------------------------------------------------------------
 
     async def send(self, pkt: packet.Packet) -> None:
-        """Queue ``pkt`` for the transport (the queue is unbounded; see fanout.py for the cap)."""
+        """engine.io's API for :meth:`put` (the queue is unbounded; fanout.py caps it)."""
         if self.closed:
             raise exceptions.SocketIsClosedError()
-        self.queue.put_nowait(pkt)
+        self.put(pkt)
+
+    def put(self, pkt: packet.Packet) -> None:
+        """Write ``pkt`` to the WebSocket now if nothing waits before it, else queue it."""
+        response = self._response
+        if response is None or self._writing or self.queue.qsize() or not write_now(response, pkt):
+            self.queue.put_nowait(pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         was_open = not (self.closing or self.closed)
@@ -181,9 +197,10 @@ class LeanSocket(async_socket.AsyncSocket):
                 return
             except (exceptions.UnknownPacketError, ValueError, IndexError):
                 logger.info("%s: dropped an engine.io packet it could not decode", self.sid)
-            # One message per connection per turn of the loop, as engine.io's task per read
-            # gave: buffered messages of one client must not hold up everyone's timers.
-            await asyncio.sleep(0)
+            if has_buffered(ws._sock):
+                # One message per connection per turn of the loop, as engine.io's task per
+                # read gave: one client's backlog must not hold up everyone else.
+                await asyncio.sleep(0)
 
     async def _deliver(self, message: str) -> None:
         """What engine.io's ``receive`` does with a text MESSAGE, minus its per-packet logging."""
@@ -199,9 +216,14 @@ class LeanSocket(async_socket.AsyncSocket):
             logger.exception("%s: the message handler failed", self.sid)
 
     async def _write_to(self, ws: Any) -> None:
-        """Write queued packets until a ``None`` (or a failed write), then close the WebSocket."""
+        """Write queued packets until a ``None`` (or a failed write), then close the WebSocket.
+
+        Meanwhile :meth:`put` writes directly whenever the queue is empty and no write of
+        this task waits for the transport, so the order of packets is kept.
+        """
         queue = self.queue
         response = ws._sock  # aiohttp's WebSocketResponse
+        self._response = response
         try:
             while True:
                 pkt = await queue.get()
@@ -209,17 +231,46 @@ class LeanSocket(async_socket.AsyncSocket):
                 if pkt is None:
                     break
                 encoded = pkt.encode()
+                self._writing = True
                 if isinstance(encoded, str):
                     await response.send_str(encoded)
                 else:
                     await response.send_bytes(encoded)
+                self._writing = False
         except (OSError, RuntimeError):
             pass  # the peer went away mid-write; the read loop sees the close
         finally:
+            self._response = None
             while not queue.empty():  # nothing will send these: let close(wait=True) return
                 queue.get_nowait()
                 queue.task_done()
             await ws.close()
+
+
+def write_now(response: web.WebSocketResponse, pkt: packet.Packet) -> bool:
+    """Write ``pkt`` as one WebSocket frame without waiting, if the transport takes it now.
+
+    False when the frame would need compression or the transport is over its high-water
+    mark (aiohttp's writer then waits for it to drain, so the caller queues instead).
+    """
+    writer = response._writer
+    if writer is None or writer.compress or writer.protocol._paused:
+        return False
+    encoded = pkt.encode()
+    try:
+        if isinstance(encoded, str):
+            writer._write_websocket_frame(encoded.encode(), WSMsgType.TEXT, 0)
+        else:
+            writer._write_websocket_frame(encoded, WSMsgType.BINARY, 0)
+    except OSError:
+        pass  # the connection is closing: its read loop ends and cleans up
+    return True
+
+
+def has_buffered(response: web.WebSocketResponse) -> bool:
+    """Whether aiohttp has already read more messages of this WebSocket than were taken."""
+    reader = response._reader
+    return reader is not None and bool(reader._buffer)
 
 
 class LeanEngineServer(engineio.AsyncServer):
@@ -244,6 +295,20 @@ class LeanEngineServer(engineio.AsyncServer):
                 continue
 
 
+def aiohttp_internals_present() -> bool:
+    """What :func:`write_now` and :func:`has_buffered` use of aiohttp's WebSocket internals."""
+    writer_class = aiohttp_ws_writer.WebSocketWriter
+    return (
+        hasattr(web.WebSocketResponse, "_writer")
+        and hasattr(web.WebSocketResponse, "_reader")
+        and "self.compress" in inspect.getsource(writer_class.__init__)
+        and "self.protocol" in inspect.getsource(writer_class.__init__)
+        and list(inspect.signature(writer_class._write_websocket_frame).parameters)
+        == ["self", "message", "opcode", "rsv"]
+        and "_buffer" in dir(aiohttp_ws_reader.WebSocketDataQueue)
+    )
+
+
 def check_engineio_internals() -> None:
     """Raise :class:`EngineIoInternalsChanged` unless engine.io still works as assumed here."""
     connect = inspect.getsource(engineio.AsyncServer._handle_connect)
@@ -263,6 +328,8 @@ def check_engineio_internals() -> None:
         ),
         "the aiohttp driver's WebSocket._sock": "self._sock"
         in inspect.getsource(aiohttp_driver.WebSocket),
+        "aiohttp's WebSocketResponse._writer/_reader, WebSocketWriter.compress/protocol and "
+        "_write_websocket_frame(message, opcode, rsv)": aiohttp_internals_present(),
     }
     missing = [name for name, present in expectations.items() if not present]
     if missing:

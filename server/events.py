@@ -60,7 +60,8 @@ class EventRouter:
         participant = self._roster.get(sid)
         if participant is None:
             return None
-        await self.settle(sid)
+        if sid in self._after_reply:
+            await self.settle(sid)
         self._stats.count_event(event)
         if not participant.limiter.try_take():
             return await self._refuse_flood(participant, event)

@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 import socketio
-from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -100,7 +99,7 @@ class FanoutManager(socketio.AsyncManager):
         skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         for sid, eio_sid in self.get_participants(namespace, to or room):
             if sid not in skipped:
-                await self._queue(sid, eio_sid, packets)
+                self._queue(sid, eio_sid, packets)
 
     async def send_event(self, recipients: list[tuple[str, str]], event: str, data: Any) -> None:
         """``event`` to each ``(sid, eio_sid)`` of namespace "/" on this node, encoded once.
@@ -109,7 +108,7 @@ class FanoutManager(socketio.AsyncManager):
         """
         packets = self._event_packets(NAMESPACE, event, _arguments(data))
         for sid, eio_sid in recipients:
-            await self._queue(sid, eio_sid, packets)
+            self._queue(sid, eio_sid, packets)
 
     def _event_packets(
         self, namespace: str, event: str, arguments: list[Any]
@@ -126,8 +125,9 @@ class FanoutManager(socketio.AsyncManager):
             for part in (encoded if isinstance(encoded, list) else [encoded])
         ]
 
-    async def _queue(self, sid: str, eio_sid: str, packets: list[eio_packet.Packet]) -> None:
-        """Append ``packets`` to one connection's queue, or disconnect it if it is full."""
+    def _queue(self, sid: str, eio_sid: str, packets: list[eio_packet.Packet]) -> None:
+        """Hand ``packets`` to one connection (written at once or queued, engine_socket.py),
+        or disconnect it if its queue is full."""
         connection = self.server.eio.sockets.get(eio_sid)
         if connection is None or connection.closing or connection.closed:
             return  # gone, or on its way out: nothing will read it
@@ -136,11 +136,9 @@ class FanoutManager(socketio.AsyncManager):
         if connection.queue.qsize() + len(packets) > self.max_queued:
             self._evict(sid, eio_sid, connection)
             return
-        try:
-            for pkt in packets:
-                await connection.send(pkt)
-        except eio_exceptions.SocketIsClosedError:
-            pass  # closed between the check and the send (ping timeout)
+        put = getattr(connection, "put", connection.queue.put_nowait)  # engine.io's own: queue
+        for pkt in packets:
+            put(pkt)
 
     def _evict(self, sid: str, eio_sid: str, connection: Any) -> None:
         """Close a connection that does not read what it is sent."""

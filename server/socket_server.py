@@ -14,6 +14,9 @@
   and only a lost connection is worth holding for a resume (resumption.py).
 - engine.io runs as :class:`LeanEngineServer` (engine_socket.py): no task or timer
   per message or per ping.
+- An event for one of the server's own handlers on "/" is called directly, without
+  python-socketio's per-event logging and its three layers of handler lookup:
+  each relayed signalling message passes through here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ MALFORMED_RATE = 5.0  # malformed packets per second a connection may send on av
 MALFORMED_BURST = 50
 
 BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+NAMESPACE = "/"
 
 
 class BinaryPacketRefused(ValueError):
@@ -127,6 +131,40 @@ class SocketServer(socketio.AsyncServer):
             if isinstance(exc, BinaryPacketRefused) and exc.header is not None:
                 await self._refuse_binary_event(eio_sid, exc.header)
 
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
+    ) -> None:
+        namespace = namespace or NAMESPACE
+        event = data[0]
+        handler = (
+            self.handlers[namespace].get(event)
+            if namespace == NAMESPACE
+            and namespace in self.handlers
+            and event not in self.reserved_events
+            and not self.async_handlers
+            else None
+        )
+        if handler is None:  # catch-all, other namespaces: python-socketio's own lookup
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return
+        result = await handler(sid, *data[1:])
+        if id is not None:
+            await self._send_ack(eio_sid, namespace, id, result)
+
+    async def _send_ack(self, eio_sid: str, namespace: str, id: int, result: Any) -> None:
+        """python-socketio's ACK: a tuple is several arguments, None none."""
+        if result is None:
+            arguments = []
+        elif isinstance(result, tuple):
+            arguments = list(result)
+        else:
+            arguments = [result]
+        reply = self.packet_class(packet.ACK, namespace=namespace, id=id, data=arguments)
+        await self._send_packet(eio_sid, reply)
+
     async def _refuse_binary_event(self, eio_sid: str, header: packet.Packet) -> None:
         """Answer a binary event like any refused event: an ``error``, and the ack if asked."""
         namespace = header.namespace or "/"
@@ -142,10 +180,7 @@ class SocketServer(socketio.AsyncServer):
         }
         await self.emit("error", error, to=sid, namespace=namespace)
         if header.id is not None:
-            reply = self.packet_class(
-                packet.ACK, namespace=namespace, id=header.id, data=[{"ok": False, "error": error}]
-            )
-            await self._send_packet(eio_sid, reply)
+            await self._send_ack(eio_sid, namespace, header.id, {"ok": False, "error": error})
 
     async def _count_malformed(self, eio_sid: str) -> None:
         if eio_sid not in self.eio.sockets:
