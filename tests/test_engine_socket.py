@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from engineio import async_socket
+from aiohttp._websocket import writer as aiohttp_ws_writer
+from engineio import async_socket, packet
 
-from server.engine_socket import EngineIoInternalsChanged, check_engineio_internals
+from server.engine_socket import EngineIoInternalsChanged, LeanSocket, check_engineio_internals
 from tests.support.clients import PythonClient
 from tests.support.polling import eventually
 
@@ -88,3 +90,53 @@ def test_the_engineio_internals_we_rely_on_are_there(monkeypatch):
     monkeypatch.setattr(async_socket.AsyncSocket, "_websocket_handler", handler_with_new_parameters)
     with pytest.raises(EngineIoInternalsChanged, match="_websocket_handler"):
         check_engineio_internals()
+
+
+def test_a_changed_aiohttp_websocket_writer_fails_loudly(monkeypatch):
+    def new_frame_writer(self, message, opcode, rsv, flush):
+        return None
+
+    monkeypatch.setattr(
+        aiohttp_ws_writer.WebSocketWriter,
+        "_write_websocket_frame",
+        new_frame_writer,
+    )
+    with pytest.raises(EngineIoInternalsChanged, match="_write_websocket_frame"):
+        check_engineio_internals()
+
+
+class FrameRecorder:
+    """Stands in for aiohttp's WebSocketWriter: records frames, can apply back-pressure."""
+
+    compress = 0
+
+    def __init__(self) -> None:
+        self.protocol = SimpleNamespace(_paused=False)
+        self.frames: list[str] = []
+
+    def _write_websocket_frame(self, message: bytes, opcode: int, rsv: int) -> None:
+        self.frames.append(message.decode())
+
+
+async def test_packets_are_written_at_once_only_when_nothing_waits_before_them():
+    writer = FrameRecorder()
+    session = LeanSocket.__new__(LeanSocket)
+    session.queue = asyncio.Queue()
+    session._response = SimpleNamespace(_writer=writer)
+
+    def message(text: str) -> packet.Packet:
+        return packet.Packet(packet.MESSAGE, text)
+
+    session.put(message("first"))
+    assert writer.frames == ["4first"] and session.queue.empty()
+
+    writer.protocol._paused = True  # the transport's buffer is over its high-water mark
+    session.put(message("second"))
+    writer.protocol._paused = False
+    session.put(message("third"))  # must not overtake "second", still queued
+    assert writer.frames == ["4first"]
+    assert [session.queue.get_nowait().data for _ in range(2)] == ["second", "third"]
+
+    session._writing = True  # the writer task waits for the transport with a packet in hand
+    session.put(message("fourth"))
+    assert writer.frames == ["4first"] and session.queue.qsize() == 1
