@@ -9,6 +9,7 @@ import pytest
 from socketio import packet
 
 from server.packets import FastPacket
+from server.socket_server import plain_event
 
 PAYLOADS = [
     {"peer_id": "abc", "audio": True, "count": 2, "nickname": "Zoë ☕"},
@@ -38,3 +39,40 @@ def test_binary_payloads_are_still_binary_events():
     encoded = FastPacket(packet.EVENT, namespace="/", data=["blob", {"x": [1, b"\x00"]}]).encode()
     assert isinstance(encoded, list) and encoded[0].startswith("51-")
     assert not FastPacket.data_is_binary(["a", {"b": [1, "c"]}])
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        '2["ice",{"candidate":"candidate:1 1 udp 1 10.0.0.1 9 typ host"},"room"]',
+        '27["join_room",{"room":"a"}]',
+        '2123456789012345["offer",{"type":"offer","sdp":"v=0"}]',
+        '2["bye"]',
+    ],
+)
+def test_plain_events_are_read_as_python_socketio_reads_them(encoded):
+    stock = packet.Packet(encoded_packet=encoded)
+    assert plain_event(encoded) == (stock.id, stock.data)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        '2/admin,["ice",{}]',  # another namespace
+        '21234567890123456["ice"]',  # an ack id too long for the shortcut
+        '2[{"not":"an event name"}]',
+        "2[]",
+        '3["ack"]',
+        '51-["binary",{"_placeholder":true,"num":0}]',
+        b'2["ice"]',
+    ],
+)
+def test_other_packets_are_left_to_python_socketio(encoded):
+    assert plain_event(encoded) is None
+
+
+def test_a_plain_event_with_bad_json_is_an_error_like_python_socketio_gives():
+    with pytest.raises(ValueError):
+        plain_event('2["ice",{')
+    with pytest.raises(ValueError):
+        packet.Packet(encoded_packet='2["ice",{')
