@@ -10,6 +10,10 @@ connection and all); a new connection that joins the same room with the token
 takes its place, silently for the others. When the grace ends, it leaves as
 usual. A connection that closes cleanly (a closed tab, a reload, a goodbye)
 leaves at once: holding it would show a ghost for the whole grace period.
+
+In a cluster a client may come back through the load balancer to another node:
+tokens then start with the id of the node that issued them, and a token of
+another node is claimed there (cluster/handover.py) instead of refused.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from .rooms import Dialect, Participant, Roster
+
+# Claims a token issued by another node: (token, room, newcomer) -> the newcomer, now with
+# the held participant's identity, or None.
+RemoteClaim = Callable[[str, str, Participant], Awaitable[Participant | None]]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,9 @@ class Resumptions:
         self._departures: set[asyncio.Task[None]] = set()
         self.resumed = 0
         self.expired = 0
+        self.handed_over = 0  # places taken back on another node of the cluster
+        self.token_prefix = ""  # in a cluster: this node's id and "-"
+        self.remote_claim: RemoteClaim | None = None
 
     @property
     def enabled(self) -> bool:
@@ -54,7 +65,7 @@ class Resumptions:
         if not self.enabled or participant.dialect is not Dialect.NATIVE:
             return None
         if participant.resume_token is None:
-            participant.resume_token = secrets.token_urlsafe(18)
+            participant.resume_token = self.token_prefix + secrets.token_urlsafe(18)
             self._by_token[participant.resume_token] = participant
         return participant.resume_token
 
@@ -87,17 +98,36 @@ class Resumptions:
 
     async def claim(self, token: str, room: str, newcomer: Participant) -> Participant | None:
         """The held participant ``token`` names, now on ``newcomer``'s connection; or None."""
+        if token not in self._by_token and self.remote_claim is not None:
+            return await self.remote_claim(token, room, newcomer)
+        held = self._take(token, room, newcomer.grant.identity)
+        if held is None:
+            return None
+        await self._roster.rebind(held, newcomer)
+        self.resumed += 1
+        logger.info("%s resumed in %r on a new connection", held.peer_id, room)
+        return held
+
+    def hand_over(self, token: str, room: str, identity: str | None) -> Participant | None:
+        """The held participant ``token`` names, given up to another node whose new
+        connection claimed it; the caller moves its media, then :meth:`Roster.release`."""
+        held = self._take(token, room, identity)
+        if held is not None:
+            self.forget(held)
+            self.handed_over += 1
+            logger.info("%s resumed in %r on another node", held.peer_id, room)
+        return held
+
+    def _take(self, token: str, room: str, identity: str | None) -> Participant | None:
+        """The participant waiting in ``room`` under ``token``, its hold ended; or None."""
         held = self._by_token.get(token)
         if held is None or not held.away or held.room != room:
             return None
-        if held.grant.identity != newcomer.grant.identity:
+        if held.grant.identity != identity:
             return None  # a token server: only the same identity may take the place
         timer = self._timers.pop(held.peer_id, None)
         if timer is not None:
             timer.cancel()
-        await self._roster.rebind(held, newcomer)
-        self.resumed += 1
-        logger.info("%s resumed in %r on a new connection", held.peer_id, room)
         return held
 
     def _expire(self, participant: Participant) -> None:
@@ -129,4 +159,5 @@ class Resumptions:
             "held": sum(1 for p in self._by_token.values() if p.away),
             "resumed": self.resumed,
             "expired": self.expired,
+            "handed_over": self.handed_over,
         }

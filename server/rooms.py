@@ -245,12 +245,33 @@ class Roster:
     async def enter(self, participant: Participant, room: str) -> None:
         """Put a connection into ``room``; the caller has made sure it is in no other."""
         self.check_can_enter(room)
+        await self._place(participant, room, time.time())
+
+    async def take_place(
+        self, participant: Participant, room: str, peer_id: str, entered_at: float
+    ) -> None:
+        """A participant held on another cluster node resumed here: ``participant``'s
+        connection takes its ``peer_id`` and its place in ``room`` (its order kept, and no
+        capacity check: the place was counted all along)."""
+        self._by_peer_id.pop(participant.peer_id, None)
+        participant.peer_id = peer_id
+        self._by_peer_id[peer_id] = participant
+        await self._place(participant, room, entered_at)
+
+    async def give_up(self, participant: Participant) -> None:
+        """A held participant resumed on another cluster node: no longer this node's."""
+        room = participant.room
+        self.release(participant)
+        if room is not None:
+            await self.leave(participant, room)
+
+    async def _place(self, participant: Participant, room: str, entered_at: float) -> None:
         if participant.outbox is not None:
             self._outside.setdefault(room, set()).add(participant.sid)
         else:
             await self._sio.enter_room(participant.sid, room)
         participant.room = room
-        participant.entered_at = time.time()
+        participant.entered_at = entered_at
         self._sizes[room] = self._sizes.get(room, 0) + 1
         await self._changed(room)
 

@@ -30,6 +30,7 @@ from tests.support.media import (
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 from tests.test_relay_media import assert_receives_exactly
+from tests.test_resumption import drop
 from tests.test_ws_audio import AudioSocket
 
 NODE_ARGS = ("--media", "relay", "--media-timeout", "5")
@@ -567,3 +568,62 @@ async def test_a_room_s_captions_reach_every_node(captioned_nodes, room, speak):
     finally:
         await speaker.close()
         await listener.close()
+
+
+@pytest.mark.media
+async def test_a_client_that_comes_back_through_another_node_keeps_its_place(
+    own_redis, room, room_clients
+):
+    """Behind a load balancer a dropped client may reconnect to another node: its resume
+    token names the node that holds its place, which hands it over. Same peer id, same
+    media connection, no presence noise, chat and media carry on; the first node is clean."""
+    cluster = start_nodes(own_redis, 3, "--ping-interval", "1", "--ping-timeout", "2")
+    try:
+        await until(lambda: all(len(live_nodes(node)) == 3 for node in cluster))
+        name = room("handover")
+        ann = await room_clients(cluster[0], name, 0)
+        bob = await room_clients(cluster[2], name, 1)
+        await asyncio.gather(
+            assert_receives_exactly(ann, {bob.peer_id: 1}),
+            assert_receives_exactly(bob, {ann.peer_id: 0}),
+        )
+        peer_id, connection, token = ann.peer_id, ann._pc, ann.resume_token
+        assert token and token.startswith(node_id(cluster[0]) + "-")
+
+        thief = PythonClient()
+        await thief.connect(cluster[1].url)  # Ann is online: her place is not waiting
+        (refused,) = await thief.call("join_room", {"room": name, "resume": token})
+        assert refused["resumed"] is False and refused["peer_id"] != peer_id
+        await thief.close()
+
+        await drop(cluster[0], ann)
+        ann.url = cluster[1].url  # the load balancer sends her elsewhere
+        assert await ann.reconnect() is True
+        assert ann.peer_id == peer_id and ann._pc is connection
+        assert bob.peer_id in ann.peers
+        assert ann.resume_token and ann.resume_token.startswith(node_id(cluster[1]) + "-")
+        said = await ann.chat("still me, from another node")
+        assert said["peer_id"] == peer_id and said["nickname"] == "p0"
+        await bob.wait_until(lambda: bool(presence_of(bob, peer_id, "chat_message")))
+        assert not presence_of(bob, peer_id, "user_left", "user_joined")
+        await asyncio.gather(
+            assert_receives_exactly(ann, {bob.peer_id: 1}),
+            assert_receives_exactly(bob, {ann.peer_id: 0}),
+        )
+        stats = [node.get_json("/stats")["resumptions"] for node in cluster]
+        assert (stats[0]["held"], stats[0]["handed_over"]) == (0, 1)
+        assert stats[1]["resumed"] == 1
+
+        def everyone_sees_two() -> bool:
+            return all((room_entry(node, name) or {}).get("participants") == 2 for node in cluster)
+
+        await until(everyone_sees_two)
+        await ann.close()  # her new node's goodbye reaches the room
+        await bob.wait_until(lambda: bool(presence_of(bob, peer_id, "user_left")))
+    finally:
+        stop_all(cluster)
+
+
+def presence_of(client, peer_id: str, *events: str) -> list:
+    """The ``events`` ``client`` received about ``peer_id``."""
+    return [d for e, d in client.events if e in events and d["peer_id"] == peer_id]

@@ -75,6 +75,7 @@ class ClusterSfu:
         # Owner side: the participants on this node's core, with their home node.
         self._homes: dict[str, dict[str, str]] = {}
         self.moved_rooms = 0
+        node.media_home = self
         node.handlers["command"] = self._on_command
         node.handlers["fact"] = self._on_fact
         node.reporters.append(self.report)
@@ -140,14 +141,48 @@ class ClusterSfu:
         may_send_data: bool = True,
     ) -> None:
         member = Member(policy, self._nickname_of(peer_id), may_send_data)
+        self._add_member(room, peer_id, member, rate_gate, _join_command(room, peer_id, member))
+
+    def adopt(
+        self,
+        room: str,
+        peer_id: str,
+        policy: SlotPolicy,
+        rate_gate: RateGate,
+        *,
+        may_send_data: bool,
+        muted: set[Kind],
+    ) -> None:
+        """A participant of another node resumed its Socket.IO connection on this one: its
+        media stays where it is and its facts now come here (cluster/handover.py)."""
+        member = Member(policy, self._nickname_of(peer_id), may_send_data, set(muted))
+        command = {**_join_command(room, peer_id, member), "rehome": True}
+        self._add_member(room, peer_id, member, rate_gate, command)
+
+    def give_up(self, room: str, peer_id: str) -> None:
+        """Forget a participant that resumed on another node, without a leave: its media
+        carries on (the new home re-homes it with the owner)."""
+        members = self._members.get(room, {})
+        if members.pop(peer_id, None) is None:
+            return
+        self._gates.pop(peer_id, None)
+        if not members:
+            self._members.pop(room, None)
+            self._owners.pop(room, None)
+
+    def _add_member(
+        self, room: str, peer_id: str, member: Member, rate_gate: RateGate, command: Message
+    ) -> None:
         self._members.setdefault(room, {})[peer_id] = member
         self._gates[peer_id] = rate_gate
         if room not in self._owners and room not in self._waiting:
             self._waiting[room] = []
             asyncio.get_running_loop().create_task(self._place(room))
-        command = _join_command(room, peer_id, member)
         if self._route(room, command):
-            self._join_here(room, peer_id, member, self._node.id)
+            if command.get("rehome") and peer_id in self._homes.get(room, {}):
+                self._homes[room][peer_id] = self._node.id
+            else:
+                self._join_here(room, peer_id, member, self._node.id)
 
     def _join_here(self, room: str, peer_id: str, member: Member, home: str) -> None:
         gate = self._gates.get(peer_id) if home == self._node.id else None
@@ -237,7 +272,9 @@ class ClusterSfu:
     async def _run_here(self, command: Message, home: str) -> None:
         """Run one command on this node's core (for a participant of ``home``)."""
         op, room, peer_id = command["op"], str(command["room"]), str(command["peer_id"])
-        if op == "join":
+        if op == "join" and command.get("rehome") and peer_id in self._homes.get(room, {}):
+            self._homes[room][peer_id] = home  # resumed on another node: same media, new home
+        elif op == "join":
             member = Member(
                 SlotPolicy(command["policy"]),
                 str(command["nickname"]),

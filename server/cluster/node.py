@@ -23,12 +23,13 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..media.types import Kind, RateGate, SlotPolicy
 from ..tasks import cancel_and_wait
 from .bus import PREFIX, Bus, Message
 from .members import MemberMirror, MemberRecord, RemoteParticipant, RoomRecords
@@ -90,6 +91,24 @@ async def _nobody_to_tell(participant: RemoteParticipant) -> None:
     return None
 
 
+class MediaHome(Protocol):
+    """This node's side of its participants' media (cluster/media.py), for a resume that
+    moves a participant's Socket.IO connection between nodes (cluster/handover.py)."""
+
+    def adopt(
+        self,
+        room: str,
+        peer_id: str,
+        policy: SlotPolicy,
+        rate_gate: RateGate,
+        *,
+        may_send_data: bool,
+        muted: set[Kind],
+    ) -> None: ...
+
+    def give_up(self, room: str, peer_id: str) -> None: ...
+
+
 class ClusterNode:
     """One roomrelay process in a cluster sharing ``redis_url``."""
 
@@ -129,6 +148,7 @@ class ClusterNode:
         self._beating = asyncio.Lock()
         self._redis_failing = False
         self.rate: tuple[float, int] = (50.0, 100)  # data channel limits of remote participants
+        self.media_home: MediaHome | None = None  # relay mode: this node's side of room media
         # Tells this node's members that a participant of a node that is gone left.
         self.participant_gone: Callable[[RemoteParticipant], Awaitable[None]] = _nobody_to_tell
 

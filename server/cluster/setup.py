@@ -17,6 +17,7 @@ from ..membership import Membership
 from ..moderation import Moderation
 from ..rooms import DEFAULT_NICKNAME, Dialect, Roster
 from ..settings import Settings
+from .handover import PlaceHandover
 from .media import ClusterSfu, CoreFactory
 from .members import MODERATE, OUTSIDE, ROOM_ACTION, RemoteParticipant, local_records, record
 from .node import ClusterNode
@@ -126,6 +127,7 @@ def run_cluster(
 
     node.handlers[ROOM_ACTION] = room_action
     node.handlers[MODERATE] = moderate
+    PlaceHandover(node, roster, membership.resumptions)  # resume tokens work on every node
 
     async def gone(participant: RemoteParticipant) -> None:
         if participant.room is not None:
