@@ -28,7 +28,7 @@ from . import validation
 from .access import AccessError
 from .audio.consumer import BYTES_PER_SECOND, SAMPLE_RATE
 from .audio.live import Listener, LiveAudio
-from .cluster.forward import other_node_url
+from .cluster.forward import FORWARDED, NodeAudioStream, other_node_url
 from .context import RoomServer
 from .grants import Grant
 from .settings import Settings
@@ -89,11 +89,19 @@ class PcmTrack(MediaStreamTrack):
 class AudioClient:
     """One /ws/audio connection: what it listens to and what it publishes."""
 
-    def __init__(self, client_id: str, socket: web.WebSocketResponse, grant: Grant) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        socket: web.WebSocketResponse,
+        grant: Grant,
+        request: web.Request,
+    ) -> None:
         self.client_id = client_id
         self.socket = socket
         self.grant = grant
-        self.listener: Listener | None = None
+        self.query_string = request.query_string  # its credentials, for another node
+        self.forwarded = FORWARDED in request.headers  # another node streams for its client
+        self.listener: Listener | NodeAudioStream | None = None
         self.input: PcmTrack | None = None
         self.peer: RTCPeerConnection | None = None
         self.session: HttpSession | None = None
@@ -150,7 +158,7 @@ class AudioSockets:
             await socket.send_str(json.dumps({"type": "error", **refused.payload()}))
             await socket.close(code=1008)
             return socket
-        client = self._clients[client_id] = AudioClient(client_id, socket, grant)
+        client = self._clients[client_id] = AudioClient(client_id, socket, grant, request)
         try:
             await self._read(client)
         finally:
@@ -235,8 +243,15 @@ class AudioSockets:
         self._server.access.check_join(client.grant, room)
         if not client.grant.can_subscribe:
             raise ProtocolError("forbidden", "your access token does not allow subscribing")
-        self._check_audio_is_here(room)
+        elsewhere = self._audio_node_url(room)
         await self._stop_streaming(client)
+        if elsewhere is not None:
+            if client.forwarded:  # placement changed while the request was on its way
+                raise ProtocolError("wrong_node", f"room {room!r}'s audio is at {elsewhere}")
+            stream = NodeAudioStream(room, peer_id)
+            await stream.open(elsewhere, client.query_string, client.send_pcm, client.send_json)
+            client.listener = stream  # the owner's answer ("streaming", or an error) follows
+            return
         client.listener = self._live.listen(room, peer_id, client.send_pcm)
         self._server.audio.retap(room)
         await client.send_json(
@@ -251,20 +266,19 @@ class AudioSockets:
             }
         )
 
-    def _check_audio_is_here(self, room: str) -> None:
-        """In a cluster a room's audio is tapped on the node that runs its media: say which."""
+    def _audio_node_url(self, room: str) -> str | None:
+        """In a cluster a room's audio is tapped on the node that runs its media: its URL
+        when that is another node (None: here)."""
         if self._server.cluster is None:
-            return
+            return None
         owner = self._server.media.room_stats(room).get("node")
-        url = other_node_url(self._server.cluster, owner)
-        if url is not None:
-            raise ProtocolError(
-                "wrong_node", f"room {room!r}'s audio is on the node at {url}: stream from there"
-            )
+        return other_node_url(self._server.cluster, owner)
 
     async def _stop_streaming(self, client: AudioClient) -> None:
-        if client.listener is not None:
-            listener, client.listener = client.listener, None
+        listener, client.listener = client.listener, None
+        if isinstance(listener, NodeAudioStream):
+            await listener.close()
+        elif listener is not None:
             await self._live.stop(listener)
 
     async def _start_input(self, client: AudioClient, fields: dict[str, Any]) -> None:

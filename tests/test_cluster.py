@@ -31,7 +31,7 @@ from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 from tests.test_relay_media import assert_receives_exactly
 from tests.test_resumption import drop
-from tests.test_ws_audio import AudioSocket
+from tests.test_ws_audio import AudioSocket, spectrum_peaks
 
 NODE_ARGS = ("--media", "relay", "--media-timeout", "5")
 
@@ -534,8 +534,8 @@ def captioned_nodes(own_redis: RedisServer) -> Iterator[list[ServerProcess]]:
 @pytest.mark.speech
 async def test_a_room_s_captions_reach_every_node(captioned_nodes, room, speak):
     """Captions are made where the room's media runs (node 0) and reach a /ws client on
-    node 1; node 1 answers the transcript request with node 0's transcript; live audio is
-    only on node 0, and node 1 says so."""
+    node 1; node 1 answers the transcript request with node 0's transcript and streams
+    the room's live audio from node 0."""
     nodes = captioned_nodes
     await until(lambda: len(live_nodes(nodes[1])) == 2)
     name = room("captions")
@@ -562,9 +562,8 @@ async def test_a_room_s_captions_reach_every_node(captioned_nodes, room, speak):
         assert nodes[0].get_json(f"/rooms/{name}/transcript")["entries"] == entries
 
         async with aiohttp.ClientSession() as http, AudioSocket(http, nodes[1].url) as audio:
-            error = await audio.control({"type": "start_streaming", "room": name})
-            assert error["type"] == "error" and error["code"] == "wrong_node"
-            assert nodes[0].url in error["message"]
+            started = await audio.control({"type": "start_streaming", "room": name})
+            assert (started["type"], started["message"]) == ("log", "streaming"), started
     finally:
         await speaker.close()
         await listener.close()
@@ -627,3 +626,31 @@ async def test_a_client_that_comes_back_through_another_node_keeps_its_place(
 def presence_of(client, peer_id: str, *events: str) -> list:
     """The ``events`` ``client`` received about ``peer_id``."""
     return [d for e, d in client.events if e in events and d["peer_id"] == peer_id]
+
+
+@pytest.mark.media
+async def test_live_audio_streams_from_any_node(nodes, room, room_clients):
+    """``/ws/audio`` on a node that does not run the room's media streams it from the node
+    that does: one participant's tone, and the room's mix of both, as PCM."""
+    name = room("live-audio")
+    first = await room_clients(nodes[0], name, 1)
+    second = await room_clients(nodes[1], name, 4)
+    await until(lambda: (room_entry(nodes[2], name) or {}).get("media", {}).get("node"))
+    owner = room_entry(nodes[2], name)["media"]["node"]
+    elsewhere = next(node for node in nodes if node_id(node) != owner)
+    async with (
+        aiohttp.ClientSession() as http,
+        AudioSocket(http, elsewhere.url) as one,
+        AudioSocket(http, elsewhere.url) as mix,
+    ):
+        request = {"type": "start_streaming", "room": name, "peer_id": first.peer_id}
+        started = await one.control(request)
+        assert (started["type"], started["peer_id"]) == ("log", first.peer_id), started
+        await one.pcm(0.3)  # start-up
+        assert nearest_tone(spectrum_peaks(await one.pcm(1.0), 1)[0]) == TONES[1]
+        assert (await mix.control({"type": "start_streaming", "room": name}))["room"] == name
+        await mix.pcm(0.3)
+        peaks = sorted(nearest_tone(f) for f in spectrum_peaks(await mix.pcm(1.0), 2))
+        assert peaks == sorted([TONES[1], TONES[4]])
+        await one.control({"type": "stop_streaming"})
+    assert second.peer_id in first.peers
