@@ -53,8 +53,8 @@ class PlaceHandover:
         """``newcomer`` with the identity of the participant ``token`` holds on another
         node, now in ``room`` here; or None (no such place, or no answer in time)."""
         holder = token.split(TOKEN_SEPARATOR, 1)[0]
-        if holder == self._node.id or not self._node.alive(holder):
-            return None
+        if holder == self._node.id or holder not in self._node.nodes:
+            return None  # ours (and not waiting), or no live node's: nobody to ask
         request = uuid.uuid4().hex
         answer = asyncio.get_running_loop().create_future()
         self._waiting[request] = answer
