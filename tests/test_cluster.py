@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from server.cluster.manager import RedisFanoutManager
 from tests.support.clients import PythonClient
 from tests.support.legacy_clients import VideoStageClient, WsRelayClient
 from tests.support.media import (
@@ -654,3 +655,28 @@ async def test_live_audio_streams_from_any_node(nodes, room, room_clients):
         assert peaks == sorted([TONES[1], TONES[4]])
         await one.control({"type": "stop_streaming"})
     assert second.peer_id in first.peers
+
+
+async def test_emits_cross_redis_in_batches_and_come_out_one_by_one(redis):
+    """python-socketio's pub/sub messages go out in batches (one PUBLISH for the emits made
+    while another is on its way, instead of a round trip each) and a listening node reads
+    every one of them, in order."""
+    sender, receiver = RedisFanoutManager(redis.url, 10), RedisFanoutManager(redis.url, 10)
+    received: list[dict] = []
+
+    async def listen() -> None:
+        async for message in receiver._listen():
+            received.append(message)
+
+    listening = asyncio.create_task(listen())
+    try:
+        await until(lambda: receiver.connected and receiver.pubsub.subscribed)
+        sent = [{"method": "emit", "event": "ice", "data": [n]} for n in range(50)]
+        await asyncio.gather(*(sender._publish(message) for message in sent))
+        assert 1 <= sender.batches_published < len(sent)
+        await until(lambda: len(received) == len(sent))
+        assert received == sent
+    finally:
+        listening.cancel()
+        for manager in (sender, receiver):
+            await manager.redis.aclose()
