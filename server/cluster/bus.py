@@ -29,7 +29,6 @@ EVERYONE = f"{PREFIX}:cluster"
 # Seconds between attempts to subscribe again after Redis went away (doubling up to the max).
 RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 2.0
-MAX_BATCH = 500  # messages published in one pipelined round trip
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[None]]
@@ -91,28 +90,19 @@ class Bus:
         await self._subscriber.aclose()
 
     async def _publish_forever(self) -> None:
-        """Publish in order; everything queued meanwhile goes in one pipelined round trip
-        (a burst of joins publishes a member update each: one round trip each made the
-        last join of 1,000 wait about a second)."""
         while True:
-            batch = [await self._outgoing.get()]
-            while not self._outgoing.empty() and len(batch) < MAX_BATCH:
-                batch.append(self._outgoing.get_nowait())
+            channel, body, published = await self._outgoing.get()
             try:
-                pipeline = self._publisher.pipeline(transaction=False)
-                for channel, body, _ in batch:
-                    pipeline.publish(channel, body)
-                await pipeline.execute()
+                await self._publisher.publish(channel, body)
                 self._publish_failing = False
             except (RedisError, OSError) as exc:
-                self.dropped += len(batch)
+                self.dropped += 1
                 if not self._publish_failing:
                     logger.warning("cluster messages dropped: Redis unreachable (%s)", exc)
                 self._publish_failing = True
             finally:
-                for _, _, published in batch:
-                    if published is not None and not published.done():
-                        published.set_result(None)
+                if published is not None and not published.done():
+                    published.set_result(None)
 
     async def _listen_forever(self) -> None:
         delay = RETRY_SECONDS
