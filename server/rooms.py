@@ -332,8 +332,10 @@ class Roster:
             for p in members
             if p.dialect is not dialect or p.sid == skip or p.outbox is not None
         ]
-        if len(skipped) >= len(members):
-            return
+        # Emitted even when every member this node knows of is skipped: a member who just
+        # joined on another node may not be in this node's view yet (its update is still
+        # on the bus), and it must not miss, say, the welcome that starts its call. Such a
+        # member is not filtered by dialect; once known, it is.
         await self._sio.emit(event, data, to=room, skip_sid=skipped)
 
     async def _emit_here(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import socketio
 
 from server.cluster.members import MemberMirror
-from server.rooms import Dialect
+from server.rooms import Dialect, Roster
 from server.settings import load_settings
 
 
@@ -78,3 +79,20 @@ def test_the_redis_url_must_be_a_redis_url(capsys):
     with pytest.raises(SystemExit):
         load_settings([], {"REDIS_URL": "10.0.0.5:6379"})
     assert "expected a redis://, rediss:// or unix:// URL" in capsys.readouterr().err
+
+
+async def test_a_room_event_still_goes_out_when_this_node_knows_no_other_member_yet():
+    """A participant who just joined on another node may not be in this node's view yet
+    (its update is still on the bus): the emit must not be dropped as having nobody to
+    reach, or, say, the welcome that starts a zoom-clone call is lost for good."""
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    emitted: list[tuple[str, str, list]] = []
+
+    async def emit(event: str, data: object = None, to: str = "", **options: object) -> None:
+        emitted.append((event, to, list(options.get("skip_sid") or [])))
+
+    sio.emit = emit  # type: ignore[method-assign]
+    roster = Roster(sio, max_per_room=4)
+    roster.others = mirror()  # a view of the other nodes that has not caught up
+    await roster.emit_to_dialect("r", Dialect.VIDEO, "welcome", skip="joiner")
+    assert emitted == [("welcome", "r", [])]
