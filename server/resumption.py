@@ -110,7 +110,8 @@ class Resumptions:
 
     def hand_over(self, token: str, room: str, identity: str | None) -> Participant | None:
         """The held participant ``token`` names, given up to another node whose new
-        connection claimed it; the caller moves its media, then :meth:`Roster.release`."""
+        connection claimed it; the caller moves its media and gives up its place
+        (:meth:`Roster.give_up`)."""
         held = self._take(token, room, identity)
         if held is not None:
             self.forget(held)

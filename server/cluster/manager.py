@@ -17,6 +17,7 @@ what the caller does next follows it). Messages are encoded with orjson.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +27,10 @@ from ..fanout import FanoutManager
 from ..packets import OrjsonModule
 
 SOCKETIO_CHANNEL = "roomrelay:socketio"
-BATCH = "roomrelay_batch"  # a published message that carries several of python-socketio's
+BATCH = "roomrelay_batch"  # the "method" of a PUBLISH that carries several of python-socketio's
+# Emits per PUBLISH: bounded, so that no message nears Redis's output buffer limits for a
+# subscriber that lags (32 MB for pub/sub clients by default).
+MAX_BATCH = 200
 
 
 class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
@@ -35,32 +39,31 @@ class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
     def __init__(self, url: str, max_queued: int) -> None:
         socketio.AsyncRedisManager.__init__(self, url, channel=SOCKETIO_CHANNEL, json=OrjsonModule)
         self.max_queued = max_queued
-        self._batch: list[dict[str, Any]] = []
-        self._batch_sent: asyncio.Future[None] | None = None
+        # Batches waiting to be published, oldest first; emits join the newest.
+        self._waiting: deque[tuple[list[dict[str, Any]], asyncio.Future[None]]] = deque()
         self._publisher: asyncio.Task[None] | None = None
         self.batches_published = 0
 
     async def _publish(self, data: dict[str, Any]) -> None:
         """Add ``data`` to the next batch; return once that batch is published."""
-        if self._batch_sent is None:
-            self._batch_sent = asyncio.get_running_loop().create_future()
-        sent = self._batch_sent
-        self._batch.append(data)
+        if not self._waiting or len(self._waiting[-1][0]) >= MAX_BATCH:
+            self._waiting.append(([], asyncio.get_running_loop().create_future()))
+        batch, sent = self._waiting[-1]
+        batch.append(data)
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_batches())
         await asyncio.shield(sent)
 
     async def _publish_batches(self) -> None:
-        """Publish what waits, one PUBLISH per batch, until nothing does."""
-        while self._batch:
-            batch, sent = self._batch, self._batch_sent
-            self._batch, self._batch_sent = [], None
+        """Publish what waits, one PUBLISH per batch, in order, until nothing does."""
+        while self._waiting:
+            batch, sent = self._waiting.popleft()
             try:
                 # python-socketio's own publish, with its reconnection and retries.
                 await super()._publish({"method": BATCH, "messages": batch})
                 self.batches_published += 1
             finally:
-                if sent is not None and not sent.done():
+                if not sent.done():
                     sent.set_result(None)
 
     async def _listen(self) -> AsyncIterator[Any]:
