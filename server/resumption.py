@@ -108,15 +108,30 @@ class Resumptions:
         logger.info("%s resumed in %r on a new connection", held.peer_id, room)
         return held
 
-    def hand_over(self, token: str, room: str, identity: str | None) -> Participant | None:
-        """The held participant ``token`` names, given up to another node whose new
-        connection claimed it; the caller moves its media and gives up its place
-        (:meth:`Roster.give_up`)."""
+    def reserve(
+        self, token: str, room: str, identity: str | None, timeout: float
+    ) -> Participant | None:
+        """The held participant ``token`` names, promised to another node whose new
+        connection claimed it: its token is used up, and unless :meth:`hand_over` follows
+        within ``timeout`` seconds (that connection closed meanwhile, or its node went
+        away) it leaves as when a hold runs out."""
         held = self._take(token, room, identity)
         if held is not None:
             self.forget(held)
-            self.handed_over += 1
-            logger.info("%s resumed in %r on another node", held.peer_id, room)
+            loop = asyncio.get_running_loop()
+            self._timers[held.peer_id] = loop.call_later(timeout, self._expire, held)
+        return held
+
+    def hand_over(self, peer_id: str) -> Participant | None:
+        """The reserved participant ``peer_id``, now taken by the other node; the caller
+        moves its media bookkeeping and gives up its place (:meth:`Roster.give_up`)."""
+        held = self._roster.by_peer_id(peer_id)
+        timer = self._timers.pop(peer_id, None)
+        if held is None or not held.away or timer is None:
+            return None  # the reservation ran out: it has left already
+        timer.cancel()
+        self.handed_over += 1
+        logger.info("%s resumed in %r on another node", peer_id, held.room)
         return held
 
     def _take(self, token: str, room: str, identity: str | None) -> Participant | None:
