@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import socketio
 
 from server.cluster.members import MemberMirror
-from server.rooms import Dialect, Roster
+from server.ratelimit import TokenBucket
+from server.resumption import Resumptions
+from server.rooms import Dialect, Participant, Roster
 from server.settings import load_settings
 
 
@@ -96,3 +100,34 @@ async def test_a_room_event_still_goes_out_when_this_node_knows_no_other_member_
     roster.others = mirror()  # a view of the other nodes that has not caught up
     await roster.emit_to_dialect("r", Dialect.VIDEO, "welcome", skip="joiner")
     assert emitted == [("welcome", "r", [])]
+
+
+async def held_participant(leave) -> tuple[Resumptions, Participant, str]:
+    """A native participant of room "r" whose connection dropped: its place is held."""
+    roster = Roster(socketio.AsyncServer(async_mode="aiohttp"), max_per_room=4)
+    resumptions = Resumptions(roster, grace=30, leave=leave)
+    participant = Participant(sid="s1", limiter=TokenBucket(1, 1), dialect=Dialect.NATIVE)
+    roster.add(participant)
+    participant.room = "r"
+    token = resumptions.issue(participant)
+    assert token and resumptions.hold(participant, "ping timeout")
+    return resumptions, participant, token
+
+
+async def test_a_place_promised_to_another_node_and_never_taken_ends_like_a_lapsed_hold():
+    left: list[Participant] = []
+
+    async def leave(participant: Participant) -> None:
+        left.append(participant)
+
+    resumptions, ann, token = await held_participant(leave)
+    assert resumptions.reserve(token, "r", None, timeout=0.05) is ann
+    assert resumptions.reserve(token, "r", None, timeout=0.05) is None  # the token is used up
+    await asyncio.sleep(0.3)
+    assert left == [ann] and resumptions.hand_over(ann.peer_id) is None  # too late
+
+    resumptions, bob, token = await held_participant(leave)
+    assert resumptions.reserve(token, "r", None, timeout=0.05) is bob
+    assert resumptions.hand_over(bob.peer_id) is bob  # taken in time: nobody leaves
+    await asyncio.sleep(0.3)
+    assert left == [ann] and resumptions.stats()["handed_over"] == 1
