@@ -178,11 +178,18 @@ class ClusterSfu:
         if room not in self._owners and room not in self._waiting:
             self._waiting[room] = []
             asyncio.get_running_loop().create_task(self._place(room))
-        if self._route(room, command):
-            if command.get("rehome") and peer_id in self._homes.get(room, {}):
-                self._homes[room][peer_id] = self._node.id
-            else:
-                self._join_here(room, peer_id, member, self._node.id)
+        if self._route(room, command) and not self._rehome(command, self._node.id):
+            self._join_here(room, peer_id, member, self._node.id)
+
+    def _rehome(self, command: Message, home: str) -> bool:
+        """A "rehome" join of a participant already on this core (it resumed on another
+        node: same media, new home): send its facts to ``home``. False for any other."""
+        homes = self._homes.get(str(command["room"]), {})
+        peer_id = str(command["peer_id"])
+        if not command.get("rehome") or peer_id not in homes:
+            return False
+        homes[peer_id] = home
+        return True
 
     def _join_here(self, room: str, peer_id: str, member: Member, home: str) -> None:
         gate = self._gates.get(peer_id) if home == self._node.id else None
@@ -272,9 +279,9 @@ class ClusterSfu:
     async def _run_here(self, command: Message, home: str) -> None:
         """Run one command on this node's core (for a participant of ``home``)."""
         op, room, peer_id = command["op"], str(command["room"]), str(command["peer_id"])
-        if op == "join" and command.get("rehome") and peer_id in self._homes.get(room, {}):
-            self._homes[room][peer_id] = home  # resumed on another node: same media, new home
-        elif op == "join":
+        if op == "join" and self._rehome(command, home):
+            return
+        if op == "join":
             member = Member(
                 SlotPolicy(command["policy"]),
                 str(command["nickname"]),
