@@ -21,6 +21,10 @@ connections and reports each server's memory per connection.
 (see ``bench/variant_server.py``), to measure what each option gives. ``--cluster``
 adds two roomrelay nodes sharing a redis-server (``REDIS_URL``), the two clients
 of each room on different nodes (CPU and memory are the two nodes' and Redis's).
+``--against REF`` also runs roomrelay as of another commit (a git worktree of REF,
+say ``HEAD`` with uncommitted changes, or ``main~3``) in the same rounds: a change
+is judged against its own baseline on the same machine minutes apart, never
+against a figure from another day.
 Results are printed and saved under ``bench/results/``; ``--write`` also puts
 them in ``docs/benchmark.md``.
 """
@@ -34,8 +38,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,7 @@ class Target:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
 
     @property
     def pids(self) -> list[int]:
@@ -78,7 +86,7 @@ class Target:
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
@@ -119,7 +127,7 @@ class Target:
             return None
 
 
-def roomrelay(variant: str, name: str = "") -> Target:
+def roomrelay(variant: str, name: str = "", source: Path = ROOT) -> Target:
     server_args = ["--host", "127.0.0.1", "--port", "{port}", "--media", "p2p"]
     server_args += ["--log-level", "warning", "--rate-limit", "100", "--rate-burst", "200"]
     server_args += ["--max-connections-per-ip", "0"]  # every load client is on 127.0.0.1
@@ -129,7 +137,23 @@ def roomrelay(variant: str, name: str = "") -> Target:
     return Target(
         name or f"roomrelay-{variant}",
         [sys.executable, "-m", "bench.variant_server", variant, *server_args],
+        cwd=source,
     )
+
+
+@contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """A temporary git worktree of ``ref`` (its own ``server`` package; our venv and npm
+    packages)."""
+    with tempfile.TemporaryDirectory(prefix="roomrelay-against-") as folder:
+        path = Path(folder) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(path), ref], check=True)
+        (path / "node_modules").symlink_to(ROOT / "node_modules")
+        try:
+            yield path
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=False)
 
 
 class ClusterTarget(Target):
@@ -371,12 +395,16 @@ def compare(
     duration: float,
     rounds: int,
     cluster: bool = False,
+    against: tuple[str, Path] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Alternate the targets round by round, each on a fresh server."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_number in range(rounds):
         print(f"round {round_number + 1}/{rounds}: {clients} clients", flush=True)
         targets = [node_server(), *(roomrelay(variant) for variant in variants)]
+        if against is not None:
+            ref, source = against
+            targets.append(roomrelay(variants[0], f"roomrelay-at-{ref}", source))
         if cluster:
             targets.append(ClusterTarget(variants[0]))
         for target in targets:
@@ -490,6 +518,9 @@ def main() -> None:
         action="append",
         help="roomrelay variant(s) to run (bench/variant_server.py); default: 'default'",
     )
+    parser.add_argument(
+        "--against", metavar="REF", help="also run roomrelay as of git REF (same rounds)"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmark.md")
     parser.add_argument(
         "--cluster", action="store_true", help="also two nodes on one Redis (REDIS_URL)"
@@ -506,7 +537,11 @@ def main() -> None:
     idle_count = args.idle if args.idle is not None else (1000 if args.quick else 10000)
     variants = args.variant or ["default"]
 
-    runs = compare(variants, clients, args.processes, duration, rounds, args.cluster)
+    with ExitStack() as stack:
+        against = None
+        if args.against:
+            against = (args.against, stack.enter_context(checkout(args.against)))
+        runs = compare(variants, clients, args.processes, duration, rounds, args.cluster, against)
     rows = summarize(runs)
     print("\nmedians:")
     for row in rows:
