@@ -43,11 +43,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import struct
 import time
 from typing import Any
 
 import engineio
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp._websocket import reader as aiohttp_ws_reader
 from aiohttp._websocket import writer as aiohttp_ws_writer
 from engineio import async_socket, exceptions, packet
@@ -247,6 +248,34 @@ class LeanSocket(async_socket.AsyncSocket):
             await ws.close()
 
 
+class OutgoingMessage(packet.Packet):
+    """An engine.io MESSAGE whose WebSocket frame is built once, however many connections
+    it is written to (a broadcast encodes once, not once per recipient)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(packet.MESSAGE, text)
+        self.frame = websocket_frame(self.encode())
+
+
+def websocket_frame(encoded: str | bytes) -> bytes:
+    """One unmasked, uncompressed, final WebSocket frame (RFC 6455 5.2) holding ``encoded``:
+    a TEXT frame for a str, BINARY for bytes (what a server sends)."""
+    if isinstance(encoded, str):
+        payload, first_byte = encoded.encode(), 0x81  # FIN + TEXT
+    else:
+        payload, first_byte = encoded, 0x82  # FIN + BINARY
+    length = len(payload)
+    if length < 126:
+        return bytes((first_byte, length)) + payload
+    if length < 65536:
+        return FRAME_HEADER_16(first_byte, 126, length) + payload
+    return FRAME_HEADER_64(first_byte, 127, length) + payload
+
+
+FRAME_HEADER_16 = struct.Struct("!BBH").pack
+FRAME_HEADER_64 = struct.Struct("!BBQ").pack
+
+
 def write_now(response: web.WebSocketResponse, pkt: packet.Packet) -> bool:
     """Write ``pkt`` as one WebSocket frame without waiting, if the transport takes it now.
 
@@ -256,14 +285,11 @@ def write_now(response: web.WebSocketResponse, pkt: packet.Packet) -> bool:
     writer = response._writer
     if writer is None or writer.compress or writer.protocol._paused:
         return False
-    encoded = pkt.encode()
-    try:
-        if isinstance(encoded, str):
-            writer._write_websocket_frame(encoded.encode(), WSMsgType.TEXT, 0)
-        else:
-            writer._write_websocket_frame(encoded, WSMsgType.BINARY, 0)
-    except OSError:
-        pass  # the connection is closing: its read loop ends and cleans up
+    transport = writer.transport
+    if transport.is_closing():
+        return True  # the connection is closing: its read loop ends and cleans up
+    frame = pkt.frame if isinstance(pkt, OutgoingMessage) else websocket_frame(pkt.encode())
+    transport.write(frame)
     return True
 
 
@@ -297,14 +323,12 @@ class LeanEngineServer(engineio.AsyncServer):
 
 def aiohttp_internals_present() -> bool:
     """What :func:`write_now` and :func:`has_buffered` use of aiohttp's WebSocket internals."""
-    writer_class = aiohttp_ws_writer.WebSocketWriter
+    writer_setup = inspect.getsource(aiohttp_ws_writer.WebSocketWriter.__init__)
     return (
         hasattr(web.WebSocketResponse, "_writer")
         and hasattr(web.WebSocketResponse, "_reader")
-        and "self.compress" in inspect.getsource(writer_class.__init__)
-        and "self.protocol" in inspect.getsource(writer_class.__init__)
-        and list(inspect.signature(writer_class._write_websocket_frame).parameters)
-        == ["self", "message", "opcode", "rsv"]
+        and all(f"self.{name} =" in writer_setup for name in ("compress", "protocol", "transport"))
+        and "_paused" in inspect.getsource(aiohttp_ws_writer.WebSocketWriter)
         and "_buffer" in dir(aiohttp_ws_reader.WebSocketDataQueue)
     )
 
@@ -328,8 +352,8 @@ def check_engineio_internals() -> None:
         ),
         "the aiohttp driver's WebSocket._sock": "self._sock"
         in inspect.getsource(aiohttp_driver.WebSocket),
-        "aiohttp's WebSocketResponse._writer/_reader, WebSocketWriter.compress/protocol and "
-        "_write_websocket_frame(message, opcode, rsv)": aiohttp_internals_present(),
+        "aiohttp's WebSocketResponse._writer/_reader, WebSocketWriter.compress/protocol/"
+        "transport and its protocol's _paused": aiohttp_internals_present(),
     }
     missing = [name for name, present in expectations.items() if not present]
     if missing:

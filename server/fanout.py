@@ -20,6 +20,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from .engine_socket import OutgoingMessage
 from .packets import event_text
 
 logger = logging.getLogger(__name__)
@@ -116,12 +117,14 @@ class FanoutManager(socketio.AsyncManager):
         """The engine.io packets that carry one event: one, unless it has binary attachments."""
         text = event_text(event, arguments) if namespace == NAMESPACE else None
         if text is not None:
-            return [eio_packet.Packet(eio_packet.MESSAGE, text)]
+            return [OutgoingMessage(text)]
         encoded = self.server.packet_class(
             sio_packet.EVENT, namespace=namespace, data=[event, *arguments]
         ).encode()
         return [
-            eio_packet.Packet(eio_packet.MESSAGE, part)
+            OutgoingMessage(part)
+            if isinstance(part, str)
+            else eio_packet.Packet(eio_packet.MESSAGE, part)
             for part in (encoded if isinstance(encoded, list) else [encoded])
         ]
 

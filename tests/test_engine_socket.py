@@ -8,10 +8,18 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType
 from aiohttp._websocket import writer as aiohttp_ws_writer
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from engineio import async_socket, packet
 
-from server.engine_socket import EngineIoInternalsChanged, LeanSocket, check_engineio_internals
+from server.engine_socket import (
+    EngineIoInternalsChanged,
+    LeanSocket,
+    OutgoingMessage,
+    check_engineio_internals,
+    websocket_frame,
+)
 from tests.support.clients import PythonClient
 from tests.support.polling import eventually
 
@@ -93,29 +101,50 @@ def test_the_engineio_internals_we_rely_on_are_there(monkeypatch):
 
 
 def test_a_changed_aiohttp_websocket_writer_fails_loudly(monkeypatch):
-    def new_frame_writer(self, message, opcode, rsv, flush):
-        return None
+    def writer_without_a_transport(self, protocol, transport, **options):
+        self.protocol = protocol
 
-    monkeypatch.setattr(
-        aiohttp_ws_writer.WebSocketWriter,
-        "_write_websocket_frame",
-        new_frame_writer,
-    )
-    with pytest.raises(EngineIoInternalsChanged, match="_write_websocket_frame"):
+    monkeypatch.setattr(aiohttp_ws_writer.WebSocketWriter, "__init__", writer_without_a_transport)
+    with pytest.raises(EngineIoInternalsChanged, match="transport"):
         check_engineio_internals()
 
 
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("kind", ["text", "binary"])
+async def test_our_frames_are_read_back_by_aiohttps_websocket_reader(size, kind):
+    payload: str | bytes = "é" * (size // 2) + "x" * (size % 2)
+    if kind == "binary":
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    paused = SimpleNamespace(_reading_paused=False)
+    queue = WebSocketDataQueue(paused, 2**20, loop=asyncio.get_running_loop())
+    reader = WebSocketReader(queue, 2**20, compress=False, decode_text=True)
+    frame = websocket_frame(payload)
+    reader.feed_data(frame[:3])  # in two reads, as TCP may deliver it
+    reader.feed_data(frame[3:])
+    message = queue._buffer.popleft()[0]
+    assert message.type is (WSMsgType.TEXT if kind == "text" else WSMsgType.BINARY)
+    assert message.data == payload
+
+
+def test_a_broadcast_message_is_framed_once():
+    message = OutgoingMessage('2["ice",{"candidate":"x"}]')
+    assert message.encode() == '42["ice",{"candidate":"x"}]'
+    assert message.frame == websocket_frame(message.encode())
+
+
 class FrameRecorder:
-    """Stands in for aiohttp's WebSocketWriter: records frames, can apply back-pressure."""
+    """Stands in for aiohttp's WebSocketWriter: records what reaches the transport, can
+    apply back-pressure."""
 
     compress = 0
 
     def __init__(self) -> None:
         self.protocol = SimpleNamespace(_paused=False)
         self.frames: list[str] = []
-
-    def _write_websocket_frame(self, message: bytes, opcode: int, rsv: int) -> None:
-        self.frames.append(message.decode())
+        self.transport = SimpleNamespace(
+            is_closing=lambda: False,
+            write=lambda frame: self.frames.append(frame[2:].decode()),  # short frames only
+        )
 
 
 async def test_packets_are_written_at_once_only_when_nothing_waits_before_them():
