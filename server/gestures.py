@@ -7,6 +7,7 @@ EventRouter, so they share the connection's rate limit with chat and every other
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import validation
@@ -20,38 +21,32 @@ REACTIONS = ("👍", "👏", "❤️", "😂", "😮", "🎉")
 
 
 class HandQueue:
-    """Raised hands per room, first raised first."""
+    """Raised hands per room, first raised first.
+
+    A view of the members' ``hand_raised_at``, so a hand goes wherever its participant is
+    known: into other cluster nodes' mirrors, through a held place and its resume (on
+    this node or another), and out with a leave (rooms.py). Hands raised on different
+    machines are ordered by their clocks.
+    """
 
     def __init__(self, roster: Roster) -> None:
         self._roster = roster
-        self._raised: dict[str, list[Participant]] = {}
 
-    def raise_hand(self, participant: Participant, room: str) -> None:
-        self._prune()
-        queue = self._raised.setdefault(room, [])
-        if participant not in queue:
-            queue.append(participant)
+    async def raise_hand(self, participant: Participant) -> None:
+        if participant.hand_raised_at is None:
+            participant.hand_raised_at = time.time()
+            await self._roster.state_changed(participant)
 
-    def lower(self, participant: Participant) -> None:
-        """Lower the participant's hand wherever it is raised (leaving, or joining afresh)."""
-        for queue in self._raised.values():
-            if participant in queue:
-                queue.remove(participant)
-        self._prune()
+    async def lower(self, participant: Participant) -> None:
+        if participant.hand_raised_at is not None:
+            participant.hand_raised_at = None
+            await self._roster.state_changed(participant)
 
     def queue(self, room: str) -> list[str]:
-        """The peer ids with a raised hand in ``room``, in order; hands of leavers drop out."""
-        self._prune()
-        return [p.peer_id for p in self._raised.get(room, [])]
-
-    def _prune(self) -> None:
-        """Forget the hands of everyone who left their room (or disconnected), and empty rooms."""
-        for room in list(self._raised):
-            queue = [p for p in self._raised[room] if self._roster.room_of(p.sid) == room]
-            if queue:
-                self._raised[room] = queue
-            else:
-                del self._raised[room]
+        """The peer ids with a raised hand in ``room``, in the order they were raised."""
+        raised = [p for p in self._roster.members(room) if p.hand_raised_at is not None]
+        raised.sort(key=lambda p: (p.hand_raised_at, p.peer_id))
+        return [p.peer_id for p in raised]
 
 
 def register_gesture_events(router: EventRouter, roster: Roster, hands: HandQueue) -> None:
@@ -62,9 +57,9 @@ def register_gesture_events(router: EventRouter, roster: Roster, hands: HandQueu
         room = current_room(roster, participant)
         before = hands.queue(room)
         if raised:
-            hands.raise_hand(participant, room)
+            await hands.raise_hand(participant)
         else:
-            hands.lower(participant)
+            await hands.lower(participant)
         queue = hands.queue(room)
         if queue != before:
             await roster.emit_to_dialect(

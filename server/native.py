@@ -51,7 +51,6 @@ def native_join(
                 rename(participant, request["nickname"], strict=False)
             require_nickname(participant, nickname_required)
             if await membership.join(participant, room, Dialect.NATIVE):
-                hands.lower(participant)  # a hand raised in an earlier stay does not come back
                 router.after_reply(participant, membership.announce_join(participant, room))
         return {
             "ok": True,
@@ -109,6 +108,7 @@ def register_native_events(
         ):
             raise ProtocolError("forbidden", "a host muted you; only a host can unmute you")
         participant.audio_enabled, participant.video_enabled = audio, video
+        await roster.state_changed(participant)
         await roster.emit_to_dialect(
             room,
             Dialect.NATIVE,

@@ -91,6 +91,7 @@ class Participant:
     resume_token: str | None = None  # lets a new connection take this place (resumption.py)
     away: bool = False  # its connection dropped; held for a resume until the grace ends
     entered_at: float = 0.0  # when it entered its room (Unix time): a cluster's room order
+    hand_raised_at: float | None = None  # when it raised its hand (Unix time); None: lowered
 
     def describe(self) -> dict[str, object]:
         """The public view of a participant, as other clients see it."""
@@ -285,6 +286,7 @@ class Roster:
             await self._sio.leave_room(participant.sid, room)
         participant.room = None
         participant.muted_by_host.clear()
+        participant.hand_raised_at = None  # a hand belongs to one stay in one room
         if self._sizes.get(room, 0) > 1:
             self._sizes[room] -= 1
         else:
@@ -292,6 +294,12 @@ class Roster:
         await self._changed(room)
         if not self.count(room):
             self.limits.forget(room)
+
+    async def state_changed(self, participant: Participant) -> None:
+        """A member's state changed (media, hand): other cluster nodes' views of its room
+        learn it now rather than with the next heartbeat."""
+        if participant.room is not None:
+            await self._changed(participant.room)
 
     async def _changed(self, room: str) -> None:
         if self.others is not None:

@@ -443,6 +443,56 @@ async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
         await bob.close()
 
 
+async def until_hands(client, expected: list[str], timeout: float = 5.0) -> None:
+    """Wait until ``client``'s node shows the room's raised hands as ``expected``: asks
+    with ``raise_hand({raised: false})``, which answers the queue and changes nothing for
+    a client whose hand is down."""
+    hands = None
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        answer = await client.call("raise_hand", {"raised": False})
+        hands = (answer[0] if isinstance(answer, list) else answer)["hands"]
+        if hands == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"hands {hands}, expected {expected}")
+
+
+async def test_raised_hands_queue_across_nodes(nodes, room):
+    """Hands raised on different nodes form one queue, in the order they went up, on
+    every node; a leave takes a hand down everywhere."""
+    await until(lambda: len(live_nodes(nodes[0])) == 3)
+    name = room("hands")
+    ann, bob, cat = PythonClient(), PythonClient(), PythonClient()
+    await ann.connect(nodes[0].url)
+    await bob.connect(nodes[1].url)
+    await cat.connect(nodes[2].url)
+    try:
+        ids = {}
+        for client, nickname in ((ann, "Ann"), (bob, "Bob"), (cat, "Cat")):
+            (joined,) = await client.call("join_room", {"room": name, "nickname": nickname})
+            ids[nickname] = joined["peer_id"]
+        await bob.call("raise_hand", {"raised": True})
+        assert await ann.wait_for("hands") == [{"hands": [ids["Bob"]]}]
+        await until_hands(cat, [ids["Bob"]])
+        await until_hands(ann, [ids["Bob"]])
+        (raised,) = await ann.call("raise_hand", {"raised": True})
+        assert raised["hands"] == [ids["Bob"], ids["Ann"]]  # raised second, second in line
+        await bob.wait_for("hands", where=lambda args: len(args[0]["hands"]) == 2)
+        await until_hands(cat, [ids["Bob"], ids["Ann"]])
+
+        late = await PythonClient().connect(nodes[2].url)
+        (joined,) = await late.call("join_room", {"room": name, "nickname": "Late"})
+        assert joined["hands"] == [ids["Bob"], ids["Ann"]]
+        await late.close()
+
+        await bob.call("leave_room")
+        await until_hands(cat, [ids["Ann"]])
+    finally:
+        for client in (ann, bob, cat):
+            await client.close()
+
+
 @pytest.mark.media
 async def test_nodes_with_media_workers(own_redis, room, room_clients):
     """--workers on every node: a room's media runs on one worker of one node, and clients
@@ -596,6 +646,7 @@ async def test_a_client_that_comes_back_through_another_node_keeps_its_place(
         assert refused["resumed"] is False and refused["peer_id"] != peer_id
         await thief.close()
 
+        await ann.sio.call("raise_hand", {"raised": True})
         await drop(cluster[0], ann)
         ann.url = cluster[1].url  # the load balancer sends her elsewhere
         assert await ann.reconnect() is True
@@ -606,6 +657,7 @@ async def test_a_client_that_comes_back_through_another_node_keeps_its_place(
         assert said["peer_id"] == peer_id and said["nickname"] == "p0"
         await bob.wait_until(lambda: bool(presence_of(bob, peer_id, "chat_message")))
         assert not presence_of(bob, peer_id, "user_left", "user_joined")
+        await until_hands(bob.sio, [peer_id])  # her hand came along
         await asyncio.gather(
             assert_receives_exactly(ann, {bob.peer_id: 1}),
             assert_receives_exactly(bob, {ann.peer_id: 0}),

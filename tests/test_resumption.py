@@ -55,9 +55,12 @@ async def test_a_dropped_connection_takes_its_place_back_and_nobody_sees_it_leav
     grace, _ = await joined(server, name, "Grace")
     await ada.wait_for("user_joined")
     assert first["resume_token"] and first["resumed"] is False
+    await ada.call("raise_hand", {"raised": True})
     before = resumptions(server)  # the server may be shared with other tests
     await drop(server, ada)
     assert room_entry(server, name)["participants"] == 2, room_entry(server, name)
+    (held,) = await grace.call("raise_hand", {"raised": False})  # answers the queue
+    assert held["hands"] == [first["peer_id"]]  # a held place keeps its hand up
 
     back = await PythonClient().connect(server.url)
     (ack,) = await back.call(
@@ -66,6 +69,7 @@ async def test_a_dropped_connection_takes_its_place_back_and_nobody_sees_it_leav
     assert ack["ok"] and ack["resumed"] is True
     assert (ack["peer_id"], ack["nickname"]) == (first["peer_id"], "Ada")
     assert [p["nickname"] for p in ack["participants"]] == ["Grace"]
+    assert ack["hands"] == [first["peer_id"]]  # her hand stayed up through the drop
     (sent,) = await back.call("chat_message", {"text": "still me"})
     said = await grace.wait_for("chat_message")
     assert said[0]["peer_id"] == first["peer_id"] and sent["ok"]

@@ -96,6 +96,8 @@ class PlaceHandover:
         newcomer.audio_enabled = bool(held["audio"])
         newcomer.video_enabled = bool(held["video"])
         newcomer.dialect = Dialect.NATIVE
+        hand = held.get("hand")
+        newcomer.hand_raised_at = float(hand) if isinstance(hand, int | float) else None
         muted = {kind for kind in KINDS if kind in held.get("muted_by_host", ())}
         await self._roster.take_place(
             newcomer, room, str(held["peer_id"]), float(held["entered_at"])
@@ -126,6 +128,7 @@ class PlaceHandover:
                 "video": held.video_enabled,
                 "entered_at": held.entered_at,
                 "muted_by_host": sorted(held.muted_by_host),
+                "hand": held.hand_raised_at,
             }
         self._node.bus.send(
             str(message["from"]),

@@ -47,6 +47,7 @@ def record(participant: Participant) -> MemberRecord:
         "identity": participant.grant.identity,
         "outside": participant.outbox is not None,
         "entered_at": participant.entered_at,
+        "hand": participant.hand_raised_at,
     }
 
 
@@ -72,6 +73,7 @@ def _participant(node: str, room: str, data: MemberRecord) -> RemoteParticipant:
         node=node,
         outside=bool(data.get("outside")),
         entered_at=float(data.get("entered_at", 0.0)),
+        hand_raised_at=float(hand) if isinstance(hand := data.get("hand"), int | float) else None,
     )
 
 
