@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -23,10 +24,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver
 from aiortc.codecs import CODECS
 from aiortc.codecs.vpx import vp8_depayload
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtpPacket, is_rtcp
 
 from bench.synthetic import (
     ClipTrack,
@@ -78,8 +80,8 @@ class Catalogue:
         return self._frames.get(frame_digest(data))
 
 
-def count_frames(receiver: RTCRtpReceiver, on_frame: Callable[[bytes], None]) -> None:
-    """Take over a receiver's RTP handling with a bare VP8 frame reassembler.
+class FrameCounter:
+    """One stream's VP8 frames, reassembled from RTP payloads between marker bits.
 
     aiortc's receive path (jitter buffer, NACK and bandwidth estimation, all in
     Python) costs the load generator more CPU per stream than the server spends
@@ -87,22 +89,78 @@ def count_frames(receiver: RTCRtpReceiver, on_frame: Callable[[bytes], None]) ->
     measured. On loopback, packets arrive in order, so frames are simply the
     payloads between marker bits. Packet loss shows up as unidentified frames.
     """
-    parts: list[bytes] = []
-    timestamp: int | None = None
 
-    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
-        nonlocal timestamp
-        if packet.payload_type != VP8_PAYLOAD_TYPE or not packet.payload:
+    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
+        self._on_frame = on_frame
+        self._parts: list[bytes] = []
+        self._timestamp: int | None = None
+
+    def take_over(self, receiver: RTCRtpReceiver) -> None:
+        """Count what aiortc routes to ``receiver`` instead of decoding it."""
+
+        async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+            self.packet(packet.payload_type, packet.marker, packet.timestamp, packet.payload)
+
+        receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+    def plain_rtp(self, data: bytes) -> None:
+        """A decrypted RTP packet (RFC 3550 5.1: CSRCs, extension and padding skipped)."""
+        first = data[0]
+        start = 12 + 4 * (first & 0x0F)
+        if first & 0x10:
+            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+        end = len(data) - data[-1] if first & 0x20 else len(data)
+        marker_and_type = data[1]
+        self.packet(
+            marker_and_type & 0x7F,
+            bool(marker_and_type & 0x80),
+            int.from_bytes(data[4:8], "big"),
+            data[start:end],
+        )
+
+    def packet(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
+        if payload_type != VP8_PAYLOAD_TYPE or not payload:
             return  # RTX, padding
-        if packet.timestamp != timestamp:
-            parts.clear()
-            timestamp = packet.timestamp
-        parts.append(vp8_depayload(packet.payload))
-        if packet.marker:
-            on_frame(b"".join(parts))
-            parts.clear()
+        if timestamp != self._timestamp:
+            self._parts.clear()
+            self._timestamp = timestamp
+        self._parts.append(vp8_depayload(payload))
+        if marker:
+            self._on_frame(b"".join(self._parts))
+            self._parts.clear()
 
-    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+def count_at_the_socket(
+    pc: RTCPeerConnection, counters: dict[RTCRtpReceiver, FrameCounter]
+) -> None:
+    """Hand each counted stream's SRTP packets to its counter straight from the ICE
+    connection's datagram callback, once aiortc has routed the stream's first packets
+    (so that its SSRC is known); everything else (STUN, DTLS, RTCP, probes that decode,
+    streams not yet routed) takes aiortc's path as before.
+
+    aiortc queues every datagram for the DTLS transport's task and parses the whole RTP
+    header in Python: with hundreds of streams the load clients then cost more CPU than
+    the server forwarding to them, and a 2-core machine could not show what a second
+    media worker adds (``relay_bench.py --workers``).
+    """
+    dtls = next(
+        t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport is not None
+    )  # bundled: one transport for every stream
+    connection = dtls.transport._connection
+    routed = dtls._rtp_router.ssrc_table
+    aiortc_path = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        srtp = dtls._rx_srtp
+        if srtp is not None and 127 < data[0] < 192 and not is_rtcp(data):
+            counter = counters.get(routed.get(int.from_bytes(data[8:12], "big")))
+            if counter is not None:
+                with contextlib.suppress(pylibsrtp.Error):  # a replay, a corrupt packet
+                    counter.plain_rtp(srtp.unprotect(data))
+                return
+        aiortc_path(data, component)
+
+    connection.data_received = data_received
 
 
 class BenchClient(RoomClient):
@@ -122,6 +180,7 @@ class BenchClient(RoomClient):
         self.decoded_ok = 0
         self.decoded_wrong = 0
         self.measuring = False
+        self.counters: dict[RTCRtpReceiver, FrameCounter] = {}
         self._readers: list[asyncio.Task[None]] = []
 
     def _ensure_connection(self) -> RTCPeerConnection:
@@ -153,7 +212,14 @@ class BenchClient(RoomClient):
             tap.decoding = True
             self._readers.append(asyncio.ensure_future(self._read_decoded(mid, track)))
         else:
-            count_frames(transceiver.receiver, on_frame)
+            counter = FrameCounter(on_frame)
+            counter.take_over(transceiver.receiver)
+            self.counters[transceiver.receiver] = counter
+
+    def count_at_the_socket(self) -> None:
+        """Once connected: counted streams skip aiortc's receive path (see the function)."""
+        if self._pc is not None and self.counters:
+            count_at_the_socket(self._pc, self.counters)
 
     def _on_frame(self, mid: str, data: bytes) -> None:
         now = time.time()
@@ -266,6 +332,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.wait_until(lambda c=client, w=wanted: len(c.publishers_seen()) >= w, 180)
         await client.wait_for_media(client.publishers_seen(), kinds=["video"], timeout=180)
         await client.wait_connected(timeout=180)
+        client.count_at_the_socket()
     # Late joiners arrive while everyone is still here (other load processes leave as soon
     # as their measuring window ends).
     late = [

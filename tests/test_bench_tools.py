@@ -7,7 +7,9 @@ import json
 import sys
 
 import pytest
+from aiortc.rtp import RtpPacket
 
+from bench.load_client import VP8_PAYLOAD_TYPE, FrameCounter
 from bench.relay_bench import fit, merge, split
 from tests.support.server import PROJECT_ROOT
 
@@ -31,6 +33,30 @@ async def test_load_client_delivers_identified_frames(relay_server, room):
     assert summary["identity_mismatched"] == 0 and summary["unidentified_frames"] == 0
     assert summary["probe_decoded_ok"] > 0 and summary["probe_decoded_wrong"] == 0
     assert summary["late_join_keyframe_first"]
+
+
+def test_the_load_clients_frame_counter_reads_plain_rtp_as_aiortc_does():
+    """What ``count_at_the_socket`` hands over skips aiortc's parser: the payload must come
+    out the same, whatever CSRCs, header extension and padding the packet has."""
+    frames: list[bytes] = []
+    counter = FrameCounter(frames.append)
+    first = RtpPacket(payload_type=VP8_PAYLOAD_TYPE, sequence_number=1, timestamp=90)
+    first.csrc = [7, 8]
+    first.payload = b"\x10" + b"first half "  # VP8 descriptor: start of a partition
+    second = RtpPacket(payload_type=VP8_PAYLOAD_TYPE, marker=1, sequence_number=2, timestamp=90)
+    second.padding_size = 5
+    second.payload = b"\x00" + b"second half"
+    extension = bytes.fromhex("bede0001") + bytes.fromhex("32aabbcc")  # one-byte form, 1 word
+    raw = second.serialize()
+    with_extension = bytes([raw[0] | 0x10]) + raw[1:12] + extension + raw[12:]
+    assert RtpPacket.parse(with_extension).payload == second.payload  # a valid packet
+    for data in (first.serialize(), with_extension):
+        counter.plain_rtp(data)
+    assert frames == [b"first half second half"]
+    unrelated = RtpPacket(payload_type=VP8_PAYLOAD_TYPE + 1, marker=1, timestamp=180)  # RTX
+    unrelated.payload = b"\x10x"
+    counter.plain_rtp(unrelated.serialize())
+    assert len(frames) == 1
 
 
 def test_bench_arithmetic():
