@@ -34,7 +34,8 @@ from .grants import Grant
 from .settings import Settings
 from .validation import ProtocolError
 from .whip import HttpMediaSessions, HttpSession
-from .workers.setup import worker_count
+from .workers.remote import WorkerAudioStream
+from .workers.setup import WorkerAudio
 from .ws_dialect import MAX_TYPE_LENGTH, origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class AudioClient:
         self.grant = grant
         self.query_string = request.query_string  # its credentials, for another node
         self.forwarded = FORWARDED in request.headers  # another node streams for its client
-        self.listener: Listener | NodeAudioStream | None = None
+        self.listener: Listener | NodeAudioStream | WorkerAudioStream | None = None
         self.input: PcmTrack | None = None
         self.peer: RTCPeerConnection | None = None
         self.session: HttpSession | None = None
@@ -235,10 +236,6 @@ class AudioSockets:
     async def _start_streaming(self, client: AudioClient, fields: dict[str, Any]) -> None:
         if self._server.media.mode != "relay":
             raise ProtocolError("unsupported", "live audio needs a relay server (--media relay)")
-        if worker_count(self._settings) > 1:
-            raise ProtocolError(
-                "unsupported", "live audio out needs --workers 1: each room's audio is on a worker"
-            )
         room, peer_id = self._target(fields)
         self._server.access.check_join(client.grant, room)
         if not client.grant.can_subscribe:
@@ -252,8 +249,11 @@ class AudioSockets:
             await stream.open(elsewhere, client.query_string, client.send_pcm, client.send_json)
             client.listener = stream  # the owner's answer ("streaming", or an error) follows
             return
-        client.listener = self._live.listen(room, peer_id, client.send_pcm)
-        self._server.audio.retap(room)
+        if isinstance(self._server.audio, WorkerAudio):  # the room's audio is on a worker
+            client.listener = await self._server.audio.listen(room, peer_id, client.send_pcm)
+        else:
+            client.listener = self._live.listen(room, peer_id, client.send_pcm)
+            self._server.audio.retap(room)
         await client.send_json(
             {
                 "type": "log",
@@ -276,10 +276,11 @@ class AudioSockets:
 
     async def _stop_streaming(self, client: AudioClient) -> None:
         listener, client.listener = client.listener, None
-        if isinstance(listener, NodeAudioStream):
+        if isinstance(listener, NodeAudioStream | WorkerAudioStream):
             await listener.close()
         elif listener is not None:
             await self._live.stop(listener)
+            self._server.audio.untap(listener.room)
 
     async def _start_input(self, client: AudioClient, fields: dict[str, Any]) -> None:
         if client.input is not None:

@@ -11,16 +11,25 @@ import os
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from server.client import RoomClient
 from tests.support.clients import PythonClient
-from tests.support.media import COLOURS, ColourTrack, PcmTrack, identify_video
+from tests.support.media import (
+    COLOURS,
+    TONES,
+    ColourTrack,
+    PcmTrack,
+    identify_video,
+    nearest_tone,
+)
 from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess
 from tests.test_audio_relay import wav_facts
 from tests.test_quality import uplink_reports
 from tests.test_relay_media import assert_receives_exactly
+from tests.test_ws_audio import AudioSocket, spectrum_peaks
 
 pytestmark = pytest.mark.media
 
@@ -154,6 +163,53 @@ async def test_killed_worker_rooms_move_and_clients_get_media_and_chat_back(
     await assert_receives_exactly(late[0], {late[1].peer_id: 4})
 
 
+async def test_live_audio_comes_from_the_worker_that_owns_the_room(
+    own_workers_server, room, room_clients
+):
+    """``WS /ws/audio`` with workers: the room's worker streams its PCM up to the front:
+    one participant's tone, and the room's mix without the room on the other worker;
+    when that worker is killed, the same streams carry on from the room's new worker."""
+    server = own_workers_server
+    name, other = room("live"), room("other")
+    first = (await room_clients(server, name, 1)).peer_id
+    await room_clients(server, name, 4)
+    await room_clients(server, other, 2)
+    assert worker_of(server, name)["slot"] != worker_of(server, other)["slot"]
+    both = sorted([TONES[1], TONES[4]])
+
+    async def mix_is_back(mix: AudioSocket) -> None:
+        while sorted(nearest_tone(f) for f in spectrum_peaks(await mix.pcm(1.0), 2)) != both:
+            pass
+
+    async with (
+        aiohttp.ClientSession() as http,
+        AudioSocket(http, server.url) as one,
+        AudioSocket(http, server.url) as mix,
+    ):
+        started = await one.control({"type": "start_streaming", "room": name, "peer_id": first})
+        assert (started["type"], started["message"], started["peer_id"]) == (
+            "log",
+            "streaming",
+            first,
+        )
+        await one.pcm(0.3)  # start-up
+        assert nearest_tone(spectrum_peaks(await one.pcm(1.0), 1)[0]) == TONES[1]
+        assert (await mix.control({"type": "start_streaming", "room": name}))["room"] == name
+        await mix.pcm(0.3)
+        assert sorted(nearest_tone(f) for f in spectrum_peaks(await mix.pcm(1.0), 2)) == both
+
+        os.kill(worker_of(server, name)["pid"], signal.SIGKILL)
+        await asyncio.wait_for(mix_is_back(mix), 30)  # the clients reconnected their media
+        assert nearest_tone(spectrum_peaks(await one.pcm(1.0), 1)[0]) == TONES[1]
+        await one.control({"type": "stop_streaming"})
+
+    def taps() -> int:
+        return server.get_json("/stats")["media"]["audio"]["taps"]
+
+    # Nobody listens any more and nothing else wants the room's audio: no more decoding.
+    await asyncio.wait_for(_until(lambda: taps() == 0, 0.2), 10)
+
+
 async def _until(condition, interval: float = 0.05) -> None:
     while not condition():
         await asyncio.sleep(interval)
@@ -176,7 +232,7 @@ async def test_recording_and_captions_run_on_the_worker_that_owns_the_room(tmp_p
         assert caption[0]["text"].strip()  # the words themselves: test_audio_relay.py
         assert (await listener.wait_for("recording"))[0] == {"active": True}
         audio = server.get_json("/stats")["media"]["audio"]
-        assert audio["consumers"] == ["recorder", "captions"] and audio["taps"] == 1
+        assert audio["consumers"] == ["recorder", "captions", "live"] and audio["taps"] == 1
         await talker.close()
         await listener.wait_for("recording", where=lambda a: not a[0]["active"], timeout=20)
         files = list((tmp_path / name).glob("*-ada-*.wav"))

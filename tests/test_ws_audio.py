@@ -12,6 +12,7 @@ import pytest
 
 from server.client import RoomClient
 from tests.support.media import TONES, ToneTrack, identify_audio, nearest_tone
+from tests.support.polling import eventually
 
 RATE = 16000
 
@@ -112,6 +113,14 @@ async def test_one_participants_audio_and_the_rooms_mix_come_out_as_pcm(
 
         status = await mix.control({"type": "fetch_output"})
         assert status["streaming"] and status["peer_id"] is None and not status["publishing"]
+        tapped = taps(relay_server)
+
+    # The listeners left and nothing else wants this room's audio: it is no longer decoded.
+    await eventually(lambda: taps(relay_server) == tapped - 2)
+
+
+def taps(server) -> int:
+    return server.get_json("/stats")["media"]["audio"]["taps"]
 
 
 @pytest.mark.media

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .consumer import AudioConsumer, RoomOutput, RoomPatterns
 from .recorder import RecordingFinished, WavRecorder
 from .stt import PARTIAL_EVERY, SpeechRecognizer
-from .tap import AudioTap
+from .tap import FINISH_TIMEOUT, AudioTap
 from .transcripts import TranscriptStore
 
 if TYPE_CHECKING:
@@ -121,6 +121,19 @@ class AudioHub:
             for consumer in consumers:
                 tap.add_consumer(consumer)
 
+    def untap(self, room: str) -> None:
+        """A consumer stopped accepting ``room`` (its last live listener left): stop feeding
+        it, and stop decoding the room's publications if no consumer wants them any more."""
+        wanted = self.consumers_for(room)
+        for publication, tap in list(self._taps.items()):
+            if tap.room != room:
+                continue
+            if not wanted:
+                self._close_tap(publication)
+                continue
+            for lane in tap.remove_consumers(wanted):
+                self._in_background(lane.finish(room, tap.peer_id, FINISH_TIMEOUT))
+
     def consumers_for(self, room: str) -> list[AudioConsumer]:
         return [consumer for consumer in self.consumers if consumer.accepts(room)]
 
@@ -130,6 +143,9 @@ class AudioHub:
     def publication_removed(self, publication: Publication) -> None:
         """Stop tapping; consumers finish and finalize in the background."""
         self._rooms.pop(publication, None)
+        self._close_tap(publication)
+
+    def _close_tap(self, publication: Publication) -> None:
         tap = self._taps.pop(publication, None)
         if tap is None:
             return
@@ -137,7 +153,10 @@ class AudioHub:
             self._dropped_before[lane.consumer.name] = (
                 self._dropped_before.get(lane.consumer.name, 0) + lane.dropped
             )
-        task = asyncio.create_task(tap.close())
+        self._in_background(tap.close())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.02  # aiortc decodes Opus in 20 ms frames
+FINISH_TIMEOUT = 15.0  # seconds a consumer may take to catch up and finalize a participant
 RESYNC_AFTER = 0.5  # seconds of clock drift before chunk timestamps jump to wall clock
 
 
@@ -106,6 +107,12 @@ class AudioTap:
         if all(lane.consumer is not consumer for lane in self.lanes):
             self.lanes.append(ConsumerLane(consumer, self._capacity))
 
+    def remove_consumers(self, keep: list[AudioConsumer]) -> list[ConsumerLane]:
+        """Stop feeding the consumers not in ``keep``; their lanes, for the caller to finish."""
+        removed = [lane for lane in self.lanes if lane.consumer not in keep]
+        self.lanes = [lane for lane in self.lanes if lane.consumer in keep]
+        return removed
+
     def _timestamp(self, duration: float) -> float:
         """Wall-clock start of the next chunk: continuous, re-synced after a gap."""
         now = time.time()
@@ -131,7 +138,7 @@ class AudioTap:
                     for lane in self.lanes:
                         lane.offer(chunk)
 
-    async def close(self, finalize_timeout: float = 15.0) -> None:
+    async def close(self, finalize_timeout: float = FINISH_TIMEOUT) -> None:
         """Stop reading, let every consumer catch up and finalize this participant."""
         await cancel_and_wait(self._reader)
         self._source.close()

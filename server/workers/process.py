@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from ..audio.hub import AudioHub, build_consumers
+from ..audio.live import Listener, LiveAudio
 from ..audio.transcripts import TranscriptStore
 from ..logs import configure_logging
 from ..media.sdp_budget import configure_candidates
@@ -151,6 +153,8 @@ class MediaWorker:
         self.listener = WorkerListener(writer)
         self._nicknames: dict[str, str] = {}
         record_dir = Path(config.record_dir) if config.record_dir else None
+        self.live = LiveAudio()  # WS /ws/audio listeners of the front, by stream id
+        self._streams: dict[int, Listener] = {}
         consumers = build_consumers(
             record_dir,
             config.stt,
@@ -162,7 +166,7 @@ class MediaWorker:
             recording_finished=self.listener.recording_finished,
         )
         self.audio = AudioHub(
-            consumers,
+            [*consumers, self.live],
             self.listener,
             TranscriptStore(),
             config.tap_buffer_seconds,
@@ -233,8 +237,26 @@ class MediaWorker:
             await self.sfu.ice(room, peer_id, ice_candidate(message.get("candidate")))
         elif op == "set_muted":
             await self.sfu.set_muted(room, peer_id, message["kind"], bool(message["muted"]))
+        elif op == "listen":
+            self._listen(room, int(message["stream"]), message.get("peer_id"))
+        elif op == "unlisten":
+            listener = self._streams.pop(int(message["stream"]), None)
+            if listener is not None:
+                await self.live.stop(listener)
+                self.audio.untap(room)
         else:
             raise ProtocolError("bad_request", f"unknown worker command {op!r}")
+
+    def _listen(self, room: str, stream: int, peer_id: str | None) -> None:
+        """Stream a room's mix (or one participant) up to the front, for a ``WS /ws/audio``
+        client there: base64 in the wire's JSON, 20 ms chunks, ~43 KB/s."""
+
+        async def up(pcm: bytes) -> None:
+            self.listener.event("pcm", stream=stream, pcm=base64.b64encode(pcm).decode())
+
+        if stream not in self._streams:
+            self._streams[stream] = self.live.listen(room, peer_id, up)
+        self.audio.retap(room)
 
     def snapshot(self) -> wire.Message:
         """The state the front shows in /rooms and /stats, and uses to place rooms."""

@@ -7,20 +7,28 @@ sends every command for the room there, and turns the worker's events back into
 :class:`MediaListener` calls. When a worker dies, its rooms move to live
 workers: their participants are registered again there (with their mutes) and
 told their media closed, so that their clients connect again by themselves.
+Live audio listeners (``WS /ws/audio``) of a room get its PCM from its worker,
+and keep getting it after a move.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import itertools
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audio.live import MAX_QUEUED
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer, parse_offer
 from ..media.publication import PublicationObserver
 from ..media.types import KINDS, CloseReason, Kind, MediaConfig, MediaListener, RateGate, SlotPolicy
+from ..tasks import cancel_and_wait
 from ..validation import IceCandidate, ProtocolError
 from . import wire
 from .pool import EventHandler, WorkerPool, WorkerProcess
@@ -37,6 +45,56 @@ class Member:
     nickname: str
     may_send_data: bool = True
     muted: set[Kind] = field(default_factory=set)
+
+
+class WorkerAudioStream:
+    """One live audio listener of a room on a worker: the PCM its worker streams up.
+
+    Chunks wait in a short queue (the oldest dropped beyond a second) for a task that
+    hands them to the listener, so that a slow listener never holds up the worker's
+    other events.
+    """
+
+    def __init__(
+        self,
+        room: str,
+        peer_id: str | None,
+        stream: int,
+        sink: Callable[[bytes], Awaitable[None]],
+        on_close: Callable[[WorkerAudioStream], Awaitable[None]],
+    ) -> None:
+        self.room = room
+        self.peer_id = peer_id
+        self.id = stream
+        self.dropped = 0
+        self._sink = sink
+        self._on_close = on_close
+        self._chunks: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._deliver())
+
+    def offer(self, pcm: bytes) -> None:
+        if len(self._chunks) >= MAX_QUEUED:
+            self._chunks.popleft()
+            self.dropped += 1
+        self._chunks.append(pcm)
+        self._ready.set()
+
+    async def _deliver(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._chunks:
+                await self._sink(self._chunks.popleft())
+
+    async def end(self) -> None:
+        """Deliver nothing more (the server is closing: its workers stop anyway)."""
+        await cancel_and_wait(self._task)
+
+    async def close(self) -> None:
+        """Stop listening: the worker stops streaming."""
+        await self.end()
+        await self._on_close(self)
 
 
 class RemoteSfu:
@@ -61,6 +119,8 @@ class RemoteSfu:
         self._placement: dict[str, WorkerProcess] = {}
         self._members: dict[str, dict[str, Member]] = {}
         self._speakers: dict[str, str | None] = {}
+        self._streams: dict[int, WorkerAudioStream] = {}
+        self._stream_ids = itertools.count(1)
         self.moved_rooms = 0
 
     async def start(self) -> None:
@@ -87,6 +147,26 @@ class RemoteSfu:
     def worker_of(self, room: str) -> WorkerProcess | None:
         return self._placement.get(room)
 
+    def _place(self, room: str) -> WorkerProcess:
+        """The room's worker, placing the room on the least loaded live one if it is new."""
+        worker = self._placement.get(room)
+        if worker is None:
+            live = self.pool.live()
+            if not live:
+                raise ProtocolError("media_unavailable", "media workers are restarting; retry")
+            worker = self._placement[room] = self._least_loaded(live)
+        return worker
+
+    def _unplace_if_unused(self, room: str) -> None:
+        """A room nobody is in and nobody listens to no longer has a worker."""
+        if not self._members.get(room) and not self._streams_of(room):
+            self._members.pop(room, None)
+            self._placement.pop(room, None)
+            self._speakers.pop(room, None)
+
+    def _streams_of(self, room: str) -> list[WorkerAudioStream]:
+        return [stream for stream in self._streams.values() if stream.room == room]
+
     # -- the Sfu's interface ----------------------------------------------------------------
 
     def join(
@@ -102,12 +182,7 @@ class RemoteSfu:
 
         The worker keeps its own rate limit for the participant's data channel messages.
         """
-        worker = self._placement.get(room)
-        if worker is None:
-            live = self.pool.live()
-            if not live:
-                raise ProtocolError("media_unavailable", "media workers are restarting; retry")
-            worker = self._placement[room] = self._least_loaded(live)
+        worker = self._place(room)
         member = Member(policy, self._nickname_of(peer_id), may_send_data)
         self._members.setdefault(room, {})[peer_id] = member
         if worker.alive:  # else the room is about to move, and its members with it
@@ -129,10 +204,7 @@ class RemoteSfu:
         if members.pop(peer_id, None) is None:
             return
         worker = self._placement.get(room)
-        if not members:
-            self._members.pop(room, None)
-            self._placement.pop(room, None)
-            self._speakers.pop(room, None)
+        self._unplace_if_unused(room)
         if worker is not None and worker.alive:
             # If the worker dies meanwhile, nothing of the participant is left there.
             with contextlib.suppress(ProtocolError):
@@ -172,6 +244,32 @@ class RemoteSfu:
             member.muted.add(kind)
         else:
             member.muted.discard(kind)
+
+    # -- live audio ---------------------------------------------------------------------
+
+    async def listen(
+        self, room: str, peer_id: str | None, sink: Callable[[bytes], Awaitable[None]]
+    ) -> WorkerAudioStream:
+        """Stream ``room``'s live audio (or ``peer_id``'s) to ``sink`` from the room's worker
+        (placing the room if nobody is in it yet, as a join would)."""
+        worker = self._place(room)
+        stream = WorkerAudioStream(room, peer_id, next(self._stream_ids), sink, self._unlisten)
+        self._streams[stream.id] = stream
+        try:
+            await worker.request("listen", room=room, stream=stream.id, peer_id=peer_id)
+        except ProtocolError:
+            await stream.close()
+            raise
+        return stream
+
+    async def _unlisten(self, stream: WorkerAudioStream) -> None:
+        if self._streams.pop(stream.id, None) is None:
+            return
+        worker = self._placement.get(stream.room)
+        self._unplace_if_unused(stream.room)
+        if worker is not None and worker.alive:
+            with contextlib.suppress(ProtocolError, wire.WireClosed):
+                await worker.request("unlisten", room=stream.room, stream=stream.id)
 
     # -- what signaling asks (from the workers' latest reports) --------------------------
 
@@ -243,6 +341,9 @@ class RemoteSfu:
         return merged
 
     async def close(self) -> None:
+        for stream in list(self._streams.values()):
+            await stream.end()
+        self._streams.clear()
         await self.pool.close()
         self._placement.clear()
         self._members.clear()
@@ -252,7 +353,7 @@ class RemoteSfu:
     async def _on_event(self, worker: WorkerProcess, message: wire.Message) -> None:
         event = message["event"]
         listener = self._listener
-        if self._publications.handle(worker.pid or 0, message):
+        if self._publications.handle(worker.pid or 0, message) or self._relay_pcm(worker, message):
             return
         if event == "snapshot":
             self._publications.refresh(worker.pid or 0, message.get("publications", {}))
@@ -279,6 +380,15 @@ class RemoteSfu:
         else:
             await self._on_audio_event(worker, message)
 
+    def _relay_pcm(self, worker: WorkerProcess, message: wire.Message) -> bool:
+        """A live audio chunk for one of our listeners (True: the message was one)."""
+        if message["event"] != "pcm":
+            return False
+        stream = self._streams.get(message["stream"])
+        if stream is not None and self._placement.get(stream.room) is worker:
+            stream.offer(base64.b64decode(message["pcm"]))
+        return True
+
     # -- failure --------------------------------------------------------------------------
 
     async def _moved_off(self, lost: WorkerProcess) -> None:
@@ -296,7 +406,8 @@ class RemoteSfu:
             live = await self.pool.wait_for_live()
             members = self._members.get(room, {})
             peer_ids = [peer_id for peer_id in before if peer_id in members]
-            if not peer_ids:
+            streams = self._streams_of(room)
+            if not peer_ids and not streams:
                 continue  # everyone left while we waited
             target = self._placement.get(room)  # a newcomer may have placed it meanwhile
             if target is None:
@@ -315,6 +426,8 @@ class RemoteSfu:
                     self._send_join(target, room, peer_id, member)
                     for kind in member.muted:
                         target.send("set_muted", room=room, peer_id=peer_id, kind=kind, muted=True)
+                for stream in streams:  # live listeners hear the room again from there
+                    target.send("listen", room=room, stream=stream.id, peer_id=stream.peer_id)
             except (ProtocolError, wire.WireClosed):
                 logger.warning("media worker %d died while taking room %r", target.slot, room)
             for peer_id in peer_ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -21,11 +21,12 @@ from ..media.publication import PublicationObserver
 from ..media.types import MediaConfig, MediaListener
 from ..rooms import DEFAULT_NICKNAME, Roster
 from ..settings import Settings
+from ..validation import ProtocolError
 from ..webhooks import Webhooks
 from . import wire
 from .pool import WorkerProcess
 from .process import WorkerConfig
-from .remote import RemoteSfu
+from .remote import RemoteSfu, WorkerAudioStream
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,20 @@ class WorkerAudio(AudioHub):
             *(["recorder"] if settings.record_dir else []),
             *(["captions"] if settings.stt else []),
             *settings.audio_consumers,
+            "live",  # WS /ws/audio listeners, on each worker
         ]
         self.media: RemoteSfu | None = None
 
     def has_captions(self, room: str) -> bool:
         return self._captions is not None and room in self._captions
+
+    async def listen(
+        self, room: str, peer_id: str | None, sink: Callable[[bytes], Awaitable[None]]
+    ) -> WorkerAudioStream:
+        """Live audio for ``WS /ws/audio``, streamed from the room's worker."""
+        if self.media is None:
+            raise ProtocolError("media_unavailable", "media workers are not started yet")
+        return await self.media.listen(room, peer_id, sink)
 
     def is_recording(self, room: str) -> bool:
         return self.media is not None and self.media.is_recording(room)
