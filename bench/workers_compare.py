@@ -117,6 +117,16 @@ def write_report(summary: dict[str, Any]) -> None:
             f"{data['fps_median']:.2f} | {data['server_cpu']:.0f}% | {data['client_cpu']:.0f}% | "
             f"{data['identity_mismatched']} |"
         )
+    delivered = [data["at_full_rate"] for data in summary["by_workers"].values()]
+    streams = next(iter(summary["by_workers"].values()))["streams"]
+    if all(count == streams for count in delivered):
+        lines += [
+            "",
+            "Every worker count delivered every stream at full rate: this load does not "
+            "saturate one worker, so a second one has nothing to add. On a machine whose "
+            "cores the load clients share, a load one worker cannot carry may be beyond the "
+            "machine itself (compare server and load clients CPU with the core count).",
+        ]
     if summary["failover_s"] is not None:
         lines += [
             "",
