@@ -107,6 +107,7 @@ def register_zoomclone_events(
         rename(participant, args[0])
         room = roster.room_of(participant.sid)
         if room is not None:
+            await roster.state_changed(participant)
             await roster.emit_to_dialect(
                 room,
                 Dialect.NATIVE,

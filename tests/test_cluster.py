@@ -430,7 +430,7 @@ async def test_a_new_nickname_reaches_the_other_nodes_lists(nodes, room):
         await bob.call("join_room", {"room": name, "nickname": "Bob"})
         assert await bob.call("nickname", "Robert") == [{"ok": True}]
         assert (await ann.wait_for("user_updated"))[0]["nickname"] == "Robert"
-        for node in nodes:  # with its next heartbeat
+        for node in nodes:  # every node lists the new name
             await until(
                 lambda node=node: sorted(room_entry(node, name)["nicknames"]) == ["Ann", "Robert"]
             )
