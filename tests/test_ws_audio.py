@@ -117,6 +117,12 @@ async def test_one_participants_audio_and_the_rooms_mix_come_out_as_pcm(
 
     # The listeners left and nothing else wants this room's audio: it is no longer decoded.
     await eventually(lambda: taps(relay_server) == tapped - 2)
+    async with AudioSocket(http, relay_server.url) as again:  # and is tapped again on demand
+        await again.control(
+            {"type": "start_streaming", "room": name, "peer_id": clients[1].peer_id}
+        )
+        await again.pcm(0.3)
+        assert nearest_tone(spectrum_peaks(await again.pcm(1.0), 1)[0]) == TONES[4]
 
 
 def taps(server) -> int:
