@@ -271,8 +271,7 @@ def add_http_dialects(
     app.on_response_prepare.append(http_sessions.add_cors)
     fastrtc = app[FASTRTC_KEY] = FastRtcApi(settings, server, http_sessions)
     app.router.add_routes(fastrtc.routes())
-    live = next((c for c in server.audio.consumers if isinstance(c, LiveAudio)), LiveAudio())
-    audio_sockets = AudioSockets(settings, server, live, http_sessions)
+    audio_sockets = AudioSockets(settings, server, http_sessions)
     app.router.add_routes(audio_sockets.routes())
     return [ws_dialect, audio_sockets, http_sessions]
 

@@ -27,7 +27,7 @@ from av import AudioFrame
 from . import validation
 from .access import AccessError
 from .audio.consumer import BYTES_PER_SECOND, SAMPLE_RATE
-from .audio.live import Listener, LiveAudio
+from .audio.live import Listener
 from .cluster.forward import FORWARDED, NodeAudioStream, other_node_url
 from .context import RoomServer
 from .grants import Grant
@@ -128,12 +128,10 @@ class AudioSockets:
         self,
         settings: Settings,
         server: RoomServer,
-        live: LiveAudio,
         sessions: HttpMediaSessions,
     ) -> None:
         self._settings = settings
         self._server = server
-        self._live = live
         self._sessions = sessions
         self._clients: dict[str, AudioClient] = {}
 
@@ -252,8 +250,7 @@ class AudioSockets:
         if isinstance(self._server.audio, WorkerAudio):  # the room's audio is on a worker
             client.listener = await self._server.audio.listen(room, peer_id, client.send_pcm)
         else:
-            client.listener = self._live.listen(room, peer_id, client.send_pcm)
-            self._server.audio.retap(room)
+            client.listener = self._server.audio.open_listener(room, peer_id, client.send_pcm)
         await client.send_json(
             {
                 "type": "log",
@@ -279,8 +276,7 @@ class AudioSockets:
         if isinstance(listener, NodeAudioStream | WorkerAudioStream):
             await listener.close()
         elif listener is not None:
-            await self._live.stop(listener)
-            self._server.audio.untap(listener.room)
+            await self._server.audio.close_listener(listener)
 
     async def _start_input(self, client: AudioClient, fields: dict[str, Any]) -> None:
         if client.input is not None:

@@ -10,7 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..validation import ProtocolError
 from .consumer import AudioConsumer, RoomOutput, RoomPatterns
+from .live import Listener, LiveAudio, Sink
 from .recorder import RecordingFinished, WavRecorder
 from .stt import PARTIAL_EVERY, SpeechRecognizer
 from .tap import FINISH_TIMEOUT, AudioTap
@@ -120,6 +122,24 @@ class AudioHub:
                 continue
             for consumer in consumers:
                 tap.add_consumer(consumer)
+
+    def open_listener(self, room: str, peer_id: str | None, sink: Sink) -> Listener:
+        """A live listener (``WS /ws/audio``) of ``room`` or of one participant, fed from now
+        on by the :class:`LiveAudio` consumer."""
+        live = self._live_audio()
+        listener = live.listen(room, peer_id, sink)
+        self.retap(room)
+        return listener
+
+    async def close_listener(self, listener: Listener) -> None:
+        await self._live_audio().stop(listener)
+        self.untap(listener.room)
+
+    def _live_audio(self) -> LiveAudio:
+        live = next((c for c in self.consumers if isinstance(c, LiveAudio)), None)
+        if live is None:
+            raise ProtocolError("unsupported", "live audio needs a relay server (--media relay)")
+        return live
 
     def untap(self, room: str) -> None:
         """A consumer stopped accepting ``room`` (its last live listener left): stop feeding

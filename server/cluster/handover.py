@@ -28,6 +28,7 @@ from ..media.types import KINDS
 from ..resumption import Resumptions
 from ..rooms import Dialect, Participant, Roster
 from .bus import Message
+from .members import raised_at
 from .node import ClusterNode
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class PlaceHandover:
         newcomer.audio_enabled = bool(held["audio"])
         newcomer.video_enabled = bool(held["video"])
         newcomer.dialect = Dialect.NATIVE
-        hand = held.get("hand")
-        newcomer.hand_raised_at = float(hand) if isinstance(hand, int | float) else None
+        newcomer.hand_raised_at = raised_at(held.get("hand"))
         muted = {kind for kind in KINDS if kind in held.get("muted_by_host", ())}
         await self._roster.take_place(
             newcomer, room, str(held["peer_id"]), float(held["entered_at"])

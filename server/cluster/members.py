@@ -51,6 +51,11 @@ def record(participant: Participant) -> MemberRecord:
     }
 
 
+def raised_at(value: Any) -> float | None:
+    """A record's ``hand``: when the participant raised it, or None (also for junk)."""
+    return float(value) if isinstance(value, int | float) else None
+
+
 def local_records(roster: Roster) -> RoomRecords:
     """This node's participants, by room."""
     return {room: [record(p) for p in roster.local_members(room)] for room in roster.local_rooms()}
@@ -73,7 +78,7 @@ def _participant(node: str, room: str, data: MemberRecord) -> RemoteParticipant:
         node=node,
         outside=bool(data.get("outside")),
         entered_at=float(data.get("entered_at", 0.0)),
-        hand_raised_at=float(hand) if isinstance(hand := data.get("hand"), int | float) else None,
+        hand_raised_at=raised_at(data.get("hand")),
     )
 
 

@@ -153,8 +153,7 @@ class MediaWorker:
         self.listener = WorkerListener(writer)
         self._nicknames: dict[str, str] = {}
         record_dir = Path(config.record_dir) if config.record_dir else None
-        self.live = LiveAudio()  # WS /ws/audio listeners of the front, by stream id
-        self._streams: dict[int, Listener] = {}
+        self._streams: dict[int, Listener] = {}  # WS /ws/audio listeners of the front
         consumers = build_consumers(
             record_dir,
             config.stt,
@@ -166,7 +165,7 @@ class MediaWorker:
             recording_finished=self.listener.recording_finished,
         )
         self.audio = AudioHub(
-            [*consumers, self.live],
+            [*consumers, LiveAudio()],
             self.listener,
             TranscriptStore(),
             config.tap_buffer_seconds,
@@ -242,8 +241,7 @@ class MediaWorker:
         elif op == "unlisten":
             listener = self._streams.pop(int(message["stream"]), None)
             if listener is not None:
-                await self.live.stop(listener)
-                self.audio.untap(room)
+                await self.audio.close_listener(listener)
         else:
             raise ProtocolError("bad_request", f"unknown worker command {op!r}")
 
@@ -255,8 +253,7 @@ class MediaWorker:
             self.listener.event("pcm", stream=stream, pcm=base64.b64encode(pcm).decode())
 
         if stream not in self._streams:
-            self._streams[stream] = self.live.listen(room, peer_id, up)
-        self.audio.retap(room)
+            self._streams[stream] = self.audio.open_listener(room, peer_id, up)
 
     def snapshot(self) -> wire.Message:
         """The state the front shows in /rooms and /stats, and uses to place rooms."""
