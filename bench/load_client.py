@@ -1,14 +1,14 @@
 """Load generator for relay_bench.py (run as ``python -m bench.load_client``).
 
-Publishers send pre-encoded clips (no encoding cost). Subscribers count the
-encoded frames they receive per stream without decoding them (aiortc would
-otherwise decode every stream), identify each frame by its hash when it
-arrives byte-identical, and a few "probe" subscribers decode to check the
-picture and measure latency. Several of these processes can share one room
-(each runs some of the publishers and subscribers). A process prints ``READY``
-when the room is set up, waits for ``GO`` on stdin, so that all of them measure
-the same window, measures for ``--duration`` seconds and prints one JSON line
-of raw results.
+Publishers send pre-encoded clips (no encoding cost). Subscribers count the encoded
+frames they receive per stream from the SRTP packets' clear headers, read straight
+from their sockets, without decrypting or decoding them (aiortc would otherwise
+decode every stream); one frame in eight is decrypted and identified by its hash (it
+must arrive byte-identical), and a few "probe" subscribers decode to check the
+picture and measure latency. Several of these processes can share one room (each
+runs some of the publishers and subscribers). A process prints ``READY`` when the
+room is set up, waits for ``GO`` on stdin, so that all of them measure the same
+window, measures for ``--duration`` seconds and prints one JSON line of raw results.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -49,6 +50,9 @@ logger = logging.getLogger("load_client")
 
 # Subscribers here are aiortc peers, so the server's answer keeps aiortc's payload types.
 VP8_PAYLOAD_TYPE = next(c.payloadType for c in CODECS["video"] if c.mimeType == "video/VP8")
+IDENTIFY_EVERY = 8  # frames: the share of a counted stream decrypted and identified
+POLL_INTERVAL = 0.004  # seconds between two reads of the counted streams' sockets
+SOCKET_BUFFER = 1 << 20  # bytes: room for a tick's packets when the process is busy
 
 
 def publisher_name(identity: int) -> str:
@@ -130,37 +134,112 @@ class FrameCounter:
             self._parts.clear()
 
 
-def count_at_the_socket(
-    pc: RTCPeerConnection, counters: dict[RTCRtpReceiver, FrameCounter]
-) -> None:
-    """Hand each counted stream's SRTP packets to its counter straight from the ICE
-    connection's datagram callback, once aiortc has routed the stream's first packets
-    (so that its SSRC is known); everything else (STUN, DTLS, RTCP, probes that decode,
-    streams not yet routed) takes aiortc's path as before.
+class SocketStream:
+    """One subscribed stream's SRTP packets, read at the socket.
 
-    aiortc queues every datagram for the DTLS transport's task and parses the whole RTP
-    header in Python: with hundreds of streams the load clients then cost more CPU than
-    the server forwarding to them, and a 2-core machine could not show what a second
-    media worker adds (``relay_bench.py --workers``).
+    SRTP encrypts the payload only (RFC 3711, 3.1): sequence number, timestamp and
+    marker bit are in the clear, so frames are counted and gaps in the sequence
+    (lost packets) seen without decrypting. One frame in ``IDENTIFY_EVERY`` is
+    decrypted and handed to the stream's ``FrameCounter``, which identifies it by its
+    bytes; the others only count.
+    """
+
+    def __init__(self, frames: FrameCounter, on_unread_frame: Callable[[], None]) -> None:
+        self._frames = frames
+        self._on_unread_frame = on_unread_frame
+        self._sequence: int | None = None
+        self._timestamp = b""
+        self._seen = 0  # frames, by timestamp
+        self._reading = False
+        self.lost = 0
+
+    def datagram(self, data: bytes, srtp: pylibsrtp.Session) -> None:
+        if data[1] & 0x7F != VP8_PAYLOAD_TYPE:
+            return  # RTX, padding
+        sequence = int.from_bytes(data[2:4], "big")
+        if self._sequence is not None:
+            gap = (sequence - self._sequence - 1) & 0xFFFF
+            if gap >= 0x8000:
+                return  # late or repeated
+            self.lost += gap
+        self._sequence = sequence
+        if data[4:8] != self._timestamp:
+            self._timestamp = data[4:8]
+            self._reading = self._seen % IDENTIFY_EVERY == 0
+            self._seen += 1
+        if self._reading:
+            with contextlib.suppress(pylibsrtp.Error):  # a replay, a corrupt packet
+                self._frames.plain_rtp(srtp.unprotect(data))
+        elif data[1] & 0x80:
+            self._on_unread_frame()
+
+
+class SocketPoller:
+    """Reads the load process's media sockets every ``POLL_INTERVAL``, all in one pass.
+
+    asyncio reads one datagram per event-loop pass, and aioice then aiortc's DTLS task
+    and RTP parser handle each in Python: with hundreds of streams the load clients
+    cost more CPU than the server forwarding to them, and a 2-core machine could not
+    show what a second media worker adds (``relay_bench.py --workers``). Waking a few
+    hundred times a second and draining every socket costs the loop one pass per tick
+    instead of one per datagram; arrival times are late by up to one interval.
+    """
+
+    def __init__(self) -> None:
+        self._drains: list[Callable[[], bool]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, drain: Callable[[], bool]) -> None:
+        """``drain`` reads what its socket holds; it returns False once the socket closed."""
+        self._drains.append(drain)
+        if self._timer is None:
+            self._tick()
+
+    def _tick(self) -> None:
+        self._drains = [drain for drain in self._drains if drain()]
+        self._timer = asyncio.get_running_loop().call_later(POLL_INTERVAL, self._tick)
+
+
+def count_at_the_socket(
+    pc: RTCPeerConnection, streams: dict[RTCRtpReceiver, SocketStream], poller: SocketPoller
+) -> None:
+    """Take the connection's socket from asyncio and let ``poller`` read it: each counted
+    stream's SRTP packets go to its ``SocketStream`` once aiortc has routed the stream's
+    first packets (so that its SSRC is known); everything else (STUN, DTLS, RTCP,
+    probes that decode) goes to aioice and aiortc as before.
+
+    This uses private asyncio, aioice and aiortc attributes: a benchmark tool's shortcut,
+    checked by the load client's test (tests/test_bench_tools.py).
     """
     dtls = next(
         t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport is not None
     )  # bundled: one transport for every stream
-    connection = dtls.transport._connection
     routed = dtls._rtp_router.ssrc_table
-    aiortc_path = connection.data_received
+    srtp = dtls._rx_srtp
+    protocol = dtls.transport._connection._nominated[1].protocol  # the pair media flows on
+    sock = protocol.transport._sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)  # a tick's burst
 
-    def data_received(data: bytes, component: int) -> None:
-        srtp = dtls._rx_srtp
-        if srtp is not None and 127 < data[0] < 192 and not is_rtcp(data):
-            counter = counters.get(routed.get(int.from_bytes(data[8:12], "big")))
-            if counter is not None:
-                with contextlib.suppress(pylibsrtp.Error):  # a replay, a corrupt packet
-                    counter.plain_rtp(srtp.unprotect(data))
-                return
-        aiortc_path(data, component)
+    def drain() -> bool:
+        while True:
+            try:
+                data, address = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as error:  # closed with its connection, or an ICMP error
+                if sock.fileno() == -1:
+                    return False
+                protocol.error_received(error)
+                return True
+            if 127 < data[0] < 192 and not is_rtcp(data):
+                stream = streams.get(routed.get(int.from_bytes(data[8:12], "big")))
+                if stream is not None:
+                    stream.datagram(data, srtp)
+                    continue
+            protocol.datagram_received(data, address)
 
-    connection.data_received = data_received
+    asyncio.get_running_loop()._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+    poller.add(drain)
 
 
 class BenchClient(RoomClient):
@@ -174,13 +253,14 @@ class BenchClient(RoomClient):
         self.frames: dict[str, list[float]] = defaultdict(list)  # mid -> arrival times
         self.keyframe_first: dict[str, bool] = {}
         self.mismatched = 0
+        self.looked_up = 0  # frames identified by their bytes (one in IDENTIFY_EVERY at the socket)
         self.unidentified = 0
         self.latencies: list[float] = []  # publisher send -> encoded frame arrival
         self.decoded_latencies: list[float] = []  # publisher send -> decoded picture (probes)
         self.decoded_ok = 0
         self.decoded_wrong = 0
         self.measuring = False
-        self.counters: dict[RTCRtpReceiver, FrameCounter] = {}
+        self.streams: dict[RTCRtpReceiver, SocketStream] = {}
         self._readers: list[asyncio.Task[None]] = []
 
     def _ensure_connection(self) -> RTCPeerConnection:
@@ -214,20 +294,24 @@ class BenchClient(RoomClient):
         else:
             counter = FrameCounter(on_frame)
             counter.take_over(transceiver.receiver)
-            self.counters[transceiver.receiver] = counter
+            self.streams[transceiver.receiver] = SocketStream(counter, lambda: self._arrived(mid))
 
-    def count_at_the_socket(self) -> None:
+    def count_at_the_socket(self, poller: SocketPoller) -> None:
         """Once connected: counted streams skip aiortc's receive path (see the function)."""
-        if self._pc is not None and self.counters:
-            count_at_the_socket(self._pc, self.counters)
+        if self._pc is not None and self.streams:
+            count_at_the_socket(self._pc, self.streams, poller)
+
+    def _arrived(self, mid: str) -> None:
+        if self.measuring:
+            self.frames[mid].append(time.time())
 
     def _on_frame(self, mid: str, data: bytes) -> None:
+        """A frame whose bytes we have: counted, then identified."""
         now = time.time()
-        arrivals = self.frames[mid]
-        if not arrivals and mid not in self.keyframe_first:
+        if not self.frames[mid] and mid not in self.keyframe_first:
             self.keyframe_first[mid] = is_keyframe("video/vp8", data)
-        if self.measuring:
-            arrivals.append(now)
+        self._arrived(mid)
+        self.looked_up += self.measuring
         found = self.catalogue.lookup(data)
         if found is None:
             self.unidentified += self.measuring
@@ -313,6 +397,10 @@ async def time_to_first_frame(
         await client.close()
 
 
+def lost_packets(clients: list[BenchClient]) -> int:
+    return sum(stream.lost for client in clients for stream in client.streams.values())
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     first, last = (int(part) for part in args.publishers_here.split(":"))
     catalogue = Catalogue([load_clip(i) for i in range(args.publishers)])
@@ -320,6 +408,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         (f"{args.name}{i}", None, i < args.probes) for i in range(args.subscribers)
     ]
     clients: list[BenchClient] = []
+    poller = SocketPoller()
     for start in range(0, len(specs), 8):
         clients += await asyncio.gather(
             *(
@@ -332,7 +421,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.wait_until(lambda c=client, w=wanted: len(c.publishers_seen()) >= w, 180)
         await client.wait_for_media(client.publishers_seen(), kinds=["video"], timeout=180)
         await client.wait_connected(timeout=180)
-        client.count_at_the_socket()
+        client.count_at_the_socket(poller)
     # Late joiners arrive while everyone is still here (other load processes leave as soon
     # as their measuring window ends).
     late = [
@@ -347,7 +436,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     for client in clients:
         client.measuring = True
-    started = time.time()
+    lost_before, started = lost_packets(clients), time.time()
     await asyncio.sleep(args.duration)
     window = time.time() - started
     for client in clients:
@@ -362,7 +451,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "fps": [round(value, 3) for value in fps],
         "identity_mismatched": sum(c.mismatched for c in clients),
+        "frames_looked_up": sum(c.looked_up for c in clients),
         "unidentified_frames": sum(c.unidentified for c in clients),
+        "lost_packets": lost_packets(clients) - lost_before,
         "probe_decoded_ok": sum(c.decoded_ok for c in clients),
         "probe_decoded_wrong": sum(c.decoded_wrong for c in clients),
         "arrival_latency_ms": [ms(v) for c in clients for v in c.latencies],

@@ -233,12 +233,15 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     decoded = [value for r in results for value in r["decoded_latency_ms"]]
     return {
         "streams": len(fps),
+        "frames_per_s": sum(fps),  # delivered, over every stream
         "fps_median": statistics.median(fps),
         "fps_min": min(fps),
         "fps_p10": percentile(fps, 0.10),
         "streams_at_full_rate": sum(1 for value in fps if value >= FULL_RATE),
         "identity_mismatched": sum(r["identity_mismatched"] for r in results),
+        "frames_looked_up": sum(r["frames_looked_up"] for r in results),
         "unidentified_frames": sum(r["unidentified_frames"] for r in results),
+        "lost_packets": sum(r["lost_packets"] for r in results),
         "probe_decoded_ok": sum(r["probe_decoded_ok"] for r in results),
         "probe_decoded_wrong": sum(r["probe_decoded_wrong"] for r in results),
         "arrival_latency_ms_median": statistics.median(arrival) if arrival else None,
@@ -335,7 +338,8 @@ def write_report(summary: dict[str, Any]) -> None:
             f"- server CPU {fan['server_cpu']:.1f}%, frame rate per stream: median "
             f"{fan['fps_median']:.2f}, slowest {fan['fps_min']:.2f} fps",
             f"- identity: {fan['identity_mismatched']} misrouted frames, "
-            f"{fan['unidentified']} altered frames; probe decoded {fan['probe_ok']} pictures, "
+            f"{fan['unidentified']} of {fan['looked_up']} frames checked byte for byte altered "
+            f"or incomplete; probe decoded {fan['probe_ok']} pictures, "
             f"{fan['probe_wrong']} wrong",
             f"- server memory {fan['rss_first']:.0f} → {fan['rss_last']:.0f} MB "
             f"({fan['rss_trend']:+.2f} MB/min over the window)",
@@ -429,6 +433,7 @@ def main() -> None:
                 "fps_min": fan.result["fps_min"],
                 "identity_mismatched": fan.result["identity_mismatched"],
                 "unidentified": fan.result["unidentified_frames"],
+                "looked_up": fan.result["frames_looked_up"],
                 "probe_ok": fan.result["probe_decoded_ok"],
                 "probe_wrong": fan.result["probe_decoded_wrong"],
                 "rss_first": fan.rss_mb[0],

@@ -23,7 +23,7 @@ from bench.report import replace_section
 
 
 def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dict[str, Any]:
-    size, duration, rounds = (4, 6.0, 1) if quick else (12, 12.0, 3)
+    size, duration, rounds = (4, 6.0, 1) if quick else (15, 12.0, 3)
     people = people or size
     servers = {count: Server("forward", workers=count) for count in counts}
     samples: dict[int, list[Sample]] = {count: [] for count in counts}
@@ -75,17 +75,22 @@ def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dic
             "streams": runs[0].streams,
             "at_full_rate": statistics.median(s.result["streams_at_full_rate"] for s in runs),
             "fps_median": statistics.median(s.result["fps_median"] for s in runs),
+            "frames_per_s": statistics.median(s.result["frames_per_s"] for s in runs),
+            "lost_packets": sum(s.result["lost_packets"] for s in runs),
             "server_cpu": statistics.median(s.server_cpu_percent for s in runs),
             "client_cpu": statistics.median(s.client_cpu_percent for s in runs),
             "identity_mismatched": sum(s.result["identity_mismatched"] for s in runs),
         }
-    base = summary["by_workers"][baseline]["at_full_rate"]
+    base = summary["by_workers"][baseline]
     for count, data in summary["by_workers"].items():
-        data["ratio"] = data["at_full_rate"] / base if base else None
-        ratio = f"{data['ratio']:.2f}x" if data["ratio"] is not None else "n/a (baseline 0)"
+        full = base["at_full_rate"]
+        data["ratio"] = data["at_full_rate"] / full if full else None
+        data["frames_ratio"] = data["frames_per_s"] / base["frames_per_s"]
         print(
             f"workers={count}: median {data['at_full_rate']:g}/{data['streams']} streams at "
-            f"full rate ({ratio} workers={baseline}), fps median {data['fps_median']:.2f}",
+            f"full rate ({describe_ratio(data)} workers={baseline}), frames delivered "
+            f"{data['frames_per_s']:.0f}/s ({data['frames_ratio']:.2f}x), fps median "
+            f"{data['fps_median']:.2f}, {data['lost_packets']} packets lost",
             flush=True,
         )
     if failover:
@@ -97,6 +102,12 @@ def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dic
     return summary
 
 
+def describe_ratio(data: dict[str, Any]) -> str:
+    if data["ratio"] is not None:
+        return f"{data['ratio']:.2f}x"
+    return "all against none with" if data["at_full_rate"] else "none, as with"
+
+
 def write_report(summary: dict[str, Any]) -> None:
     lines = [
         "# Media workers",
@@ -106,16 +117,18 @@ def write_report(summary: dict[str, Any]) -> None:
         f"publishing and receiving everyone else; {summary['seconds']:g} s windows, median "
         f"of {summary['rounds']} rounds. The load clients run on the same machine.",
         "",
-        f"| workers | streams at >= {FULL_RATE:g} fps | ratio | fps median | server CPU "
-        "(front + workers) | load clients CPU | misrouted frames |",
-        "|---|---|---|---|---|---|---|",
+        f"| workers | streams at >= {FULL_RATE:g} fps | ratio | frames delivered per s | "
+        "ratio | fps median | packets lost | server CPU (front + workers) | load clients CPU "
+        "| misrouted frames |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for count, data in summary["by_workers"].items():
         ratio = f"{data['ratio']:.2f}x" if data["ratio"] is not None else "-"
         lines.append(
             f"| {count} | {data['at_full_rate']:g} / {data['streams']} | {ratio} | "
-            f"{data['fps_median']:.2f} | {data['server_cpu']:.0f}% | {data['client_cpu']:.0f}% | "
-            f"{data['identity_mismatched']} |"
+            f"{data['frames_per_s']:.0f} | {data['frames_ratio']:.2f}x | "
+            f"{data['fps_median']:.2f} | {data['lost_packets']} | {data['server_cpu']:.0f}% | "
+            f"{data['client_cpu']:.0f}% | {data['identity_mismatched']} |"
         )
     delivered = [data["at_full_rate"] for data in summary["by_workers"].values()]
     streams = next(iter(summary["by_workers"].values()))["streams"]

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 from aiortc.rtp import RtpPacket
+from pylibsrtp import Policy, Session
 
-from bench.load_client import VP8_PAYLOAD_TYPE, FrameCounter
+from bench.load_client import IDENTIFY_EVERY, VP8_PAYLOAD_TYPE, FrameCounter, SocketStream
 from bench.relay_bench import fit, merge, split
 from tests.support.server import PROJECT_ROOT
 
@@ -31,6 +32,8 @@ async def test_load_client_delivers_identified_frames(relay_server, room):
     assert summary["streams"] == 6  # 2 subscribers x 2 publishers + the publishers' 2
     assert summary["fps_min"] > 5
     assert summary["identity_mismatched"] == 0 and summary["unidentified_frames"] == 0
+    frames_received = summary["frames_per_s"] * 2  # in the 2 s window
+    assert 0 < summary["frames_looked_up"] < frames_received  # identified: some, not all
     assert summary["probe_decoded_ok"] > 0 and summary["probe_decoded_wrong"] == 0
     assert summary["late_join_keyframe_first"]
 
@@ -57,6 +60,39 @@ def test_the_load_clients_frame_counter_reads_plain_rtp_as_aiortc_does():
     unrelated.payload = b"\x10x"
     counter.plain_rtp(unrelated.serialize())
     assert len(frames) == 1
+
+
+def test_the_load_clients_socket_stream_counts_every_frame_and_decrypts_a_few():
+    """Frames and lost packets come from SRTP's clear header; one frame in
+    ``IDENTIFY_EVERY`` is decrypted whole and identified by its bytes."""
+    key = bytes(range(30))
+    sender = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    receiver = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    identified: list[bytes] = []
+    unread: list[None] = []
+    stream = SocketStream(FrameCounter(identified.append), lambda: unread.append(None))
+    frames = 2 * IDENTIFY_EVERY
+    sequence = 0
+    for number in range(frames):
+        for part, marker in ((b"\x10head%d " % number, 0), (b"\x00tail", 1)):
+            sequence += 1
+            if number == 3 and marker:
+                continue  # lost: frame 3 is never complete
+            packet = RtpPacket(
+                payload_type=VP8_PAYLOAD_TYPE,
+                marker=marker,
+                sequence_number=sequence,
+                timestamp=3000 * number,
+                ssrc=5,
+            )
+            packet.payload = part
+            stream.datagram(sender.protect(packet.serialize()), receiver)
+        rtx = RtpPacket(payload_type=VP8_PAYLOAD_TYPE + 1, marker=1, sequence_number=sequence)
+        rtx.payload = b"\x00rtx"
+        stream.datagram(sender.protect(rtx.serialize()), receiver)  # not a frame
+    assert identified == [b"head0 tail", b"head%d tail" % IDENTIFY_EVERY]
+    assert len(identified) + len(unread) == frames - 1
+    assert stream.lost == 1
 
 
 def test_bench_arithmetic():
