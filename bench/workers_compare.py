@@ -140,6 +140,19 @@ def write_report(summary: dict[str, Any]) -> None:
             "cores the load clients share, a load one worker cannot carry may be beyond the "
             "machine itself (compare server and load clients CPU with the core count).",
         ]
+    capacity = 100 * (os.cpu_count() or 1)
+    full = [
+        count
+        for count, data in summary["by_workers"].items()
+        if data["server_cpu"] + data["client_cpu"] >= 0.9 * capacity
+    ]
+    if full:
+        lines += [
+            "",
+            f"With {', '.join(map(str, full))} worker(s) the server and the load clients "
+            f"together used at least 90% of the machine's {capacity}%: the machine, not "
+            "the workers, limited what was delivered.",
+        ]
     if summary["failover_s"] is not None:
         lines += [
             "",
