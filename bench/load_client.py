@@ -182,7 +182,8 @@ class SocketPoller:
     cost more CPU than the server forwarding to them, and a 2-core machine could not
     show what a second media worker adds (``relay_bench.py --workers``). Waking a few
     hundred times a second and draining every socket costs the loop one pass per tick
-    instead of one per datagram; arrival times are late by up to one interval.
+    instead of one per datagram (two rooms of 14, two media workers: the load clients
+    took 53% of a core instead of 78-81%); arrival times are late by up to one interval.
     """
 
     def __init__(self) -> None:
