@@ -88,7 +88,7 @@ def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dic
         data["frames_ratio"] = data["frames_per_s"] / base["frames_per_s"]
         print(
             f"workers={count}: median {data['at_full_rate']:g}/{data['streams']} streams at "
-            f"full rate ({describe_ratio(data)} workers={baseline}), frames delivered "
+            f"full rate ({describe_ratio(data, baseline)}), frames delivered "
             f"{data['frames_per_s']:.0f}/s ({data['frames_ratio']:.2f}x), fps median "
             f"{data['fps_median']:.2f}, {data['lost_packets']} packets lost",
             flush=True,
@@ -102,10 +102,10 @@ def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dic
     return summary
 
 
-def describe_ratio(data: dict[str, Any]) -> str:
+def describe_ratio(data: dict[str, Any], baseline: int) -> str:
     if data["ratio"] is not None:
-        return f"{data['ratio']:.2f}x"
-    return "all against none with" if data["at_full_rate"] else "none, as with"
+        return f"{data['ratio']:.2f}x workers={baseline}"
+    return f"workers={baseline} had none"
 
 
 def write_report(summary: dict[str, Any]) -> None:
