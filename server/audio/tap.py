@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -20,6 +19,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..tasks import cancel_and_wait
 from .consumer import BYTES_PER_SECOND, SAMPLE_RATE, SAMPLE_WIDTH, AudioChunk, AudioConsumer
+from .feed import DropOldestFeed
 
 if TYPE_CHECKING:
     from ..media.publication import Publication
@@ -32,47 +32,28 @@ RESYNC_AFTER = 0.5  # seconds of clock drift before chunk timestamps jump to wal
 
 
 class ConsumerLane:
-    """A bounded, drop-oldest queue and a task that feeds one consumer in order."""
+    """One consumer's audio of one participant: a drop-oldest feed, delivered in order."""
 
     def __init__(self, consumer: AudioConsumer, capacity: int) -> None:
         self.consumer = consumer
-        self.dropped = 0
         self.delivered = 0
-        self._capacity = capacity
-        self._chunks: deque[AudioChunk] = deque()
-        self._ready = asyncio.Event()
-        self._closing = False
-        self._task = asyncio.create_task(self._run())
+        self._feed = DropOldestFeed(self._deliver, capacity)
+        self.offer = self._feed.offer
 
-    def offer(self, chunk: AudioChunk) -> None:
-        if len(self._chunks) >= self._capacity:
-            self._chunks.popleft()
-            self.dropped += 1
-        self._chunks.append(chunk)
-        self._ready.set()
+    @property
+    def dropped(self) -> int:
+        return self._feed.dropped
 
-    async def _run(self) -> None:
-        while True:
-            while not self._chunks:
-                if self._closing:
-                    return
-                self._ready.clear()
-                await self._ready.wait()
-            chunk = self._chunks.popleft()
-            try:
-                await self.consumer.on_audio(chunk)
-                self.delivered += 1
-            except Exception:
-                logger.exception("audio consumer %s failed", self.consumer.name)
+    async def _deliver(self, chunk: AudioChunk) -> None:
+        try:
+            await self.consumer.on_audio(chunk)
+            self.delivered += 1
+        except Exception:
+            logger.exception("audio consumer %s failed", self.consumer.name)
 
     async def finish(self, room: str, peer_id: str, timeout: float) -> None:
         """Deliver what is queued (within ``timeout``), then let the consumer finalize."""
-        self._closing = True
-        self._ready.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            await cancel_and_wait(self._task)
+        await self._feed.drain(timeout)
         try:
             await self.consumer.participant_left(room, peer_id)
         except Exception:

@@ -13,22 +13,20 @@ and keep getting it after a move.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audio.feed import DropOldestFeed
 from ..audio.live import MAX_QUEUED
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer, parse_offer
 from ..media.publication import PublicationObserver
 from ..media.types import KINDS, CloseReason, Kind, MediaConfig, MediaListener, RateGate, SlotPolicy
-from ..tasks import cancel_and_wait
 from ..validation import IceCandidate, ProtocolError
 from . import wire
 from .pool import EventHandler, WorkerPool, WorkerProcess
@@ -66,30 +64,17 @@ class WorkerAudioStream:
         self.room = room
         self.peer_id = peer_id
         self.id = stream
-        self.dropped = 0
-        self._sink = sink
+        self._feed = DropOldestFeed(sink, MAX_QUEUED)
+        self.offer = self._feed.offer
         self._on_close = on_close
-        self._chunks: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self._task = asyncio.create_task(self._deliver())
 
-    def offer(self, pcm: bytes) -> None:
-        if len(self._chunks) >= MAX_QUEUED:
-            self._chunks.popleft()
-            self.dropped += 1
-        self._chunks.append(pcm)
-        self._ready.set()
-
-    async def _deliver(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._chunks:
-                await self._sink(self._chunks.popleft())
+    @property
+    def dropped(self) -> int:
+        return self._feed.dropped
 
     async def end(self) -> None:
         """Deliver nothing more (the server is closing: its workers stop anyway)."""
-        await cancel_and_wait(self._task)
+        await self._feed.stop()
 
     async def close(self) -> None:
         """Stop listening: the worker stops streaming."""
