@@ -27,15 +27,13 @@ from av import AudioFrame
 from . import validation
 from .access import AccessError
 from .audio.consumer import BYTES_PER_SECOND, SAMPLE_RATE
-from .audio.live import Listener
+from .audio.hub import LiveStream
 from .cluster.forward import FORWARDED, NodeAudioStream, other_node_url
 from .context import RoomServer
 from .grants import Grant
 from .settings import Settings
 from .validation import ProtocolError
 from .whip import HttpMediaSessions, HttpSession
-from .workers.remote import WorkerAudioStream
-from .workers.setup import WorkerAudio
 from .ws_dialect import MAX_TYPE_LENGTH, origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -102,7 +100,7 @@ class AudioClient:
         self.grant = grant
         self.query_string = request.query_string  # its credentials, for another node
         self.forwarded = FORWARDED in request.headers  # another node streams for its client
-        self.listener: Listener | NodeAudioStream | WorkerAudioStream | None = None
+        self.listener: LiveStream | None = None  # or another node's (NodeAudioStream)
         self.input: PcmTrack | None = None
         self.peer: RTCPeerConnection | None = None
         self.session: HttpSession | None = None
@@ -247,10 +245,7 @@ class AudioSockets:
             await stream.open(elsewhere, client.query_string, client.send_pcm, client.send_json)
             client.listener = stream  # the owner's answer ("streaming", or an error) follows
             return
-        if isinstance(self._server.audio, WorkerAudio):  # the room's audio is on a worker
-            client.listener = await self._server.audio.listen(room, peer_id, client.send_pcm)
-        else:
-            client.listener = self._server.audio.open_listener(room, peer_id, client.send_pcm)
+        client.listener = await self._server.audio.listen(room, peer_id, client.send_pcm)
         await client.send_json(
             {
                 "type": "log",
@@ -273,10 +268,8 @@ class AudioSockets:
 
     async def _stop_streaming(self, client: AudioClient) -> None:
         listener, client.listener = client.listener, None
-        if isinstance(listener, NodeAudioStream | WorkerAudioStream):
+        if listener is not None:
             await listener.close()
-        elif listener is not None:
-            await self._server.audio.close_listener(listener)
 
     async def _start_input(self, client: AudioClient, fields: dict[str, Any]) -> None:
         if client.input is not None:

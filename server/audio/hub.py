@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..validation import ProtocolError
 from .consumer import AudioConsumer, RoomOutput, RoomPatterns
@@ -61,6 +61,39 @@ def build_consumers(
         )
     consumers.extend(load_consumer(path) for path in extra)
     return consumers
+
+
+class LiveStream(Protocol):
+    """A live audio listener (``WS /ws/audio``), wherever its room's audio is decoded: in
+    this process, on a media worker, or on another node."""
+
+    @property
+    def room(self) -> str: ...
+
+    @property
+    def peer_id(self) -> str | None: ...  # None: the room's mix
+
+    @property
+    def dropped(self) -> int: ...  # chunks dropped for a slow reader
+
+    async def close(self) -> None: ...
+
+
+class LocalStream:
+    """A live listener of audio decoded in this process."""
+
+    def __init__(self, hub: AudioHub, listener: Listener) -> None:
+        self._hub = hub
+        self._listener = listener
+        self.room = listener.room
+        self.peer_id = listener.peer_id
+
+    @property
+    def dropped(self) -> int:
+        return self._listener.dropped
+
+    async def close(self) -> None:
+        await self._hub._stop_listening(self._listener)
 
 
 class AudioHub:
@@ -123,15 +156,14 @@ class AudioHub:
             for consumer in consumers:
                 tap.add_consumer(consumer)
 
-    def open_listener(self, room: str, peer_id: str | None, sink: Sink) -> Listener:
+    async def listen(self, room: str, peer_id: str | None, sink: Sink) -> LiveStream:
         """A live listener (``WS /ws/audio``) of ``room`` or of one participant, fed from now
-        on by the :class:`LiveAudio` consumer."""
-        live = self._live_audio()
-        listener = live.listen(room, peer_id, sink)
+        on by the :class:`LiveAudio` consumer; ``close()`` ends it."""
+        listener = self._live_audio().listen(room, peer_id, sink)
         self.retap(room)
-        return listener
+        return LocalStream(self, listener)
 
-    async def close_listener(self, listener: Listener) -> None:
+    async def _stop_listening(self, listener: Listener) -> None:
         await self._live_audio().stop(listener)
         self.untap(listener.room)
 

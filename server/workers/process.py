@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from ..audio.hub import AudioHub, build_consumers
-from ..audio.live import Listener, LiveAudio
+from ..audio.hub import AudioHub, LiveStream, build_consumers
+from ..audio.live import LiveAudio
 from ..audio.transcripts import TranscriptStore
 from ..logs import configure_logging
 from ..media.sdp_budget import configure_candidates
@@ -153,7 +153,7 @@ class MediaWorker:
         self.listener = WorkerListener(writer)
         self._nicknames: dict[str, str] = {}
         record_dir = Path(config.record_dir) if config.record_dir else None
-        self._streams: dict[int, Listener] = {}  # WS /ws/audio listeners of the front
+        self._streams: dict[int, LiveStream] = {}  # WS /ws/audio listeners of the front
         consumers = build_consumers(
             record_dir,
             config.stt,
@@ -237,15 +237,15 @@ class MediaWorker:
         elif op == "set_muted":
             await self.sfu.set_muted(room, peer_id, message["kind"], bool(message["muted"]))
         elif op == "listen":
-            self._listen(room, int(message["stream"]), message.get("peer_id"))
+            await self._listen(room, int(message["stream"]), message.get("peer_id"))
         elif op == "unlisten":
-            listener = self._streams.pop(int(message["stream"]), None)
-            if listener is not None:
-                await self.audio.close_listener(listener)
+            listening = self._streams.pop(int(message["stream"]), None)
+            if listening is not None:
+                await listening.close()
         else:
             raise ProtocolError("bad_request", f"unknown worker command {op!r}")
 
-    def _listen(self, room: str, stream: int, peer_id: str | None) -> None:
+    async def _listen(self, room: str, stream: int, peer_id: str | None) -> None:
         """Stream a room's mix (or one participant) up to the front, for a ``WS /ws/audio``
         client there: base64 in the wire's JSON, 20 ms chunks, ~43 KB/s."""
 
@@ -253,7 +253,7 @@ class MediaWorker:
             self.listener.event("pcm", stream=stream, pcm=base64.b64encode(pcm).decode())
 
         if stream not in self._streams:
-            self._streams[stream] = self.audio.open_listener(room, peer_id, up)
+            self._streams[stream] = await self.audio.listen(room, peer_id, up)
 
     def snapshot(self) -> wire.Message:
         """The state the front shows in /rooms and /stats, and uses to place rooms."""

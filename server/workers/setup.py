@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..audio.consumer import RoomPatterns
 from ..audio.hub import AudioHub
+from ..audio.live import Sink
 from ..audio.transcripts import TranscriptStore
 from ..backends.relay import MediaFactory, RelayBackend, SocketRoomOutput
 from ..events import EventRouter
@@ -74,9 +75,7 @@ class WorkerAudio(AudioHub):
     def has_captions(self, room: str) -> bool:
         return self._captions is not None and room in self._captions
 
-    async def listen(
-        self, room: str, peer_id: str | None, sink: Callable[[bytes], Awaitable[None]]
-    ) -> WorkerAudioStream:
+    async def listen(self, room: str, peer_id: str | None, sink: Sink) -> WorkerAudioStream:
         """Live audio for ``WS /ws/audio``, streamed from the room's worker."""
         if self.media is None:
             raise ProtocolError("media_unavailable", "media workers are not started yet")
