@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..audio.feed import DropOldestFeed
-from ..audio.live import MAX_QUEUED
+from ..audio.live import MAX_QUEUED, Sink
 from ..media.latency import LatencyHistogram
 from ..media.offer import ParsedOffer, parse_offer
 from ..media.publication import PublicationObserver
@@ -58,7 +58,7 @@ class WorkerAudioStream:
         room: str,
         peer_id: str | None,
         stream: int,
-        sink: Callable[[bytes], Awaitable[None]],
+        sink: Sink,
         on_close: Callable[[WorkerAudioStream], Awaitable[None]],
     ) -> None:
         self.room = room
@@ -232,9 +232,7 @@ class RemoteSfu:
 
     # -- live audio ---------------------------------------------------------------------
 
-    async def listen(
-        self, room: str, peer_id: str | None, sink: Callable[[bytes], Awaitable[None]]
-    ) -> WorkerAudioStream:
+    async def listen(self, room: str, peer_id: str | None, sink: Sink) -> WorkerAudioStream:
         """Stream ``room``'s live audio (or ``peer_id``'s) to ``sink`` from the room's worker
         (placing the room if nobody is in it yet, as a join would)."""
         worker = self._place(room)
