@@ -23,7 +23,7 @@ from bench.report import replace_section
 
 
 def compare(counts: list[int], *, quick: bool, people: int | None = None) -> dict[str, Any]:
-    size, duration, rounds = (4, 6.0, 1) if quick else (15, 12.0, 3)
+    size, duration, rounds = (4, 6.0, 1) if quick else (14, 12.0, 3)
     people = people or size
     servers = {count: Server("forward", workers=count) for count in counts}
     samples: dict[int, list[Sample]] = {count: [] for count in counts}
